@@ -79,7 +79,7 @@ def atomic_text_output(target):
         except OSError as exc:
             raise OutputError(f"{target}: cannot write: {exc.strerror}") from exc
         with raw:
-            # mtime=0 keeps gzip output byte-identical between runs of the same data.
-            binary = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if target.endswith(".gz") else raw
+            # mtime=0 and no embedded file name keep gzip output byte-identical between runs.
+            binary = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if target.endswith(".gz") else raw
             with binary, io.TextIOWrapper(binary, encoding="utf-8", newline="\n") as text:
                 yield text
