@@ -33,6 +33,11 @@ EXIT_INTERRUPTED = 130
 # (module under isoformer_cli.cli.commands, click command attribute): one line per subcommand.
 COMMAND_MODULES = [
     ("triples", "triples_command"),
+    ("inspect", "inspect_command"),
+    ("init", "init_command"),
+    ("convert", "convert_command"),
+    ("predict", "predict_command"),
+    ("embed", "embed_command"),
 ]
 
 log = logging.getLogger("isoformer_cli")

@@ -64,10 +64,11 @@ def atomic_path(target):
 
 
 @contextlib.contextmanager
-def atomic_text_output(target):
+def atomic_text_output(target, compresslevel=9):
     """Yield a text stream for ``target``: ``-`` is stdout, ``*.gz`` is gzip-compressed.
 
-    The stream uses ``\\n`` line endings and UTF-8 whatever the platform.
+    The stream uses ``\\n`` line endings and UTF-8 whatever the platform. ``compresslevel``
+    (1 fastest ... 9 smallest) applies to ``*.gz``; large tables write far faster at 6.
     """
     if target == STDOUT:
         yield sys.stdout
@@ -80,6 +81,8 @@ def atomic_text_output(target):
             raise OutputError(f"{target}: cannot write: {exc.strerror}") from exc
         with raw:
             # mtime=0 and no embedded file name keep gzip output byte-identical between runs.
-            binary = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if target.endswith(".gz") else raw
+            binary = raw
+            if target.endswith(".gz"):
+                binary = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0)
             with binary, io.TextIOWrapper(binary, encoding="utf-8", newline="\n") as text:
                 yield text

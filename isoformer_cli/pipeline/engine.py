@@ -36,8 +36,9 @@ class ChunkResult:
     Attributes:
         predictions: ``(n_rows, n_tissues)`` float32, in the checkpoint's target units.
         fused: ``(n_rows, D)`` float32 pooled fused embedding (the head's input).
-        modality_pooled: with ``modality_embeddings``: ``{"dna"|"rna"|"protein": (n_rows, width)}``
-            float32 mean over each encoder's real positions (zeros where a row lacks it).
+        modality_pooled: with ``modality_embeddings``: ``{"dna"|"rna"|"protein": (means, present)}``,
+            means ``(n_rows, width)`` float32 over each encoder's real positions (zeros where a
+            row lacks the modality) and ``present`` ``(n_rows,)`` bool.
     """
 
     predictions: np.ndarray
@@ -164,7 +165,8 @@ class ChunkPredictor:
         ]
 
     def _modality_pooled(self, chunk, dna, rna, protein):
-        """Mean of each encoder's output over its real positions, per row (zeros where absent)."""
+        """Per modality ``(means (n_rows, width), present (n_rows,) bool)``: each encoder's output
+        averaged over its real positions (zeros where the row lacks the modality)."""
         pooled = {}
         dna_means = [states[mask].mean(0) if mask is not None else states.mean(0) for states, mask in dna]
         for name, means, of_row in (
@@ -178,7 +180,7 @@ class ChunkPredictor:
             rows = np.zeros((len(chunk), table.shape[1]), dtype=np.float32)
             present = of_row >= 0
             rows[present] = table[of_row[present]]
-            pooled[name] = rows
+            pooled[name] = (rows, present)
         return pooled
 
 

@@ -17,8 +17,8 @@ def embed_command(output, modalities, **options):
     """Write the fused, pooled embedding of every transcript (the head's input) to HDF5.
 
     Same inputs, batching and resume as `isoformer predict`; datasets transcript_id and fused
-    (n_transcripts x width), and with --modalities dna, rna, protein (zeros where a transcript
-    lacks that modality, e.g. protein of a non-coding RNA) with has_rna / has_protein masks.
+    (n_transcripts x width), and with --modalities dna, rna, protein (NaN where a transcript
+    lacks that modality, e.g. protein of a non-coding RNA) with has_dna / has_rna / has_protein masks.
     """
     from isoformer_cli.pipeline.predict import EmbedConfig, run_embed
 

@@ -1,0 +1,1 @@
+"""Benchmarks (run as scripts; ``synthetic_annotation`` is also imported by other benchmarks)."""
