@@ -131,12 +131,13 @@ def test_empty_table(tmp_path, name):
 
 
 def test_obs_row_of_a_triple():
+    # chrom is the genome FASTA's spelling ("16" here), as in the triples table.
     transcript = Transcript("T1.2", "G1", "AXIN1", "protein_coding", "chr16", "-", [(100, 200), (300, 400)])
     triple = Triple(transcript, "16", tss=399, window_start=299, window_end=499, cds_start=None, cds_end=None,
                     rna="ACGT", protein="", flags=("no_cds", "window_padded"))
     assert obs_row(triple) == {
         "transcript_id": "T1.2", "gene_id": "G1", "gene_name": "AXIN1", "biotype": "protein_coding",
-        "chrom": "chr16", "strand": "-", "tss": 399, "window_start": 299, "window_end": 499,
+        "chrom": "16", "strand": "-", "tss": 399, "window_start": 299, "window_end": 499,
         "flags": "no_cds,window_padded",
     }
 

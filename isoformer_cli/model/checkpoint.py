@@ -523,6 +523,19 @@ def save_checkpoint(model, folder, overwrite=False, metadata=None):
     log.info("wrote checkpoint %s", folder)
 
 
+def _default_permissions(folder):
+    """Give ``folder`` and its files the permissions of a plain mkdir/open under the umask.
+
+    ``mkdtemp`` makes a private 0700 folder; a checkpoint is usually shared within a lab.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_folder(target, overwrite=False):
     """Yield a hidden temporary folder beside ``target``; rename it to ``target`` when the block succeeds.
@@ -545,6 +558,7 @@ def atomic_folder(target, overwrite=False):
     partial = tempfile.mkdtemp(prefix=f".{name}.", suffix=".isoformer-partial", dir=parent)
     try:
         yield partial
+        _default_permissions(partial)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

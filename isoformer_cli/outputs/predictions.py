@@ -109,7 +109,7 @@ def obs_row(triple):
         "gene_id": transcript.gene_id,
         "gene_name": transcript.gene_name,
         "biotype": transcript.biotype,
-        "chrom": transcript.chrom,
+        "chrom": triple.genome_chrom,  # the genome FASTA's name, as in triples tables
         "strand": transcript.strand,
         "tss": triple.tss,
         "window_start": triple.window_start,

@@ -20,9 +20,9 @@ from isoformer_cli.io.contigs import ContigAliases, ContigMatcher
 from isoformer_cli.io.genome import Genome
 from isoformer_cli.outputs.triples_table import read_triples_table
 from isoformer_cli.triples.builder import BuildOptions, TripleBuilder
-from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, is_padded, window_span
+from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, check_dna_length, is_padded, window_span
 from isoformer_cli.triples.flags import ON_INVALID_CHOICES, WINDOW_PADDED, format_flags, invalid_flags
-from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH
+from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
 from isoformer_cli.triples.records import Transcript, Triple
 from isoformer_cli.triples.selection import TranscriptSelection
 
@@ -35,13 +35,16 @@ class TripleSource:
 
     Exactly one of ``annotation`` and ``triples`` is set. Selection options follow
     ``isoformer triples``; with ``triples`` (a table from ``isoformer triples``), ``region``
-    selects by TSS because the table keeps no exon structure.
+    selects by TSS because the table keeps no exon structure. ``with_dna`` fetches each window's
+    sequence into ``Triple.dna`` (annotation only; for writing windows out, never for the model).
+    Invalid option values raise InputError.
     """
 
     genome: str
     annotation: Optional[str] = None
     triples: Optional[str] = None
     dna_length: int = DEFAULT_DNA_LENGTH
+    with_dna: bool = False
     on_invalid: str = "flag"
     orf: str = "none"
     min_orf_length: int = DEFAULT_MIN_ORF_LENGTH
@@ -57,6 +60,17 @@ class TripleSource:
             raise InputError("give exactly one of --annotation and --triples")
         if self.on_invalid not in ON_INVALID_CHOICES:
             raise InputError(f"--on-invalid must be one of {', '.join(ON_INVALID_CHOICES)}, not {self.on_invalid!r}")
+        self.build_options()  # checks dna_length, orf and min_orf_length
+
+    def build_options(self):
+        """The builder's :class:`BuildOptions` (InputError for a bad value)."""
+        check_dna_length(self.dna_length)
+        if self.orf not in ORF_CHOICES:
+            raise InputError(f"--orf must be one of {', '.join(ORF_CHOICES)}, not {self.orf!r}")
+        if self.min_orf_length < 1:
+            raise InputError(f"--min-orf-length must be at least 1 amino acid, not {self.min_orf_length}")
+        return BuildOptions(dna_length=self.dna_length, with_dna=self.with_dna, orf=self.orf,
+                            min_orf_length=self.min_orf_length)
 
     @property
     def label(self):
@@ -75,6 +89,7 @@ class TripleSource:
 class SourceSummary:
     """Counts of one pass over a source (filled in while iterating)."""
 
+    transcripts_read: int = 0
     selected: int = 0
     yielded: int = 0
     skipped_invalid: int = 0
@@ -120,24 +135,28 @@ def iter_triples(source, genome, summary=None):
         summary.yielded += 1
         yield triple
     summary.flag_counts = dict(sorted(flag_counts.items()))
-    matcher.finish()  # logs contigs missing from the genome; raises ContigError when none matched
+    mapping = matcher.finish()  # logs contigs missing from the genome; raises ContigError when none matched
+    summary.missing_contigs = {contig: matcher.counts[contig] for contig, target in mapping.items() if target is None}
     selection.warn_unmatched(annotation_label=source.label)
 
 
 def _built_triples(source, genome, selection, aliases, matcher, summary):
-    builder = TripleBuilder(genome, BuildOptions(dna_length=source.dna_length, orf=source.orf,
-                                                 min_orf_length=source.min_orf_length))
-    for transcript in selection.filter(read_annotation(source.annotation), aliases=aliases):
+    builder = TripleBuilder(genome, source.build_options())
+    reader = read_annotation(source.annotation)
+    for transcript in selection.filter(reader, aliases=aliases):
+        summary.transcripts_read = reader.summary.transcripts
         summary.selected += 1
         genome_chrom = matcher.resolve(transcript.chrom)
         if genome_chrom is None:
             summary.skipped_missing_contig += 1
             continue
         yield builder.build(transcript, genome_chrom)
+    summary.transcripts_read = reader.summary.transcripts
 
 
 def _table_triples(source, genome, selection, aliases, matcher, summary):
     for row in read_triples_table(source.triples):
+        summary.transcripts_read += 1
         # The table keeps no exon structure: the transcript is represented by its TSS, so
         # --region selects by TSS, and coding status comes from the CDS columns.
         transcript = Transcript(
@@ -164,7 +183,3 @@ def _table_triples(source, genome, selection, aliases, matcher, summary):
             rna=row.rna, protein=row.protein, flags=tuple(sorted(flags)),
         )
 
-
-def open_genome(source):
-    """Open the genome of ``source`` (a context manager)."""
-    return Genome(source.genome)

@@ -10,25 +10,22 @@ Order of checks, so that a bad run fails early and never leaves a partial file:
 4. the pass: every error raised while reading, building or writing discards all outputs;
 5. contigs: annotation contigs missing from the FASTA are logged with their transcript counts,
    and the run fails (outputs discarded) when none matched.
+
+Selection, building and ``--on-invalid`` are shared with ``isoformer predict`` through
+:func:`isoformer_cli.pipeline.sources.iter_triples`.
 """
 
-import collections
 import logging
-from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from isoformer_cli.errors import InputError
-from isoformer_cli.io.annotation import read_annotation
-from isoformer_cli.io.contigs import ContigAliases, ContigMatcher
 from isoformer_cli.io.genome import Genome
 from isoformer_cli.outputs.atomic import STDOUT
 from isoformer_cli.outputs.triples_table import TriplesWriter
+from isoformer_cli.pipeline.sources import SourceSummary, TripleSource, iter_triples
 from isoformer_cli.progress import progress
-from isoformer_cli.triples.builder import BuildOptions, TripleBuilder
-from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, check_dna_length
-from isoformer_cli.triples.flags import ON_INVALID_CHOICES, format_flags, invalid_flags
-from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
-from isoformer_cli.triples.selection import TranscriptSelection
+from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
+from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -70,42 +67,16 @@ class TriplesConfig:
     coding_only: bool = False
     contig_alias: Optional[str] = None
 
-
-@dataclass
-class TriplesSummary:
-    """Counts of one run (logged at the end, returned for tests)."""
-
-    transcripts_read: int = 0
-    selected: int = 0
-    written: int = 0
-    skipped_invalid: int = 0
-    skipped_missing_contig: int = 0
-    flag_counts: Dict[str, int] = field(default_factory=dict)
-    missing_contigs: Dict[str, int] = field(default_factory=dict)
-
-
-def build_options(config):
-    """Check the option values of ``config``; the :class:`BuildOptions` they describe.
-
-    Raises InputError for a value the command line should reject as a usage error.
-    """
-    check_dna_length(config.dna_length)
-    if config.on_invalid not in ON_INVALID_CHOICES:
-        raise InputError(f"--on-invalid must be one of {', '.join(ON_INVALID_CHOICES)}, not {config.on_invalid!r}")
-    if config.orf not in ORF_CHOICES:
-        raise InputError(f"--orf must be one of {', '.join(ORF_CHOICES)}, not {config.orf!r}")
-    if config.min_orf_length < 1:
-        raise InputError(f"--min-orf-length must be at least 1 amino acid, not {config.min_orf_length}")
-    return BuildOptions(dna_length=config.dna_length, with_dna=config.with_dna, orf=config.orf,
-                        min_orf_length=config.min_orf_length)
-
-
-def build_selection(config):
-    """The :class:`TranscriptSelection` of ``config`` (InputError on bad syntax)."""
-    return TranscriptSelection.from_options(
-        transcripts=config.transcripts, genes=config.genes, region=config.region,
-        biotypes=list(config.biotypes) or None, coding_only=config.coding_only,
-    )
+    def source(self):
+        """The :class:`TripleSource` these options describe (InputError on a bad value)."""
+        source = TripleSource(
+            genome=self.genome, annotation=self.annotation, dna_length=self.dna_length, with_dna=self.with_dna,
+            on_invalid=self.on_invalid, orf=self.orf, min_orf_length=self.min_orf_length,
+            transcripts=self.transcripts, genes=self.genes, region=self.region, biotypes=tuple(self.biotypes),
+            coding_only=self.coding_only, contig_alias=self.contig_alias,
+        )
+        source.selection()  # selection syntax errors surface here, before any input is read
+        return source
 
 
 def run_triples(config):
@@ -117,60 +88,27 @@ def run_triples(config):
             exists after an error.
         OutputError: an output folder is missing or not writable.
     """
-    options = build_options(config)
-    selection = build_selection(config)
+    source = config.source()
     writer = TriplesWriter(config.output, config.fasta_prefix, config.with_dna)
     writer.check_targets()
-    summary = TriplesSummary()
-    flag_counts = collections.Counter()
-
-    with Genome(config.genome) as genome:
-        aliases = ContigAliases(genome.contigs, alias_file=config.contig_alias)
-        selection.check_region(aliases)
-        reader = read_annotation(config.annotation)
-        matcher = ContigMatcher(aliases, annotation_label=config.annotation)
-        builder = TripleBuilder(genome, options)
-        with writer:
-            selected = selection.filter(reader, aliases=aliases)
-            for transcript in progress(selected, desc="triples", unit=" transcripts"):
-                summary.selected += 1
-                genome_chrom = matcher.resolve(transcript.chrom)
-                if genome_chrom is None:
-                    summary.skipped_missing_contig += 1
-                    continue
-                triple = builder.build(transcript, genome_chrom)
-                flag_counts.update(triple.flags)
-                bad = invalid_flags(triple.flags)
-                if bad:
-                    if config.on_invalid == "fail":
-                        raise InputError(
-                            f"{transcript.source or config.annotation}: transcript {transcript.transcript_id} "
-                            f"is invalid ({format_flags(bad)}); use --on-invalid flag to keep it flagged "
-                            "or --on-invalid skip to leave it out"
-                        )
-                    if config.on_invalid == "skip":
-                        summary.skipped_invalid += 1
-                        continue
-                writer.write(triple)
-            mapping = matcher.finish()
-        summary.written = writer.rows
-
-    summary.transcripts_read = reader.summary.transcripts
-    summary.flag_counts = dict(sorted(flag_counts.items()))
-    summary.missing_contigs = {contig: matcher.counts[contig] for contig, target in mapping.items() if target is None}
-    selection.warn_unmatched(annotation_label=config.annotation)
+    summary = SourceSummary()
+    with Genome(config.genome) as genome, writer:
+        for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
+            writer.write(triple)
     _log_summary(summary, config)
     return summary
 
 
 def _log_summary(summary, config):
-    # The contigs missing from the genome were already listed, with counts, by ContigMatcher.finish.
     log.info(
         "transcripts: %d read, %d selected, %d written, %d skipped as invalid, %d on contigs missing "
-        "from the genome", summary.transcripts_read, summary.selected, summary.written,
+        "from the genome", summary.transcripts_read, summary.selected, summary.yielded,
         summary.skipped_invalid, summary.skipped_missing_contig,
     )
     if summary.flag_counts:
         log.info("flags: %s", ", ".join(f"{flag} {count}" for flag, count in summary.flag_counts.items()))
+    if summary.missing_contigs:
+        log.info("contigs missing from the genome: %s",
+                 ", ".join(f"{contig} ({count})" for contig, count in summary.missing_contigs.items()))
     if config.output != STDOUT:
         log.info("wrote %s", config.output)

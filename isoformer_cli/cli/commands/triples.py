@@ -3,10 +3,9 @@
 import click
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.pipeline.triples import TriplesConfig, build_options, build_selection, run_triples
+from isoformer_cli.cli.options import record_options, selection_options, split_biotypes
+from isoformer_cli.pipeline.triples import TriplesConfig, run_triples
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
-from isoformer_cli.triples.flags import ON_INVALID_CHOICES
-from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
 
 
 def _even_positive(ctx, param, value):
@@ -28,22 +27,8 @@ def _even_positive(ctx, param, value):
               help="Also write the DNA window sequence (dna column; ~196 kb per transcript).")
 @click.option("--fasta-prefix", metavar="P",
               help="Also write P.rna.fa and P.protein.fa (and P.dna.fa with --with-dna).")
-@click.option("--on-invalid", type=click.Choice(ON_INVALID_CHOICES), default="flag", show_default=True,
-              help="Records with an invalid flag (internal_stop, cds_discontinuous): keep flagged, skip, or fail.")
-@click.option("--orf", type=click.Choice(ORF_CHOICES), default="none", show_default=True,
-              help="For transcripts without CDS: 'longest' calls the longest ATG-initiated ORF (flag orf_predicted).")
-@click.option("--min-orf-length", type=click.IntRange(min=1), default=DEFAULT_MIN_ORF_LENGTH, show_default=True,
-              metavar="AA", help="Minimum length of a predicted ORF, in amino acids (stop excluded).")
-@click.option("--transcripts", metavar="IDS|@FILE", help="Only these transcript ids (comma-separated, or @file).")
-@click.option("--genes", metavar="IDS|@FILE",
-              help="Only transcripts of these gene ids or names (comma-separated, or @file).")
-@click.option("--region", metavar="CHR:START-END",
-              help="Only transcripts overlapping this region (1-based, inclusive).")
-@click.option("--biotype", "biotypes", multiple=True, metavar="TYPE",
-              help="Only transcripts of this biotype (repeat or comma-separate for several).")
-@click.option("--coding-only", is_flag=True, help="Only transcripts with an annotated CDS.")
-@click.option("--contig-alias", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Tab-separated contig alias file (UCSC chromAlias style) for names chr1<->1 rules miss.")
+@record_options
+@selection_options
 def triples_command(genome, annotation, output, dna_length, with_dna, fasta_prefix, on_invalid, orf,
                     min_orf_length, transcripts, genes, region, biotypes, coding_only, contig_alias):
     """Build the DNA window, spliced RNA and protein of every transcript.
@@ -55,16 +40,14 @@ def triples_command(genome, annotation, output, dna_length, with_dna, fasta_pref
     the TSS at index dna-length/2. cds_start/cds_end are 0-based half-open on the RNA, from the
     first complete codon through the stop codon. A summary goes to stderr.
     """
-    split_biotypes = tuple(part for value in biotypes for part in value.split(",") if part)
     config = TriplesConfig(
         genome=genome, annotation=annotation, output=output, dna_length=dna_length, with_dna=with_dna,
         fasta_prefix=fasta_prefix, on_invalid=on_invalid, orf=orf, min_orf_length=min_orf_length,
-        transcripts=transcripts, genes=genes, region=region, biotypes=split_biotypes,
+        transcripts=transcripts, genes=genes, region=region, biotypes=split_biotypes(biotypes),
         coding_only=coding_only, contig_alias=contig_alias,
     )
     try:
-        build_options(config)
-        build_selection(config)
+        config.source()
     except InputError as exc:
         # Bad option values are usage errors (exit 2), caught before any input is read.
         raise click.UsageError(str(exc)) from None

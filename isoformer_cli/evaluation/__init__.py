@@ -1,0 +1,1 @@
+"""Agreement between predicted and observed expression: metrics, tables and plots (no torch)."""
