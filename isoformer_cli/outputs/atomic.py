@@ -54,13 +54,18 @@ def atomic_path(target):
         with contextlib.suppress(FileNotFoundError):
             os.remove(partial)
         raise
+    replace_into_place(partial, target)
+    log.debug("wrote %s", target)
+
+
+def replace_into_place(built, target):
+    """Atomically move a finished file over ``target``; OutputError (and ``built`` removed) when that fails."""
     try:
-        os.replace(partial, target)
+        os.replace(built, target)
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
+            os.remove(built)
         raise OutputError(f"{target}: cannot move the finished output into place: {exc.strerror}") from exc
-    log.debug("wrote %s", target)
 
 
 @contextlib.contextmanager

@@ -62,7 +62,7 @@ import numpy as np
 
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.outputs import h5ad
-from isoformer_cli.outputs.atomic import STDOUT, check_writable, temporary_path_for
+from isoformer_cli.outputs.atomic import STDOUT, check_writable, replace_into_place, temporary_path_for
 from isoformer_cli.outputs.provenance import FORMAT_VERSION, demo_warning
 from isoformer_cli.outputs.streaming import (
     JournalWriter,
@@ -70,7 +70,6 @@ from isoformer_cli.outputs.streaming import (
     canonical_json,
     foreign_partial_error,
     fsync_file,
-    replace_into_place,
 )
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import zlib
 import numpy as np
 
 from isoformer_cli.errors import OutputError
-from isoformer_cli.outputs.atomic import temporary_path_for
+from isoformer_cli.outputs.atomic import replace_into_place, temporary_path_for
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,6 @@ def fsync_file(path):
     """Flush a finished file to disk before it is renamed into place (power-loss safety)."""
     with open(path, "rb") as stream:
         os.fsync(stream.fileno())
-
-
-def replace_into_place(built, target):
-    """Atomically move a finished file over ``target``; OutputError when that fails."""
-    try:
-        os.replace(built, target)
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(built)
-        raise OutputError(f"{target}: cannot move the finished output into place: {exc.strerror}") from exc
 
 
 class StreamingWriter:

@@ -40,14 +40,14 @@ def triples_command(genome, annotation, output, dna_length, with_dna, fasta_pref
     the TSS at index dna-length/2. cds_start/cds_end are 0-based half-open on the RNA, from the
     first complete codon through the stop codon. A summary goes to stderr.
     """
-    config = TriplesConfig(
-        genome=genome, annotation=annotation, output=output, dna_length=dna_length, with_dna=with_dna,
-        fasta_prefix=fasta_prefix, on_invalid=on_invalid, orf=orf, min_orf_length=min_orf_length,
-        transcripts=transcripts, genes=genes, region=region, biotypes=split_biotypes(biotypes),
-        coding_only=coding_only, contig_alias=contig_alias,
-    )
     try:
-        config.source()
+        config = TriplesConfig(
+            genome=genome, annotation=annotation, output=output, dna_length=dna_length, with_dna=with_dna,
+            fasta_prefix=fasta_prefix, on_invalid=on_invalid, orf=orf, min_orf_length=min_orf_length,
+            transcripts=transcripts, genes=genes, region=region, biotypes=split_biotypes(biotypes),
+            coding_only=coding_only, contig_alias=contig_alias,
+        )
+        config.selection()
     except InputError as exc:
         # Bad option values are usage errors (exit 2), caught before any input is read.
         raise click.UsageError(str(exc)) from None
