@@ -110,6 +110,31 @@ def test_batching_chunking_and_sharing_do_not_change_results(tmp_path, options, 
     np.testing.assert_allclose(values_v, values_r, rtol=1e-4, atol=1e-6)
 
 
+def test_worker_processes_give_the_same_table(tmp_path, mouse_reference):
+    source = TripleSource(genome=MOUSE_GENOME, annotation=MOUSE_GTF)
+    out = tmp_path / "workers.tsv"
+    run_predict(PredictConfig(source=source, checkpoint="demo", output=str(out), num_workers=2, chunk_size=5,
+                              command_args=("x",)))
+    ids_r, values_r, _ = mouse_reference
+    ids_w, values_w, _ = values_of(out)
+    assert ids_w == ids_r
+    np.testing.assert_allclose(values_w, values_r, rtol=1e-4, atol=1e-6)
+
+
+def test_error_in_a_worker_process_is_one_line_and_leaves_nothing(tmp_path):
+    gtf = tmp_path / "bad.gtf"
+    good = gzip.open(MOUSE_GTF, "rt").read().splitlines()
+    gtf.write_text("\n".join(good[:40] + ["chr9\tx\texon\tten\t20\t.\t+\t.\tgene_id \"g\"; transcript_id \"t\";"]) + "\n")
+    out = tmp_path / "out.tsv"
+    result = CliRunner().invoke(cli, ["-q", "predict", "--checkpoint", "demo", "--genome", MOUSE_GENOME,
+                                      "--annotation", str(gtf), "--num-workers", "1", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"{gtf}:" in result.output and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("isoformer: error: ")
+    assert os.listdir(tmp_path) == ["bad.gtf"]
+
+
 def test_sharing_encodes_each_distinct_input_once(tmp_path, caplog):
     source = TripleSource(genome=MOUSE_GENOME, annotation=MOUSE_GTF)
     caplog.set_level("INFO", logger="isoformer_cli")
@@ -155,6 +180,7 @@ def test_embed_writes_fused_and_modality_embeddings(tmp_path):
     (["--device", "cuda:0"], "CUDA is not available"),
     (["-o", "out.xlsx"], "unknown output format"),
     (["--genome", "/nonexistent.fa"], "nonexistent.fa"),
+    (["-o", "missing-folder/out.tsv"], "does not exist"),
 ])
 def test_bad_inputs_fail_cleanly_and_leave_nothing(tmp_path, args, message, monkeypatch):
     monkeypatch.chdir(tmp_path)
