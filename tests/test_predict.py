@@ -69,6 +69,8 @@ def test_annotation_path_equals_triples_path(tmp_path):
     assert ids_a == ids_t
     np.testing.assert_array_equal(values_a, values_t)
     assert [row["flags"] for row in table_a.obs] == [row["flags"] for row in table_t.obs]
+    # The tiny model takes at most 126 residues: longer mouse proteins are truncated and flagged.
+    assert any("protein_truncated" in row["flags"] for row in table_a.obs)
 
 
 def test_tsv_equals_hdf5_and_anndata_reads_it(tmp_path):

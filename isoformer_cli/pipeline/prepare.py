@@ -140,8 +140,8 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
             return dna_tokenizer.encode(sequence)
         return nt_dna_tokenizer.encode(sequence)[0]
 
+    # Distinct RNAs and proteins keep (token ids, truncated) pairs.
     windows, rnas, proteins = _Distinct(dedupe), _Distinct(dedupe), _Distinct(dedupe)
-    truncated_rna, truncated_protein = {}, {}
     chunk = PreparedChunk(index=index)
     dna_of_row, rna_of_row, protein_of_row = [], [], []
     for triple in triples:
@@ -153,18 +153,16 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
         else:
             dna_of_row.append(-1)
         if settings.use_rna and triple.rna:
-            position = rnas.index(triple.rna, lambda: _tokens(rna_tokenizer, triple.rna, name, truncated_rna))
+            position = rnas.index(triple.rna, lambda: rna_tokenizer.encode(triple.rna, name))
             rna_of_row.append(position)
-            if truncated_rna[position]:
+            if rnas.values[position][1]:
                 extra_flags.append(RNA_TRUNCATED)
         else:
             rna_of_row.append(-1)
         if settings.use_protein and triple.protein:
-            position = proteins.index(
-                triple.protein, lambda: _tokens(protein_tokenizer, triple.protein, name, truncated_protein)
-            )
+            position = proteins.index(triple.protein, lambda: protein_tokenizer.encode(triple.protein, name))
             protein_of_row.append(position)
-            if truncated_protein[position]:
+            if proteins.values[position][1]:
                 extra_flags.append(PROTEIN_TRUNCATED)
         else:
             protein_of_row.append(-1)
@@ -172,17 +170,13 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
         if extra_flags:
             row["flags"] = ",".join(sorted(set(triple.flags) | set(extra_flags)))
         chunk.obs.append(row)
-    chunk.dna_tokens, chunk.rna_tokens, chunk.protein_tokens = windows.values, rnas.values, proteins.values
+    chunk.dna_tokens = windows.values
+    chunk.rna_tokens = [ids for ids, _ in rnas.values]
+    chunk.protein_tokens = [ids for ids, _ in proteins.values]
     chunk.dna_of_row = np.asarray(dna_of_row, dtype=np.int64)
     chunk.rna_of_row = np.asarray(rna_of_row, dtype=np.int64)
     chunk.protein_of_row = np.asarray(protein_of_row, dtype=np.int64)
     return chunk
-
-
-def _tokens(tokenizer, sequence, name, truncated_by_position):
-    ids, truncated = tokenizer.encode(sequence, name)
-    truncated_by_position[len(truncated_by_position)] = truncated
-    return ids
 
 
 class ChunkDataset(IterableDataset):
