@@ -38,6 +38,8 @@ COMMAND_MODULES = [
     ("convert", "convert_command"),
     ("predict", "predict_command"),
     ("embed", "embed_command"),
+    ("finetune", "finetune_command"),
+    ("evaluate", "evaluate_command"),
 ]
 
 log = logging.getLogger("isoformer_cli")

@@ -81,6 +81,22 @@ class ExpressionTable:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class ExpressionInput:
+    """The options that name an expression table (what the CLI collects; picklable)."""
+
+    path: str
+    values: str = "tpm"
+    samples: Optional[str] = None
+    sample_column: Optional[str] = None
+    tissue_column: Optional[str] = None
+
+    def read(self, keep=None):
+        """:func:`read_expression` with these options."""
+        return read_expression(self.path, values=self.values, samples=self.samples,
+                               sample_column=self.sample_column, tissue_column=self.tissue_column, keep=keep)
+
+
 def read_expression(path, values="tpm", samples=None, sample_column=None, tissue_column=None, keep=None):
     """Read an expression matrix or a GCT file plus its sample table (see the module docstring).
 
@@ -460,7 +476,8 @@ def match_transcripts(transcript_ids: Sequence[str], table: ExpressionTable) -> 
     seen = set()
     for identifier in transcript_ids:
         if identifier in seen:
-            raise InputError(f"transcript {identifier} appears twice among the transcripts to match; ids must be unique")
+            raise InputError(f"transcript {identifier} appears twice among the transcripts to match; ids must be "
+                             "unique")
         seen.add(identifier)
         base = strip_version(identifier)
         query_bases[base] = query_bases.get(base, 0) + 1

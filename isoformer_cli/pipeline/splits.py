@@ -16,7 +16,7 @@ then one row per transcript, in input order.
 
 import hashlib
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.io.contigs import builtin_alternatives
@@ -155,6 +155,6 @@ def read_split(path) -> List[tuple]:
     return rows
 
 
-def split_counts(splits: Sequence[str], members: Optional[Sequence[SplitMember]] = None):
+def split_counts(splits: Sequence[str]):
     """``{"train": n, "val": n, "test": n}`` transcripts per split."""
     return {name: sum(1 for split in splits if split == name) for name in SPLITS}

@@ -216,6 +216,27 @@ def freeze(model, specs: Sequence[FreezeSpec]) -> List[nn.Module]:
     return frozen
 
 
+def plain_batchnorm(model):
+    """Replace ``SyncBatchNorm`` layers by ``BatchNorm1d`` with the same tensors; returns how many.
+
+    enformer-pytorch builds SyncBatchNorm whenever a process group is active (under torchrun). Fine-tuning
+    keeps BatchNorm statistics frozen (eval mode), where both layers compute the same thing, and
+    DistributedDataParallel refuses SyncBatchNorm on CPU.
+    """
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.SyncBatchNorm):
+                plain = nn.BatchNorm1d(child.num_features, eps=child.eps, momentum=child.momentum,
+                                       affine=child.affine, track_running_stats=child.track_running_stats,
+                                       device=child.weight.device if child.affine else None)
+                plain.load_state_dict(child.state_dict())
+                plain.requires_grad_(any(p.requires_grad for p in child.parameters()))
+                setattr(parent, name, plain)
+                replaced += 1
+    return replaced
+
+
 def set_train_mode(model, frozen_modules):
     """Training mode, except frozen modules and every BatchNorm (see the module docstring)."""
     model.train()
