@@ -2,19 +2,11 @@
 
 import click
 
+from isoformer_cli.cli.options import stack
 from isoformer_cli.io.expression import VALUE_KINDS
 
 
-def _stack(decorators):
-    def apply(function):
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-
-    return apply
-
-
-expression_options = _stack([
+expression_options = stack([
     click.option("--expression", required=True, metavar="FILE",
                  help="Observed expression: a TSV/CSV matrix (transcript id, then one column per tissue), or a "
                       "GTEx GCT v1.2 file of TPM per sample with --samples. Plain or gzip."),

@@ -2,11 +2,13 @@
 
 import click
 
+from isoformer_cli.errors import InputError
 from isoformer_cli.triples.flags import ON_INVALID_CHOICES
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
 
 
-def _stack(decorators):
+def stack(decorators):
+    """One decorator applying ``decorators`` in order (the first one ends up outermost)."""
     def apply(function):
         for decorator in reversed(decorators):
             function = decorator(function)
@@ -20,7 +22,27 @@ def split_biotypes(values):
     return tuple(part for value in values for part in value.split(",") if part)
 
 
-selection_options = _stack([
+def triple_source(genome, annotation, triples_table, biotypes, on_invalid, orf, min_orf_length, transcripts,
+                  genes, region, coding_only, contig_alias):
+    """The :class:`~isoformer_cli.pipeline.sources.TripleSource` of the input, selection and record
+    options; bad values and combinations are usage errors (exit 2), raised before any input is read."""
+    from isoformer_cli.pipeline.sources import TripleSource
+
+    if (annotation is None) == (triples_table is None):
+        raise click.UsageError("give exactly one of --annotation and --triples")
+    try:
+        source = TripleSource(
+            genome=genome, annotation=annotation, triples=triples_table, on_invalid=on_invalid, orf=orf,
+            min_orf_length=min_orf_length, transcripts=transcripts, genes=genes, region=region,
+            biotypes=split_biotypes(biotypes), coding_only=coding_only, contig_alias=contig_alias,
+        )
+        source.selection()
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
+    return source
+
+
+selection_options = stack([
     click.option("--transcripts", metavar="IDS|@FILE", help="Only these transcript ids (comma-separated, or @file)."),
     click.option("--genes", metavar="IDS|@FILE",
                  help="Only transcripts of these gene ids or names (comma-separated, or @file)."),
@@ -33,7 +55,7 @@ selection_options = _stack([
                  help="Tab-separated contig alias file (UCSC chromAlias style) for names chr1<->1 rules miss."),
 ])
 
-record_options = _stack([
+record_options = stack([
     click.option("--on-invalid", type=click.Choice(ON_INVALID_CHOICES), default="flag", show_default=True,
                  help="Records with an invalid flag (internal_stop, cds_discontinuous): keep flagged, skip, or fail."),
     click.option("--orf", type=click.Choice(ORF_CHOICES), default="none", show_default=True,
@@ -44,7 +66,7 @@ record_options = _stack([
                  help="Minimum length of a predicted ORF, in amino acids (stop excluded)."),
 ])
 
-model_run_options = _stack([
+model_run_options = stack([
     click.option("--genome", required=True, metavar="FASTA",
                  help="Genome FASTA, plain or bgzip-compressed (indexed on first use)."),
     click.option("--annotation", metavar="GTF|GFF3",

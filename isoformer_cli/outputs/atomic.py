@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 
 from isoformer_cli.errors import OutputError
 

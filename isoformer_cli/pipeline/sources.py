@@ -17,7 +17,6 @@ from typing import Dict, Optional, Tuple
 from isoformer_cli.errors import InputError
 from isoformer_cli.io.annotation import read_annotation
 from isoformer_cli.io.contigs import ContigAliases, ContigMatcher
-from isoformer_cli.io.genome import Genome
 from isoformer_cli.outputs.triples_table import read_triples_table
 from isoformer_cli.triples.builder import BuildOptions, TripleBuilder
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, check_dna_length, is_padded, window_span

@@ -6,7 +6,7 @@ import sys
 import click
 
 from isoformer_cli.cli.expression_options import expression_input, expression_options
-from isoformer_cli.cli.options import record_options, selection_options, split_biotypes
+from isoformer_cli.cli.options import record_options, selection_options, triple_source
 from isoformer_cli.errors import InputError
 
 TRUNCATIONS = ["keep_start", "keep_end", "keep_center", "error"]
@@ -100,12 +100,11 @@ def finetune_command(ctx, output, genome, annotation, triples_table, checkpoint,
     the total per step, so results do not depend on the process count.
     """
     from isoformer_cli.pipeline.finetune import FinetuneConfig, run_finetune
-    from isoformer_cli.pipeline.sources import TripleSource
     from isoformer_cli.pipeline.splits import SplitSpec
     from isoformer_cli.pipeline.training import parse_freeze
 
-    if (annotation is None) == (triples_table is None):
-        raise click.UsageError("give exactly one of --annotation and --triples")
+    source = triple_source(genome, annotation, triples_table, biotypes, on_invalid, orf, min_orf_length,
+                           transcripts, genes, region, coding_only, contig_alias)
     if resume and force:
         raise click.UsageError("--resume continues a run and --force replaces it; give one of them")
     by_chromosome = bool(val_chroms or test_chroms)
@@ -124,12 +123,6 @@ def finetune_command(ctx, output, genome, annotation, triples_table, checkpoint,
         split = SplitSpec(val_fraction=val_fraction, test_fraction=test_fraction, val_chroms=_contigs(val_chroms),
                           test_chroms=_contigs(test_chroms), seed=seed)
         split.check()
-        source = TripleSource(
-            genome=genome, annotation=annotation, triples=triples_table, on_invalid=on_invalid, orf=orf,
-            min_orf_length=min_orf_length, transcripts=transcripts, genes=genes, region=region,
-            biotypes=split_biotypes(biotypes), coding_only=coding_only, contig_alias=contig_alias,
-        )
-        source.selection()
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
     config = FinetuneConfig(

@@ -4,29 +4,14 @@ import sys
 
 import click
 
-from isoformer_cli.cli.options import model_run_options, record_options, selection_options, split_biotypes
-from isoformer_cli.errors import InputError
+from isoformer_cli.cli.options import model_run_options, record_options, selection_options, triple_source
 
 
 def build_run_config(config_class, genome, annotation, triples_table, biotypes, on_invalid, orf,
                      min_orf_length, transcripts, genes, region, coding_only, contig_alias, **run_options):
-    """The plain config object of ``predict`` / ``embed`` from their click options.
-
-    Bad combinations are usage errors (exit 2), raised before any input is read.
-    """
-    from isoformer_cli.pipeline.sources import TripleSource
-
-    if (annotation is None) == (triples_table is None):
-        raise click.UsageError("give exactly one of --annotation and --triples")
-    try:
-        source = TripleSource(
-            genome=genome, annotation=annotation, triples=triples_table, on_invalid=on_invalid, orf=orf,
-            min_orf_length=min_orf_length, transcripts=transcripts, genes=genes, region=region,
-            biotypes=split_biotypes(biotypes), coding_only=coding_only, contig_alias=contig_alias,
-        )
-        source.selection()
-    except InputError as exc:
-        raise click.UsageError(str(exc)) from None
+    """The plain config object of ``predict`` / ``embed`` from their click options."""
+    source = triple_source(genome, annotation, triples_table, biotypes, on_invalid, orf, min_orf_length,
+                           transcripts, genes, region, coding_only, contig_alias)
     return config_class(source=source, command_args=tuple(sys.argv[1:]), **run_options)
 
 
