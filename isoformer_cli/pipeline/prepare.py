@@ -146,26 +146,20 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
     dna_of_row, rna_of_row, protein_of_row = [], [], []
     for triple in triples:
         name = triple.transcript.transcript_id
-        extra_flags = []
         if settings.use_dna:
             window_key = (triple.genome_chrom, triple.window_start, triple.window_end, triple.transcript.strand)
             dna_of_row.append(windows.index(window_key, lambda: dna_ids(triple)))
         else:
             dna_of_row.append(-1)
-        if settings.use_rna and triple.rna:
-            position = rnas.index(triple.rna, lambda: rna_tokenizer.encode(triple.rna, name))
-            rna_of_row.append(position)
-            if rnas.values[position][1]:
-                extra_flags.append(RNA_TRUNCATED)
-        else:
-            rna_of_row.append(-1)
-        if settings.use_protein and triple.protein:
-            position = proteins.index(triple.protein, lambda: protein_tokenizer.encode(triple.protein, name))
-            protein_of_row.append(position)
-            if proteins.values[position][1]:
-                extra_flags.append(PROTEIN_TRUNCATED)
-        else:
-            protein_of_row.append(-1)
+        rna_position, rna_truncated = _distinct_tokens(rnas, triple.rna if settings.use_rna else "",
+                                                       rna_tokenizer, name)
+        protein_position, protein_truncated = _distinct_tokens(
+            proteins, triple.protein if settings.use_protein else "", protein_tokenizer, name
+        )
+        rna_of_row.append(rna_position)
+        protein_of_row.append(protein_position)
+        extra_flags = [flag for flag, truncated in ((RNA_TRUNCATED, rna_truncated),
+                                                    (PROTEIN_TRUNCATED, protein_truncated)) if truncated]
         row = obs_row(triple)
         if extra_flags:
             row["flags"] = ",".join(sorted(set(triple.flags) | set(extra_flags)))
@@ -177,6 +171,15 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
     chunk.rna_of_row = np.asarray(rna_of_row, dtype=np.int64)
     chunk.protein_of_row = np.asarray(protein_of_row, dtype=np.int64)
     return chunk
+
+
+def _distinct_tokens(distinct, sequence, tokenizer, name):
+    """``(index among the chunk's distinct inputs, truncated)`` of ``sequence``; ``(-1, False)``
+    when the row has none (empty, or the model lacks the modality)."""
+    if not sequence:
+        return -1, False
+    position = distinct.index(sequence, lambda: tokenizer.encode(sequence, name))
+    return position, bool(distinct.values[position][1])
 
 
 class ChunkDataset(IterableDataset):
