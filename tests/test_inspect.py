@@ -141,3 +141,10 @@ def test_exactly_one_source_is_a_usage_error(tiny_checkpoint):
     both = run(str(folder), "--preset", "tiny")
     assert both.exit_code == 2
     assert "exactly one" in both.output
+
+
+def test_demo_names_the_bundled_checkpoint():
+    result = CliRunner().invoke(cli, ["inspect", "demo", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["parameters"]["total"] == 2_097_703

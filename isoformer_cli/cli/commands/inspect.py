@@ -1,5 +1,7 @@
 """``isoformer inspect``: what a checkpoint or preset is, and how many parameters each part has."""
 
+import os
+
 import click
 
 
@@ -8,7 +10,8 @@ import click
 @click.option("--preset", metavar="NAME", help="Describe a named preset (official, tiny) instead of a checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Write the summary as JSON on stdout.")
 def inspect_command(checkpoint, preset, as_json):
-    """Summarise CHECKPOINT (a folder with config.json and model.safetensors) or a --preset.
+    """Summarise CHECKPOINT (a folder with config.json and model.safetensors, or 'demo' for the
+    bundled demo checkpoint) or a --preset.
 
     Prints the encoders, modalities, aggregation, input lengths, target units, tissues and the
     parameter count of each component (dna_encoder, rna_encoder, protein_encoder, aggregation, head,
@@ -21,7 +24,10 @@ def inspect_command(checkpoint, preset, as_json):
     import json
 
     from isoformer_cli.model.summary import format_summary, inspect_model
+    from isoformer_cli.pipeline.predict import DEMO_CHECKPOINT_NAME, demo_checkpoint_path
 
+    if checkpoint == DEMO_CHECKPOINT_NAME and not os.path.isdir(checkpoint):
+        checkpoint = demo_checkpoint_path()
     summary = inspect_model(checkpoint=checkpoint, preset=preset)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
