@@ -313,3 +313,22 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     body = lambda path: [line for line in path.read_text().splitlines() if not line.startswith("# provenance")]
     assert body(single) == body(double)
+
+
+def test_nucleotide_transformer_dna_encoder_runs_through_the_engine(tmp_path):
+    import torch
+
+    from isoformer_cli.model.checkpoint import build_model, save_checkpoint
+    from isoformer_cli.model.config import IsoformerConfig
+
+    torch.manual_seed(0)
+    model = build_model(IsoformerConfig.from_preset("tiny", dna_encoder_type="nucleotide_transformer"))
+    save_checkpoint(model, tmp_path / "nt-dna")
+    source = TripleSource(genome=HUMAN_GENOME, annotation=HUMAN_GTF)
+    shared, unshared = tmp_path / "shared.tsv", tmp_path / "unshared.tsv"
+    for output, dedupe in ((shared, True), (unshared, False)):
+        run_predict(PredictConfig(source=source, checkpoint=str(tmp_path / "nt-dna"), output=str(output),
+                                  dedupe=dedupe, chunk_size=5, command_args=("x",)))
+    ids, values, _ = values_of(shared)
+    assert len(ids) == 17 and np.isfinite(values).all()
+    np.testing.assert_allclose(values, values_of(unshared)[1], rtol=1e-4, atol=1e-6)

@@ -114,18 +114,19 @@ class ChunkPredictor:
         return outputs
 
     def _encode_dna_batch(self, arrays, indices):
-        input_ids, mask = padded(arrays, self.config.nt_pad_token_id)
+        if self.config.dna_encoder_type == "enformer":
+            # Enformer windows all have the model's length: no padding, no mask (its index 1 is C).
+            input_ids, mask = torch.from_numpy(np.stack(arrays)), None
+        else:
+            # NT 6-mer tokens: N runs make windows tokenise to different lengths.
+            input_ids, mask = padded(arrays, self.config.nt_pad_token_id)
+            mask = mask.to(self.device)
         with autocast_context(self.device, self.precision):
-            embeddings, bin_mask = self.model.encode_dna(input_ids.to(self.device),
-                                                         mask.to(self.device) if self._dna_is_tokens else None)
+            embeddings, bin_mask = self.model.encode_dna(input_ids.to(self.device), mask)
         return [
             (index, (embeddings[row], None if bin_mask is None else bin_mask[row]))
             for row, index in enumerate(indices)
         ]
-
-    @property
-    def _dna_is_tokens(self):
-        return self.config.dna_encoder_type != "enformer"
 
     def _encode_rna_batch(self, arrays, indices):
         input_ids, mask = padded(arrays, self.config.nt_pad_token_id)

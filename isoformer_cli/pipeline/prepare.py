@@ -29,7 +29,7 @@ from isoformer_cli.errors import IsoformerError
 from isoformer_cli.io.genome import Genome
 from isoformer_cli.model.tokenizers import DnaTokenizer, ProteinTokenizer, RnaTokenizer
 from isoformer_cli.outputs.predictions import obs_row
-from isoformer_cli.pipeline.sources import SourceSummary, iter_triples
+from isoformer_cli.pipeline.sources import iter_triples
 from isoformer_cli.triples.dna_window import fetch_window
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,6 @@ class ChunkDataset(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.dedupe = dedupe
-        self.summary = None
 
     def __iter__(self):
         worker = get_worker_info()
@@ -219,10 +218,9 @@ class ChunkDataset(IterableDataset):
             yield PreparedChunk(index=-1, error=error)
 
     def _chunks(self, worker_id, num_workers):
-        self.summary = SourceSummary()
         with Genome(self.source.genome) as genome:
             pending, chunk_index = [], 0
-            for triple in iter_triples(self.source, genome, self.summary):
+            for triple in iter_triples(self.source, genome):
                 pending.append(triple)
                 if len(pending) == self.chunk_size:
                     result = self._maybe_prepare(chunk_index, pending, genome, worker_id, num_workers)

@@ -143,7 +143,6 @@ def _built_triples(source, genome, selection, aliases, matcher, summary):
     builder = TripleBuilder(genome, source.build_options())
     reader = read_annotation(source.annotation)
     for transcript in selection.filter(reader, aliases=aliases):
-        summary.transcripts_read = reader.summary.transcripts
         summary.selected += 1
         genome_chrom = matcher.resolve(transcript.chrom)
         if genome_chrom is None:
