@@ -33,14 +33,14 @@ import time
 import torch
 
 GEOMETRIES = {
-    "tiny": dict(
-        dim=192, depth=2, heads=4, attn_dim_key=16, target_length=128, num_downsamples=3, dim_divisible_by=16,
-        length=2048,
-    ),
-    "official": dict(
-        dim=1536, depth=11, heads=8, attn_dim_key=64, target_length=896, num_downsamples=7, dim_divisible_by=128,
-        length=196_608,
-    ),
+    "tiny": {
+        "dim": 192, "depth": 2, "heads": 4, "attn_dim_key": 16, "target_length": 128, "num_downsamples": 3,
+        "dim_divisible_by": 16, "length": 2048,
+    },
+    "official": {
+        "dim": 1536, "depth": 11, "heads": 8, "attn_dim_key": 64, "target_length": 896, "num_downsamples": 7,
+        "dim_divisible_by": 128, "length": 196_608,
+    },
 }
 PRECISIONS = ("fp32", "bf16")
 IMPLEMENTATIONS = ("ours", "enformer-pytorch")
@@ -138,14 +138,14 @@ def measure_time(geometry: str, precision: str, repeats: int, profile: bool) -> 
                     forward()
                 profiles[name] = recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     ours, theirs = outputs["ours"], outputs["enformer-pytorch"]
-    return dict(
-        first_s=first,
-        best_s={name: min(values) for name, values in wall.items()},
-        median_s={name: statistics.median(values) for name, values in wall.items()},
-        median_cpu_s={name: statistics.median(values) for name, values in cpu.items()},
-        difference=float((ours - theirs).abs().max() / theirs.abs().max()),
-        profiles=profiles,
-    )
+    return {
+        "first_s": first,
+        "best_s": {name: min(values) for name, values in wall.items()},
+        "median_s": {name: statistics.median(values) for name, values in wall.items()},
+        "median_cpu_s": {name: statistics.median(values) for name, values in cpu.items()},
+        "difference": float((ours - theirs).abs().max() / theirs.abs().max()),
+        "profiles": profiles,
+    }
 
 
 def measure_memory(implementation: str, geometry: str, precision: str) -> dict:
@@ -156,7 +156,7 @@ def measure_memory(implementation: str, geometry: str, precision: str) -> dict:
     with torch.inference_mode(), precision_context(precision):
         forward()
     peak = peak_rss_gb()
-    return dict(peak_rss_gb=peak, forward_gb=peak - rss_before)
+    return {"peak_rss_gb": peak, "forward_gb": peak - rss_before}
 
 
 def load_average() -> str:
@@ -164,7 +164,7 @@ def load_average() -> str:
 
 
 def run_child(*arguments: str) -> dict:
-    finished = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True)
+    finished = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=False)
     if finished.returncode:
         sys.exit(f"{' '.join(arguments)} failed:\n{finished.stderr[-3000:]}")
     return json.loads(finished.stdout.strip().splitlines()[-1])
@@ -224,7 +224,9 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for geometry, precision, timing, memory, load in summary:
-        ratio = {key: timing[key]["enformer-pytorch"] / timing[key]["ours"] for key in ("best_s", "median_s", "median_cpu_s")}
+        ratio = {
+            key: timing[key]["enformer-pytorch"] / timing[key]["ours"] for key in ("best_s", "median_s", "median_cpu_s")
+        }
         memory_ratio = memory["ours"]["forward_gb"] / max(memory["enformer-pytorch"]["forward_gb"], 1e-9)
         print(f"{geometry:<9} {precision:<9} {ratio['best_s']:>6.2f}x {ratio['median_s']:>6.2f}x "
               f"{ratio['median_cpu_s']:>6.2f}x {memory_ratio:>12.2f} {timing['difference']:>10.1e}  {load}")

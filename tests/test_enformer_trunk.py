@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
+from isoformer_cli.models.encoders import enformer_trunk
 from isoformer_cli.models.encoders.enformer_trunk import (
     AttentionPool,
     EnformerTrunk,
@@ -29,12 +30,13 @@ from isoformer_cli.models.encoders.enformer_trunk import (
     trunk_key,
 )
 
-TINY = dict(dim=192, depth=2, heads=4, attn_dim_key=16, target_length=128, num_downsamples=3, dim_divisible_by=16)
+TINY = {"dim": 192, "depth": 2, "heads": 4, "attn_dim_key": 16, "target_length": 128, "num_downsamples": 3,
+        "dim_divisible_by": 16}
 TINY_LENGTH = 2048
-OFFICIAL = dict(dim=1536, depth=11, heads=8, attn_dim_key=64, target_length=896, num_downsamples=7,
-                dim_divisible_by=128)
+OFFICIAL = {"dim": 1536, "depth": 11, "heads": 8, "attn_dim_key": 64, "target_length": 896, "num_downsamples": 7,
+            "dim_divisible_by": 128}
 OFFICIAL_LENGTH = 196_608
-NO_DROPOUT = dict(dropout_rate=0.0, attn_dropout=0.0, pos_dropout=0.0)
+NO_DROPOUT = {"dropout_rate": 0.0, "attn_dropout": 0.0, "pos_dropout": 0.0}
 FP32_RTOL = 1e-5
 BF16_RELATIVE_ERROR = 2e-2
 
@@ -89,7 +91,7 @@ def tiny_trunk():
 
 @pytest.fixture(scope="module")
 def tiny_pair():
-    oracle = oracle_enformer(output_heads=dict(human=16, mouse=8), **TINY)
+    oracle = oracle_enformer(output_heads={"human": 16, "mouse": 8}, **TINY)
     return oracle, trunk_like(oracle, **TINY)
 
 
@@ -120,6 +122,22 @@ def test_longer_window_and_no_crop_match(tiny_pair):
         oracle.set_target_length(TINY["target_length"])
         assert_fp32_close(uncropped(one_hot), expected)
     assert expected.shape[1] == 2 * TINY_LENGTH // 8
+
+
+@pytest.mark.parametrize("slice_length", [256, 384])
+def test_inference_in_slices_matches(tiny_pair, monkeypatch, slice_length):
+    """At inference the residual block and pooling run on slices of the length (the last one shorter when
+    the length is not a multiple); at tiny size only when the slices are made small."""
+    oracle, trunk = tiny_pair
+    monkeypatch.setattr(enformer_trunk, "INFERENCE_SLICE", slice_length)
+    one_hot = one_hot_dna(random_ids(2, TINY_LENGTH, seed=13))
+    with torch.inference_mode():
+        expected = oracle(one_hot, return_only_embeddings=True)
+        actual = trunk(one_hot)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            actual_bf16 = trunk(one_hot)
+    assert_fp32_close(actual, expected)
+    assert relative_error(actual_bf16, expected) < BF16_RELATIVE_ERROR
 
 
 @pytest.mark.parametrize("mode", ["autocast", "weights"])
@@ -408,7 +426,8 @@ def test_unsupported_configurations_are_refused():
 
 
 @pytest.mark.slow
-def test_official_fp32_matches_enformer_pytorch():
+def test_official_geometry_matches_enformer_pytorch():
+    """One 196,608-bp window: fp32 against enformer-pytorch, bf16 autocast against the fp32 reference."""
     oracle = oracle_enformer(**OFFICIAL)
     trunk = trunk_like(oracle, **OFFICIAL)
     one_hot = one_hot_dna(random_ids(1, OFFICIAL_LENGTH, seed=12))
@@ -416,5 +435,8 @@ def test_official_fp32_matches_enformer_pytorch():
         expected = oracle(one_hot, return_only_embeddings=True)
         del oracle
         actual = trunk(one_hot)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            actual_bf16 = trunk(one_hot)
     assert actual.shape == (1, 896, 3072)
     assert_fp32_close(actual, expected)
+    assert relative_error(actual_bf16, expected) < BF16_RELATIVE_ERROR

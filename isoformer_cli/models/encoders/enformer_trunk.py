@@ -33,14 +33,18 @@ Faster than a literal transcription, with the same arithmetic up to float roundi
   logits are linear in the input, so one projection of ``even - odd`` replaces two projections and a softmax.
 * Conv blocks fold GELU's 1.702 into the BatchNorm affine and the following convolution's weight, so the
   activation is a single ``silu`` (in place at inference).
+* At inference the residual pointwise block and the pooling of each stage run on slices of the length,
+  which keeps the full-length temporaries of the widest layers out of memory.
 * Attention runs through ``scaled_dot_product_attention`` with the relative-position logits as an additive
-  bias; the positional basis functions are computed once per (bins, device, dtype) and cached.
+  bias (read from the distance-indexed logits as a strided view, no copy); the positional basis functions are
+  computed once per (bins, device, dtype) and cached.
 * Optional activation checkpointing per conv-tower stage and per transformer block (training only).
 """
 
 from __future__ import annotations
 
 import contextvars
+import itertools
 import math
 from collections import OrderedDict
 
@@ -604,7 +608,7 @@ class EnformerTrunk(nn.Module):
         widths = conv_tower_widths(dim, num_downsamples, dim_divisible_by)
         self.stem = Stem(widths[0])
         self.conv_tower = nn.ModuleList(
-            ConvTowerStage(in_channels, out_channels) for in_channels, out_channels in zip(widths[:-1], widths[1:])
+            ConvTowerStage(in_channels, out_channels) for in_channels, out_channels in itertools.pairwise(widths)
         )
         self.transformer = nn.ModuleList(
             TransformerBlock(dim, heads, attn_dim_key, dropout_rate, attn_dropout, pos_dropout) for _ in range(depth)
@@ -644,7 +648,11 @@ class EnformerTrunk(nn.Module):
             )
 
     def position_features(self, num_bins: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Cached `relative_position_features` for ``num_bins`` bins: (2 * num_bins - 1, dim / heads)."""
+        """Cached `relative_position_features` for ``num_bins`` bins: (2 * num_bins - 1, dim / heads).
+
+        Computed in float32, then cast to ``dtype`` (enformer-pytorch computes part of them in the weights'
+        dtype, which with bf16 weights rounds distances above 256 bins; this is the more exact choice).
+        """
         key = (num_bins, torch.device(device), dtype)
         features = self._position_feature_cache.get(key)
         if features is None:
