@@ -374,7 +374,10 @@ class RelativePositionAttention(nn.Module):
     distance d (`relative_position_features`) and R is ``to_rel_k``. Queries and keys have ``key_dim`` per
     head, values ``value_dim``.
 
-    Shapes: hidden (B, N, dim), position_features (2N - 1, num_position_features) -> (B, N, dim).
+    Shapes: hidden (B, N, dim), position_features (W, num_position_features) -> (B, N, dim), where row r of
+    the features is distance r - (N - 1) and W >= 2N - 1 (rows from 2N - 1 on are ignored: `EnformerTrunk`
+    passes W = 2N, one zero row more, because rows of 2N - 1 logits, an odd count, leave the matrix
+    product's output misaligned in memory, which makes it about 1.5 times slower on CPU).
     """
 
     def __init__(
@@ -413,25 +416,21 @@ class RelativePositionAttention(nn.Module):
         k = self.to_k(hidden).unflatten(-1, (self.heads, self.key_dim)).transpose(1, 2)
         v = self.to_v(hidden).unflatten(-1, (self.heads, self.value_dim)).transpose(1, 2)
         compute_dtype = v.dtype  # the projections' dtype (bf16 under autocast)
-        q = q * self.scale
 
         features = F.dropout(position_features, self.pos_dropout, self.training)
-        # One zero row (an unused distance) makes 2N columns: rows of 2N - 1 values, an odd count, leave
-        # the matrix product's output misaligned in memory, which makes it about 1.5 times slower on CPU.
-        rel_k = F.pad(self.to_rel_k(features), (0, 0, 0, 1))
-        rel_k = rel_k.unflatten(-1, (self.heads, self.key_dim)).permute(1, 2, 0)  # (heads, key_dim, 2N)
-        relative_logits = torch.matmul((q + self.rel_pos_bias).to(compute_dtype), rel_k)  # (B, h, N, 2N)
+        rel_k = self.to_rel_k(features).unflatten(-1, (self.heads, self.key_dim)).permute(1, 2, 0)  # (h, d, W)
+        position_query = torch.add(self.rel_pos_bias, q, alpha=self.scale).to(compute_dtype)  # s q + v
+        relative_logits = torch.matmul(position_query, rel_k)  # (B, h, N, W)
         position_logits = relative_logits_to_absolute(relative_logits).to(compute_dtype)  # (B, h, N, N)
 
-        query = (q + self.rel_content_bias).to(compute_dtype)
-        k = k.to(compute_dtype)
-        if query.device.type == "cpu" and self.key_dim < self.value_dim:
+        content_query = torch.add(self.rel_content_bias, q, alpha=self.scale).to(compute_dtype)  # s q + u
+        if content_query.device.type == "cpu" and self.key_dim < self.value_dim:
             # PyTorch's fused CPU kernel needs one head size for queries, keys and values (otherwise it
             # falls back to unfused math); zero columns leave every q . k unchanged.
             padding = (0, self.value_dim - self.key_dim)
-            query, k = F.pad(query, padding), F.pad(k, padding)
+            content_query, k = F.pad(content_query, padding), F.pad(k, padding)
         out = F.scaled_dot_product_attention(
-            query,
+            content_query,
             k,
             v,
             attn_mask=position_logits,
@@ -442,7 +441,7 @@ class RelativePositionAttention(nn.Module):
 
 
 class AttentionSublayer(nn.Module):
-    """``x + dropout(attention(LayerNorm(x)))``: (B, N, dim), position features (2N - 1, F) -> (B, N, dim).
+    """``x + dropout(attention(LayerNorm(x)))``: (B, N, dim), position features (W, F) -> (B, N, dim).
 
     ``fn`` children (checkpoint positions): ``0`` LayerNorm, ``1`` `RelativePositionAttention`, ``2`` Dropout.
     """
@@ -474,7 +473,7 @@ def feed_forward_sublayer(dim: int, dropout: float) -> Residual:
 
 
 class TransformerBlock(nn.Sequential):
-    """Attention sublayer then feed-forward sublayer: (B, N, dim), (2N - 1, F) -> (B, N, dim).
+    """Attention sublayer then feed-forward sublayer: (B, N, dim), position features (W, F) -> (B, N, dim).
 
     Children (checkpoint positions): ``0`` `AttentionSublayer`, ``1`` feed-forward `Residual`.
     """
@@ -648,7 +647,8 @@ class EnformerTrunk(nn.Module):
             )
 
     def position_features(self, num_bins: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Cached `relative_position_features` for ``num_bins`` bins: (2 * num_bins - 1, dim / heads).
+        """Cached `relative_position_features` for ``num_bins`` bins and one zero row: (2 * num_bins, dim / heads)
+        (see `RelativePositionAttention` for the extra row).
 
         Computed in float32, then cast to ``dtype`` (enformer-pytorch computes part of them in the weights'
         dtype, which with bf16 weights rounds distances above 256 bins; this is the more exact choice).
@@ -658,7 +658,8 @@ class EnformerTrunk(nn.Module):
         if features is None:
             # A plain constant: usable under inference_mode and in training alike, whichever comes first.
             with torch.inference_mode(False), torch.no_grad(), torch.autocast(device.type, enabled=False):
-                features = relative_position_features(num_bins, self.num_position_features, device).to(dtype)
+                features = relative_position_features(num_bins, self.num_position_features, device)
+                features = F.pad(features, (0, 0, 0, 1)).to(dtype)
             self._position_feature_cache[key] = features
             while len(self._position_feature_cache) > _POSITION_FEATURE_CACHE_SIZE:
                 self._position_feature_cache.popitem(last=False)
