@@ -17,6 +17,7 @@ is printed at the start, after each geometry/precision pair and at the end.
     python benchmarks/enformer_trunk.py                              # every row
     python benchmarks/enformer_trunk.py --geometry tiny --repeats 50
     python benchmarks/enformer_trunk.py --geometry official --repeats 3 --profile
+    python benchmarks/enformer_trunk.py --threads 1                  # steadier on a busy machine
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ GEOMETRIES = {
 PRECISIONS = ("fp32", "bf16")
 IMPLEMENTATIONS = ("ours", "enformer-pytorch")
 DEFAULT_REPEATS = {"tiny": 30, "official": 3}
+PROFILED_FORWARDS = {"tiny": 20, "official": 1}
 
 
 def build_model(implementation: str, geometry: str) -> torch.nn.Module:
@@ -135,8 +137,9 @@ def measure_time(geometry: str, precision: str, repeats: int, profile: bool) -> 
 
             for name, forward in forwards.items():
                 with profiler(activities=[ProfilerActivity.CPU]) as recorded:
-                    forward()
-                profiles[name] = recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+                    for _ in range(PROFILED_FORWARDS[geometry]):
+                        forward()
+                profiles[name] = recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
     ours, theirs = outputs["ours"], outputs["enformer-pytorch"]
     return {
         "first_s": first,
@@ -163,8 +166,11 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def run_child(*arguments: str) -> dict:
-    finished = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=False)
+def run_child(*arguments: str, threads: int | None = None) -> dict:
+    thread_option = ["--threads", str(threads)] if threads else []
+    finished = subprocess.run(
+        [sys.executable, __file__, *arguments, *thread_option], capture_output=True, text=True, check=False
+    )
     if finished.returncode:
         sys.exit(f"{' '.join(arguments)} failed:\n{finished.stderr[-3000:]}")
     return json.loads(finished.stdout.strip().splitlines()[-1])
@@ -176,11 +182,15 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--repeats", type=int, help="timed forwards per implementation (default: tiny 30, official 3)")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top operations")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 is the least "
+                        "sensitive to other processes on a shared machine")
     parser.add_argument("--time-row", nargs=2, metavar=("GEOMETRY", "PRECISION"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-row", nargs=3, metavar=("IMPLEMENTATION", "GEOMETRY", "PRECISION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.time_row:
         geometry, precision = args.time_row
         print(json.dumps(measure_time(geometry, precision, args.repeats or DEFAULT_REPEATS[geometry], args.profile)))
@@ -206,15 +216,19 @@ def main() -> None:
         repeats = args.repeats or DEFAULT_REPEATS[geometry]
         for precision in args.precision:
             timing = run_child("--time-row", geometry, precision, "--repeats", str(repeats),
-                               *(["--profile"] if args.profile else []))
-            memory = {name: run_child("--memory-row", name, geometry, precision) for name in IMPLEMENTATIONS}
+                               *(["--profile"] if args.profile else []), threads=args.threads)
+            memory = {
+                name: run_child("--memory-row", name, geometry, precision, threads=args.threads)
+                for name in IMPLEMENTATIONS
+            }
             for name in IMPLEMENTATIONS:
                 print(f"{geometry:<9} {precision:<9} {name:<16} {repeats:>3} {timing['first_s'][name]:>8.3f} "
                       f"{timing['best_s'][name]:>8.3f} {timing['median_s'][name]:>9.3f} "
                       f"{timing['median_cpu_s'][name]:>8.3f} {memory[name]['peak_rss_gb']:>8.2f} "
                       f"{memory[name]['forward_gb']:>10.2f}", flush=True)
                 if name in timing["profiles"]:
-                    profiles.append((f"{name}, {geometry}, {precision}", timing["profiles"][name]))
+                    profiles.append((f"{PROFILED_FORWARDS[geometry]} forward(s): {name}, {geometry}, {precision}",
+                                     timing["profiles"][name]))
             summary.append((geometry, precision, timing, memory, load_average()))
 
     print("\nspeed-up = enformer-pytorch time / our time; memory ratio = our forward GB / theirs; "
@@ -232,7 +246,7 @@ def main() -> None:
               f"{ratio['median_cpu_s']:>6.2f}x {memory_ratio:>12.2f} {timing['difference']:>10.1e}  {load}")
     print(f"\nload average (1, 5, 15 min) at end: {load_average()}")
     for title, table in profiles:
-        print(f"\ntorch.profiler, one forward: {title}\n{table}")
+        print(f"\ntorch.profiler, totals over {title}\n{table}")
 
 
 if __name__ == "__main__":
