@@ -92,7 +92,7 @@ def read_fasta(path):
 
 def compare(table, rna_fasta, protein_fasta):
     """Count transcripts whose RNA or protein differs from gffread's (case-insensitive RNA)."""
-    from isoformer_cli.outputs.triples_table import read_triples_table
+    from isoformer_cli.formats.triples_table import read_triples_table
 
     rna = read_fasta(rna_fasta)
     protein = read_fasta(protein_fasta)

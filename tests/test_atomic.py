@@ -6,7 +6,7 @@ import os
 import pytest
 
 from isoformer_cli.errors import OutputError
-from isoformer_cli.outputs.atomic import atomic_path, atomic_text_output, temporary_path_for
+from isoformer_cli.formats.atomic import atomic_path, atomic_text_output, temporary_path_for
 
 
 def test_text_output_appears_only_when_complete(tmp_path):

@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import save_file
 
 from isoformer_cli.errors import CheckpointError, OutputError
-from isoformer_cli.model import IsoformerConfig, IsoformerModel
-from isoformer_cli.model import checkpoint as checkpoint_module
-from isoformer_cli.model.checkpoint import (
+from isoformer_cli.models import IsoformerConfig, IsoformerModel
+from isoformer_cli.models import checkpoint as checkpoint_module
+from isoformer_cli.models.checkpoint import (
     atomic_folder,
     fill_module,
     load_checkpoint,

@@ -22,10 +22,10 @@ from safetensors import safe_open
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.model import IsoformerConfig, IsoformerModel
-from isoformer_cli.model.checkpoint import load_checkpoint
-from isoformer_cli.model.convert import OFFICIAL_KEY_MAP, convert_official
-from isoformer_cli.model.key_mapping import plan_conversion
+from isoformer_cli.models import IsoformerConfig, IsoformerModel
+from isoformer_cli.models.checkpoint import load_checkpoint
+from isoformer_cli.models.convert import OFFICIAL_KEY_MAP, convert_official
+from isoformer_cli.models.key_mapping import plan_conversion
 
 EXTRA_TENSOR_SEED = 123
 

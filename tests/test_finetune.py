@@ -15,16 +15,16 @@ from safetensors.torch import load_file
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
-from isoformer_cli.evaluation.report import read_metrics_table
-from isoformer_cli.io.genome import Genome
-from isoformer_cli.model.checkpoint import build_model, load_checkpoint
-from isoformer_cli.model.config import IsoformerConfig
-from isoformer_cli.outputs.predictions import read_predictions
-from isoformer_cli.pipeline.finetune_data import BatchPlan
-from isoformer_cli.pipeline.predict import demo_checkpoint_path
-from isoformer_cli.pipeline.sources import TripleSource, iter_triples
-from isoformer_cli.pipeline.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
-from isoformer_cli.pipeline.training import (
+from isoformer_cli.formats.metrics_table import read_metrics_table
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.models.checkpoint import build_model, load_checkpoint
+from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.formats.predictions import read_predictions
+from isoformer_cli.training.batches import BatchPlan
+from isoformer_cli.app.predict import demo_checkpoint_path
+from isoformer_cli.triples.source import TripleSource, iter_triples
+from isoformer_cli.training.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
+from isoformer_cli.training.training import (
     adapt_modalities,
     build_optimizer,
     enable_activation_checkpointing,
@@ -279,8 +279,8 @@ def test_missing_gradients_become_zeros():
 
 
 def mouse_dataset(settings_overrides=None):
-    from isoformer_cli.pipeline.finetune_data import MicroBatches
-    from isoformer_cli.pipeline.prepare import TokenizerSettings
+    from isoformer_cli.training.batches import MicroBatches
+    from isoformer_cli.inference.prepare import TokenizerSettings
 
     config = load_checkpoint(demo_checkpoint_path()).config
     source = TripleSource(genome=MOUSE_GENOME, annotation=MOUSE_GTF, dna_length=config.dna_length)

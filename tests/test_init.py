@@ -27,10 +27,10 @@ from transformers import EsmForMaskedLM
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.model import IsoformerConfig
-from isoformer_cli.model.checkpoint import load_checkpoint
-from isoformer_cli.model.nucleotide_transformer import NucleotideTransformer
-from isoformer_cli.model.pretrained_encoders import init_model
+from isoformer_cli.models import IsoformerConfig
+from isoformer_cli.models.checkpoint import load_checkpoint
+from isoformer_cli.models.encoders.nucleotide_transformer import NucleotideTransformer
+from isoformer_cli.models.pretrained import init_model
 
 CONFIG = IsoformerConfig.from_preset("tiny")
 

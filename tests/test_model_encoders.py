@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from enformer_pytorch import Enformer
 from transformers import EsmModel
 
-from isoformer_cli.model import (
+from isoformer_cli.models import (
     ENFORMER_DUPLICATE_KEY_PREFIXES,
     EnformerDNAEncoder,
     IsoformerConfig,

@@ -20,8 +20,8 @@ import subprocess
 
 import pytest
 
-from isoformer_cli.outputs.triples_table import read_triples_table
-from isoformer_cli.pipeline.triples import TriplesConfig, run_triples
+from isoformer_cli.formats.triples_table import read_triples_table
+from isoformer_cli.app.triples import TriplesConfig, run_triples
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")

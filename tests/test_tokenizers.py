@@ -12,7 +12,7 @@ import torch
 from transformers import EsmTokenizer
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.model.tokenizers import (
+from isoformer_cli.models.tokenizers import (
     DnaTokenizer,
     ProteinTokenizer,
     RnaTokenizer,

@@ -23,7 +23,7 @@ import click
 
 from isoformer_cli import __version__
 from isoformer_cli.errors import IsoformerError
-from isoformer_cli.progress import configure_progress
+from isoformer_cli.runtime.progress import configure_progress
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -3,7 +3,8 @@
 import click
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.triples.flags import ON_INVALID_CHOICES
+from isoformer_cli.genomics.expression import VALUE_KINDS
+from isoformer_cli.genomics.flags import ON_INVALID_CHOICES
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
 
 
@@ -24,9 +25,9 @@ def split_biotypes(values):
 
 def triple_source(genome, annotation, triples_table, biotypes, on_invalid, orf, min_orf_length, transcripts,
                   genes, region, coding_only, contig_alias):
-    """The :class:`~isoformer_cli.pipeline.sources.TripleSource` of the input, selection and record
+    """The :class:`~isoformer_cli.triples.source.TripleSource` of the input, selection and record
     options; bad values and combinations are usage errors (exit 2), raised before any input is read."""
-    from isoformer_cli.pipeline.sources import TripleSource
+    from isoformer_cli.triples.source import TripleSource
 
     if (annotation is None) == (triples_table is None):
         raise click.UsageError("give exactly one of --annotation and --triples")
@@ -99,3 +100,27 @@ model_run_options = stack([
     click.option("--resume", is_flag=True,
                  help="Continue the partial output of an interrupted run of the same command."),
 ])
+
+
+expression_options = stack([
+    click.option("--expression", required=True, metavar="FILE",
+                 help="Observed expression: a TSV/CSV matrix (transcript id, then one column per tissue), or a "
+                      "GTEx GCT v1.2 file of TPM per sample with --samples. Plain or gzip."),
+    click.option("--values", "expression_values", type=click.Choice(VALUE_KINDS), default="tpm", show_default=True,
+                 help="Matrix values are TPM (turned into log(TPM+1)) or already log1p-transformed (used as given)."),
+    click.option("--samples", metavar="FILE",
+                 help="Sample -> tissue table for a GCT file (GTEx SampleAttributesDS.txt); each tissue's value is "
+                      "log(mean TPM over its samples + 1)."),
+    click.option("--sample-column", metavar="NAME",
+                 help="Sample id column of --samples [default: SAMPID, else the first]."),
+    click.option("--tissue-column", metavar="NAME",
+                 help="Tissue column of --samples [default: SMTS, else the second]."),
+])
+
+
+def expression_input(expression, expression_values, samples, sample_column, tissue_column):
+    """The plain :class:`~isoformer_cli.genomics.expression.ExpressionInput` of these options."""
+    from isoformer_cli.genomics.expression import ExpressionInput
+
+    return ExpressionInput(path=expression, values=expression_values, samples=samples, sample_column=sample_column,
+                           tissue_column=tissue_column)

@@ -12,8 +12,8 @@ Coordinates: genomic positions are 0-based half-open on the forward strand; ``cd
 from dataclasses import dataclass
 
 from isoformer_cli.errors import AnnotationError
-from isoformer_cli.io.contigs import is_mitochondrial
-from isoformer_cli.triples import flags as F
+from isoformer_cli.genomics.contigs import is_mitochondrial
+from isoformer_cli.genomics import flags as F
 from isoformer_cli.triples.cds import cds_layout
 from isoformer_cli.triples.dna_window import (
     DEFAULT_DNA_LENGTH,
@@ -24,7 +24,7 @@ from isoformer_cli.triples.dna_window import (
     window_span,
 )
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES, longest_orf
-from isoformer_cli.triples.records import Triple
+from isoformer_cli.genomics.records import Triple
 from isoformer_cli.triples.sequence import normalise, reverse_complement
 from isoformer_cli.triples.translation import MITOCHONDRIAL_CODE, STANDARD_CODE, translate_cds
 
@@ -84,11 +84,11 @@ class _LocusCache:
 
 
 class TripleBuilder:
-    """Builds :class:`~isoformer_cli.triples.records.Triple` objects from one genome.
+    """Builds :class:`~isoformer_cli.genomics.records.Triple` objects from one genome.
 
     Args:
         genome: object with ``length(contig)`` and ``fetch(contig, start, end)`` returning an
-            upper-cased sequence (:class:`isoformer_cli.io.genome.Genome`).
+            upper-cased sequence (:class:`isoformer_cli.genomics.genome.Genome`).
         options: :class:`BuildOptions`.
     """
 

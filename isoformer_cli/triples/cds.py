@@ -1,6 +1,6 @@
 """Where a transcript's CDS lies on its spliced RNA.
 
-Input intervals are 0-based half-open genomic (from :class:`~isoformer_cli.triples.records.Transcript`);
+Input intervals are 0-based half-open genomic (from :class:`~isoformer_cli.genomics.records.Transcript`);
 outputs are 0-based half-open *transcript* coordinates: position 0 is the first base of the RNA
 (its 5' end, the highest genomic base on ``-``).
 

@@ -20,7 +20,7 @@ def embed_command(output, modalities, **options):
     (n_transcripts x width), and with --modalities dna, rna, protein (NaN where a transcript
     lacks that modality, e.g. protein of a non-coding RNA) with has_dna / has_rna / has_protein masks.
     """
-    from isoformer_cli.pipeline.predict import EmbedConfig, run_embed
+    from isoformer_cli.app.predict import EmbedConfig, run_embed
 
     config = build_run_config(EmbedConfig, output=output, modalities=modalities, **options)
     run_embed(config)

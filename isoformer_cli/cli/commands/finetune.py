@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from isoformer_cli.cli.expression_options import expression_input, expression_options
+from isoformer_cli.cli.options import expression_input, expression_options
 from isoformer_cli.cli.options import record_options, selection_options, triple_source
 from isoformer_cli.errors import InputError
 
@@ -99,9 +99,9 @@ def finetune_command(ctx, output, genome, annotation, triples_table, checkpoint,
     launch with torchrun (torchrun --nproc-per-node 4 -m isoformer_cli finetune ...): --batch-size stays
     the total per step, so results do not depend on the process count.
     """
-    from isoformer_cli.pipeline.finetune import FinetuneConfig, run_finetune
-    from isoformer_cli.pipeline.splits import SplitSpec
-    from isoformer_cli.pipeline.training import parse_freeze
+    from isoformer_cli.training.finetune import FinetuneConfig, run_finetune
+    from isoformer_cli.training.splits import SplitSpec
+    from isoformer_cli.training.training import parse_freeze
 
     source = triple_source(genome, annotation, triples_table, biotypes, on_invalid, orf, min_orf_length,
                            transcripts, genes, region, coding_only, contig_alias)

@@ -32,7 +32,7 @@ def predict_command(output, gene_summary, **options):
     gene_id gene_name, the tissues, flags. Results stream into a temporary file beside the
     output, renamed when the run completes; rerun with --resume after an interruption.
     """
-    from isoformer_cli.pipeline.predict import PredictConfig, run_predict
+    from isoformer_cli.app.predict import PredictConfig, run_predict
 
     config = build_run_config(PredictConfig, output=output, gene_summary=gene_summary, **options)
     run_predict(config)

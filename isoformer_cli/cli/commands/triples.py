@@ -4,7 +4,7 @@ import click
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.cli.options import record_options, selection_options, split_biotypes
-from isoformer_cli.pipeline.triples import TriplesConfig, run_triples
+from isoformer_cli.app.triples import TriplesConfig, run_triples
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
 
 
