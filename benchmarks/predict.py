@@ -111,7 +111,7 @@ def engine(model, genome, triples, settings, chunk_size=256):
 def throughput(repeats):
     from isoformer_cli.genomics.genome import Genome
     from isoformer_cli.models.checkpoint import load_checkpoint
-    from isoformer_cli.app.predict import demo_checkpoint_path
+    from isoformer_cli.models.locate import demo_checkpoint_path
     from isoformer_cli.inference.prepare import TokenizerSettings
     from isoformer_cli.triples.source import TripleSource
 

@@ -25,6 +25,7 @@ from isoformer_cli.errors import CheckpointError
 from isoformer_cli.models import IsoformerConfig, IsoformerModel
 from isoformer_cli.models.checkpoint import load_checkpoint
 from isoformer_cli.models.convert import OFFICIAL_KEY_MAP, convert_official
+from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
 from isoformer_cli.models.key_mapping import plan_conversion
 
 EXTRA_TENSOR_SEED = 123
@@ -84,7 +85,7 @@ def official_layout(model, config, device="cpu", species_heads=TINY_SPECIES_HEAD
         }
     )
     # DNA encoder: a real enformer-pytorch Enformer with species heads carrying our trunk's tensors.
-    enformer_config = config.enformer_config()
+    enformer_config = enformer_library_config(config)
     enformer_config.output_heads = dict(species_heads)
     with torch.device(device):
         enformer = Enformer(enformer_config)

@@ -21,23 +21,13 @@ from isoformer_cli.models.checkpoint import build_model, load_checkpoint
 from isoformer_cli.models.configuration import IsoformerConfig
 from isoformer_cli.formats.predictions import read_predictions
 from isoformer_cli.training.batches import BatchPlan
-from isoformer_cli.app.predict import demo_checkpoint_path
+from isoformer_cli.models.locate import demo_checkpoint_path
 from isoformer_cli.triples.source import TripleSource, iter_triples
 from isoformer_cli.training.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
-from isoformer_cli.training.training import (
-    adapt_modalities,
-    build_optimizer,
-    enable_activation_checkpointing,
-    fill_missing_gradients,
-    fit_head,
-    freeze,
-    learning_rate,
-    load_optimizer_state,
-    optimizer_state_tensors,
-    parse_freeze,
-    plain_batchnorm,
-    trainable_parameters,
-)
+from isoformer_cli.training.freezing import enable_activation_checkpointing, freeze, parse_freeze, plain_batchnorm
+from isoformer_cli.training.model_setup import adapt_modalities, fit_head
+from isoformer_cli.training.optim import build_optimizer, fill_missing_gradients, learning_rate, trainable_parameters
+from isoformer_cli.training.state import load_optimizer_state, optimizer_state_tensors
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
@@ -287,7 +277,7 @@ def mouse_dataset(settings_overrides=None):
     with Genome(MOUSE_GENOME) as genome:
         triples = list(iter_triples(source, genome))
     settings = TokenizerSettings.for_model_config(config, **(settings_overrides or {}))
-    return MicroBatches(triples, np.zeros((len(triples), 2), np.float32), MOUSE_GENOME, settings, config), triples
+    return MicroBatches(triples, np.zeros((len(triples), 2), np.float32), Genome(MOUSE_GENOME), settings, config), triples
 
 
 def test_micro_batches_fetch_windows_and_mark_absent_modalities():

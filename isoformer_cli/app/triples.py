@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.triples_table import TriplesWriter
@@ -29,21 +30,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TriplesConfig(TripleSource):
+class TriplesConfig:
     """Everything ``isoformer triples`` needs, as plain values (the CLI fills it from options).
 
-    The input and selection fields are those of
-    :class:`~isoformer_cli.triples.source.TripleSource` (``annotation`` is required here);
-    bad values raise InputError when the config is built. Output fields:
-
     Attributes:
+        source: the genome, the annotation (a triples table is not accepted here) and the selection and
+            record options; its ``dna_length`` is the window length and ``with_dna`` adds the window sequence.
         output: table path (``.tsv``/``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: write ``P.rna.fa`` and ``P.protein.fa`` (and ``P.dna.fa`` with
             ``with_dna``) when set.
     """
 
+    source: TripleSource
     output: str = STDOUT
     fasta_prefix: Optional[str] = None
+
+    def __post_init__(self):
+        if self.source.annotation is None:
+            raise InputError("isoformer triples builds triples from an annotation; give --annotation")
 
 
 def run_triples(config):
@@ -55,11 +59,12 @@ def run_triples(config):
             exists after an error.
         OutputError: an output folder is missing or not writable.
     """
-    writer = TriplesWriter(config.output, config.fasta_prefix, config.with_dna)
+    source = config.source
+    writer = TriplesWriter(config.output, config.fasta_prefix, source.with_dna)
     writer.check_targets()
     summary = SourceSummary()
-    with Genome(config.genome) as genome, writer:
-        for triple in progress(iter_triples(config, genome, summary), desc="triples", unit=" transcripts"):
+    with Genome(source.genome) as genome, writer:
+        for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
             writer.write(triple)
     _log_summary(summary, config)
     return summary

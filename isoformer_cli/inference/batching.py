@@ -12,6 +12,9 @@ from isoformer_cli.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
+# Padded input positions per batch: five 196,608-bp windows, or 512 full-length RNAs.
+DEFAULT_MAX_TOKENS = 1 << 20
+
 
 def token_budget_batches(lengths, max_tokens, max_batch_size=None):
     """Split item indices into batches whose padded size fits ``max_tokens``.

@@ -20,13 +20,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from isoformer_cli.inference.batching import OutOfMemoryRetry, token_budget_batches
+from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS, OutOfMemoryRetry, token_budget_batches
 from isoformer_cli.runtime.device import autocast_context, is_out_of_memory
-from isoformer_cli.inference.prepare import padded
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 1 << 20
 
 
 @dataclass
@@ -113,31 +111,30 @@ class ChunkPredictor:
                     outputs[index] = output
         return outputs
 
+    def _batch(self, modality, arrays):
+        """``(input_ids, mask or None)`` on the device, collated by the modality's encoder."""
+        input_ids, mask = self.config.encoder(modality).collate(arrays, self.config)
+        return input_ids.to(self.device), None if mask is None else mask.to(self.device)
+
     def _encode_dna_batch(self, arrays, indices):
-        if self.config.dna_encoder_type == "enformer":
-            # Enformer windows all have the model's length: no padding, no mask (its index 1 is C).
-            input_ids, mask = torch.from_numpy(np.stack(arrays)), None
-        else:
-            # NT 6-mer tokens: N runs make windows tokenise to different lengths.
-            input_ids, mask = padded(arrays, self.config.nt_pad_token_id)
-            mask = mask.to(self.device)
+        input_ids, mask = self._batch("dna", arrays)
         with autocast_context(self.device, self.precision):
-            embeddings, bin_mask = self.model.encode_dna(input_ids.to(self.device), mask)
+            embeddings, bin_mask = self.model.encode_dna(input_ids, mask)
         return [
             (index, (embeddings[row], None if bin_mask is None else bin_mask[row]))
             for row, index in enumerate(indices)
         ]
 
     def _encode_rna_batch(self, arrays, indices):
-        input_ids, mask = padded(arrays, self.config.nt_pad_token_id)
+        input_ids, mask = self._batch("rna", arrays)
         with autocast_context(self.device, self.precision):
-            hidden = self.model.encode_rna(input_ids.to(self.device), mask.to(self.device))
+            hidden = self.model.encode_rna(input_ids, mask)
         return [(index, hidden[row, : len(arrays[row])]) for row, index in enumerate(indices)]
 
     def _encode_protein_batch(self, arrays, indices):
-        input_ids, mask = padded(arrays, self.config.esm_pad_token_id)
+        input_ids, mask = self._batch("protein", arrays)
         with autocast_context(self.device, self.precision):
-            hidden = self.model.encode_protein(input_ids.to(self.device), mask.to(self.device))
+            hidden = self.model.encode_protein(input_ids, mask)
         return [(index, hidden[row, : len(arrays[row])]) for row, index in enumerate(indices)]
 
     # -------------------------------------------------------------------------------------------

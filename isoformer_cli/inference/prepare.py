@@ -22,12 +22,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from isoformer_cli.errors import IsoformerError
-from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.models.tokenizers import DnaTokenizer, ProteinTokenizer, RnaTokenizer
 from isoformer_cli.formats.predictions import obs_row
 from isoformer_cli.triples.source import iter_triples
 from isoformer_cli.triples.dna_window import fetch_window
@@ -40,29 +37,22 @@ PROTEIN_TRUNCATED = "protein_truncated"
 
 @dataclass
 class TokenizerSettings:
-    """How sequences become token ids for one model (plain values, picklable)."""
+    """How one model's inputs become token ids: a tokenizer per modality, None where the model lacks it.
 
-    dna_encoder_type: str = "enformer"
-    max_rna_tokens: int = 2048
-    max_protein_residues: int = 1022
-    rna_truncation: str = "keep_start"
-    protein_truncation: str = "keep_start"
-    use_rna: bool = True
-    use_protein: bool = True
-    use_dna: bool = True
+    Each tokenizer has ``encode(sequence, name) -> (ids (L,) int64, truncated bool)``; they are plain
+    picklable objects, so DataLoader workers and torchrun ranks receive them as they are.
+    """
+
+    dna: Optional[object] = None
+    rna: Optional[object] = None
+    protein: Optional[object] = None
 
     @classmethod
     def for_model_config(cls, config, rna_truncation="keep_start", protein_truncation="keep_start"):
-        return cls(
-            dna_encoder_type=config.dna_encoder_type,
-            max_rna_tokens=config.max_rna_tokens,
-            max_protein_residues=config.max_protein_residues,
-            rna_truncation=rna_truncation,
-            protein_truncation=protein_truncation,
-            use_dna=config.has_dna,
-            use_rna=config.has_rna,
-            use_protein=config.has_protein,
-        )
+        """The tokenizers of ``config``'s encoders, with the truncation policies of RNA and protein."""
+        truncation = {"dna": "error", "rna": rna_truncation, "protein": protein_truncation}
+        return cls(**{modality: config.encoder(modality).tokenizer(config, truncation[modality])
+                      for modality in config.modalities})
 
 
 @dataclass
@@ -120,42 +110,31 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
     Args:
         index: chunk number.
         triples: the chunk's :class:`~isoformer_cli.genomics.records.Triple` objects, in order.
-        genome: open :class:`~isoformer_cli.genomics.genome.Genome` for the DNA windows.
+        genome: anything with the :class:`~isoformer_cli.genomics.genome.Genome` ``length`` / ``fetch``
+            interface, for the DNA windows.
         settings: :class:`TokenizerSettings`.
         dedupe: share identical inputs between rows (off only to check that sharing changes
             nothing).
     """
-    dna_tokenizer = DnaTokenizer()
-    rna_tokenizer = RnaTokenizer(max_tokens=settings.max_rna_tokens, truncation=settings.rna_truncation)
-    protein_tokenizer = ProteinTokenizer(max_residues=settings.max_protein_residues,
-                                         truncation=settings.protein_truncation)
-    # The NT DNA encoder reads the window as NT 6-mer tokens, without a length cap: the window
-    # length is set by the model config.
-    nt_dna_tokenizer = RnaTokenizer(max_tokens=1 << 30, truncation="error")
 
     def dna_ids(triple):
         sequence = fetch_window(genome, triple.genome_chrom, triple.window_start, triple.window_end,
                                 triple.transcript.strand)
-        if settings.dna_encoder_type == "enformer":
-            return dna_tokenizer.encode(sequence)
-        return nt_dna_tokenizer.encode(sequence)[0]
+        return settings.dna.encode(sequence, triple.transcript.transcript_id)
 
-    # Distinct RNAs and proteins keep (token ids, truncated) pairs.
+    # Distinct inputs keep (token ids, truncated) pairs.
     windows, rnas, proteins = _Distinct(dedupe), _Distinct(dedupe), _Distinct(dedupe)
     chunk = PreparedChunk(index=index)
     dna_of_row, rna_of_row, protein_of_row = [], [], []
     for triple in triples:
         name = triple.transcript.transcript_id
-        if settings.use_dna:
+        if settings.dna is not None:
             window_key = (triple.genome_chrom, triple.window_start, triple.window_end, triple.transcript.strand)
             dna_of_row.append(windows.index(window_key, lambda: dna_ids(triple)))
         else:
             dna_of_row.append(-1)
-        rna_position, rna_truncated = _distinct_tokens(rnas, triple.rna if settings.use_rna else "",
-                                                       rna_tokenizer, name)
-        protein_position, protein_truncated = _distinct_tokens(
-            proteins, triple.protein if settings.use_protein else "", protein_tokenizer, name
-        )
+        rna_position, rna_truncated = _distinct_tokens(rnas, triple.rna, settings.rna, name)
+        protein_position, protein_truncated = _distinct_tokens(proteins, triple.protein, settings.protein, name)
         rna_of_row.append(rna_position)
         protein_of_row.append(protein_position)
         extra_flags = [flag for flag, truncated in ((RNA_TRUNCATED, rna_truncated),
@@ -164,7 +143,7 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
         if extra_flags:
             row["flags"] = ",".join(sorted(set(triple.flags) | set(extra_flags)))
         chunk.obs.append(row)
-    chunk.dna_tokens = windows.values
+    chunk.dna_tokens = [ids for ids, _ in windows.values]
     chunk.rna_tokens = [ids for ids, _ in rnas.values]
     chunk.protein_tokens = [ids for ids, _ in proteins.values]
     chunk.dna_of_row = np.asarray(dna_of_row, dtype=np.int64)
@@ -175,8 +154,8 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
 
 def _distinct_tokens(distinct, sequence, tokenizer, name):
     """``(index among the chunk's distinct inputs, truncated)`` of ``sequence``; ``(-1, False)``
-    when the row has none (empty, or the model lacks the modality)."""
-    if not sequence:
+    when the row has none (empty, or the model lacks the modality: no tokenizer)."""
+    if not sequence or tokenizer is None:
         return -1, False
     position = distinct.index(sequence, lambda: tokenizer.encode(sequence, name))
     return position, bool(distinct.values[position][1])
@@ -187,6 +166,9 @@ class ChunkDataset(IterableDataset):
 
     Args:
         source: a :class:`~isoformer_cli.triples.source.TripleSource`.
+        genome: the genome the triples and their DNA windows come from: anything with the
+            :class:`~isoformer_cli.genomics.genome.Genome` interface that pickles (each worker
+            process uses its own copy; a ``Genome`` reopens its file handle after a fork).
         settings: :class:`TokenizerSettings`.
         chunk_size: rows per chunk.
         start_row: rows already written (``--resume``); must be a multiple of ``chunk_size``.
@@ -194,11 +176,12 @@ class ChunkDataset(IterableDataset):
         dedupe: share identical inputs within a chunk.
     """
 
-    def __init__(self, source, settings, chunk_size, start_row=0, rank=0, world_size=1, dedupe=True):
+    def __init__(self, source, genome, settings, chunk_size, start_row=0, rank=0, world_size=1, dedupe=True):
         super().__init__()
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
         self.source = source
+        self.genome = genome
         self.settings = settings
         self.chunk_size = chunk_size
         self.start_chunk = start_row // chunk_size
@@ -218,19 +201,19 @@ class ChunkDataset(IterableDataset):
             yield PreparedChunk(index=-1, error=error)
 
     def _chunks(self, worker_id, num_workers):
-        with Genome(self.source.genome) as genome:
-            pending, chunk_index = [], 0
-            for triple in iter_triples(self.source, genome):
-                pending.append(triple)
-                if len(pending) == self.chunk_size:
-                    result = self._maybe_prepare(chunk_index, pending, genome, worker_id, num_workers)
-                    if result is not None:
-                        yield result
-                    pending, chunk_index = [], chunk_index + 1
-            if pending:
+        genome = self.genome
+        pending, chunk_index = [], 0
+        for triple in iter_triples(self.source, genome):
+            pending.append(triple)
+            if len(pending) == self.chunk_size:
                 result = self._maybe_prepare(chunk_index, pending, genome, worker_id, num_workers)
                 if result is not None:
                     yield result
+                pending, chunk_index = [], chunk_index + 1
+        if pending:
+            result = self._maybe_prepare(chunk_index, pending, genome, worker_id, num_workers)
+            if result is not None:
+                yield result
 
     def owner(self, chunk_index, num_workers=1):
         """``(rank, worker)`` that prepares chunk ``chunk_index``, or None before ``start_row``."""
@@ -247,14 +230,3 @@ class ChunkDataset(IterableDataset):
         if self.owner(chunk_index, num_workers) != (self.rank, worker_id):
             return None
         return prepare_chunk(chunk_index, triples, genome, self.settings, self.dedupe)
-
-
-def padded(arrays, pad_id):
-    """Right-pad 1-D int64 arrays into ``(input_ids (B, L) long, attention_mask (B, L) bool)``."""
-    width = max(len(array) for array in arrays)
-    input_ids = np.full((len(arrays), width), pad_id, dtype=np.int64)
-    for row, array in enumerate(arrays):
-        input_ids[row, : len(array)] = array
-    lengths = np.fromiter((len(array) for array in arrays), dtype=np.int64, count=len(arrays))
-    mask = np.arange(width)[None, :] < lengths[:, None]
-    return torch.from_numpy(input_ids), torch.from_numpy(mask)

@@ -16,11 +16,7 @@ from isoformer_cli.models.aggregation import (
     PerceiverAggregation,
 )
 from isoformer_cli.models.configuration import GTEX_TISSUES, PRESETS, IsoformerConfig
-from isoformer_cli.models.encoders import (
-    ENFORMER_DUPLICATE_KEY_PREFIXES,
-    EnformerDNAEncoder,
-    NucleotideTransformerDNAEncoder,
-)
+from isoformer_cli.models.encoders import DNA_ENCODERS, SequenceEncoder, encoder_for, register_dna_encoder
 from isoformer_cli.models.modeling import (
     IsoformerHead,
     IsoformerModel,
@@ -37,8 +33,7 @@ from isoformer_cli.models.encoders.nucleotide_transformer import (
 __all__ = [
     "CrossAttention",
     "CrossAttentionAggregation",
-    "ENFORMER_DUPLICATE_KEY_PREFIXES",
-    "EnformerDNAEncoder",
+    "DNA_ENCODERS",
     "GTEX_TISSUES",
     "IsoformerConfig",
     "IsoformerHead",
@@ -48,9 +43,11 @@ __all__ = [
     "LinearAggregation",
     "NT_UNUSED_CHECKPOINT_KEYS",
     "NucleotideTransformer",
-    "NucleotideTransformerDNAEncoder",
     "PRESETS",
     "PerceiverAggregation",
+    "SequenceEncoder",
+    "encoder_for",
     "load_hf_nt_state_dict",
     "nt_config",
+    "register_dna_encoder",
 ]

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import copy
 
-from transformers import EsmConfig, PretrainedConfig
+from transformers import PretrainedConfig
 
 from isoformer_cli.errors import InputError
 
@@ -58,7 +58,6 @@ GTEX_TISSUES: tuple[str, ...] = (
 )
 
 ALL_MODALITIES: tuple[str, ...] = ("dna", "rna", "protein")
-DNA_ENCODER_TYPES: tuple[str, ...] = ("enformer", "nucleotide_transformer")
 AGGREGATIONS: tuple[str, ...] = ("cross-attention", "perceiver", "linear")
 HEAD_ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "silu", "tanh")
 POOL_WINDOW_REFERENCES: tuple[str, ...] = ("tss", "absolute")
@@ -98,10 +97,6 @@ _PRESET_OVERRIDES: dict[str, dict] = {
         head_hidden_size=384,
     ),
 }
-
-# When the NT DNA encoder is chosen and no dna_length is given, the window is what NT's position table
-# holds: (max_position_embeddings - 2) 6-mers (one position for <cls>, one spare as in NT-v2's 2,050).
-_NT_DNA_LENGTH: dict[str, int] = {"official": 12_288, "tiny": 1_536}
 
 #: Preset names accepted by `IsoformerConfig.from_preset`.
 PRESETS: tuple[str, ...] = tuple(_PRESET_OVERRIDES)
@@ -280,6 +275,10 @@ class IsoformerConfig(PretrainedConfig):
         self.tissues = list(tissues)
         self.target_units = target_units
         self.initializer_range = initializer_range
+        from isoformer_cli.models.encoders import encoder_config_fields
+
+        for name, default in encoder_config_fields().items():
+            kwargs.setdefault(name, copy.deepcopy(default))
         super().__init__(**kwargs)
         self.validate()
 
@@ -288,14 +287,17 @@ class IsoformerConfig(PretrainedConfig):
     def from_preset(cls, name: str, **overrides) -> "IsoformerConfig":
         """Build the named preset (see `PRESETS`), then apply ``overrides`` (any constructor field).
 
-        With ``dna_encoder_type="nucleotide_transformer"`` and no ``dna_length`` override, the DNA window is
-        the longest one the NT position table holds (12,288 bp official, 1,536 bp tiny).
+        A ``dna_encoder_type`` override also applies that encoder's own preset values (for the Nucleotide
+        Transformer DNA encoder, the longest window its position table holds: 12,288 bp official, 1,536 bp
+        tiny), unless they are overridden too.
         """
         if name not in _PRESET_OVERRIDES:
             raise InputError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
         fields = copy.deepcopy(_PRESET_OVERRIDES[name])
-        if overrides.get("dna_encoder_type") == "nucleotide_transformer" and "dna_length" not in overrides:
-            fields["dna_length"] = _NT_DNA_LENGTH[name]
+        if "dna_encoder_type" in overrides:
+            from isoformer_cli.models.encoders import dna_encoder
+
+            fields.update(dna_encoder(overrides["dna_encoder_type"]).preset_overrides(name))
         fields.update(overrides)
         return cls(**fields)
 
@@ -322,120 +324,29 @@ class IsoformerConfig(PretrainedConfig):
         """The modality whose embeddings form the query stream: dna, else rna, else protein."""
         return next(m for m in ALL_MODALITIES if m in self.modalities)
 
+    def encoder(self, modality: str):
+        """The :class:`~isoformer_cli.models.encoders.base.SequenceEncoder` that fills ``modality`` here."""
+        from isoformer_cli.models.encoders import encoder_for
+
+        return encoder_for(self, modality)
+
     @property
     def dna_embedding_size(self) -> int:
-        """Width of the DNA encoder output: 2 x enformer_dim (3072) or dna_nt_hidden_size."""
-        if self.dna_encoder_type == "enformer":
-            return 2 * self.enformer_dim
-        return self.dna_nt_hidden_size
+        """Width of the DNA encoder output (3,072 for the official Enformer)."""
+        return self.encoder("dna").width(self)
 
     @property
     def query_size(self) -> int:
         """Width D of the query stream, of the pooled embedding and of the head input."""
-        return {
-            "dna": self.dna_embedding_size,
-            "rna": self.nt_hidden_size,
-            "protein": self.esm_hidden_size,
-        }[self.query_modality]
+        return self.encoder(self.query_modality).width(self)
 
     @property
     def dna_bins(self) -> int | None:
-        """Number of DNA positions the encoder returns: Enformer bins, or NT 6-mer tokens for a pure-ACGT
-        window (``dna_length // 6`` plus leftover single bases; ``<cls>`` dropped). None without DNA."""
+        """Number of DNA positions the encoder returns for a pure-ACGT window (896 Enformer bins at full size).
+        None without DNA."""
         if not self.has_dna:
             return None
-        if self.dna_encoder_type == "enformer":
-            if self.enformer_target_length == -1:
-                return self.dna_length // 2**self.enformer_num_downsamples
-            return self.enformer_target_length
-        return self.dna_length // 6 + self.dna_length % 6
-
-    # ----------------------------------------------------------------------------------------------
-    # Configurations of the encoders, in each library's own config class (what `isoformer init` reads
-    # from, and checks against, an encoder directory saved by that library).
-    def enformer_config(self):
-        """`enformer_pytorch.EnformerConfig` of the DNA trunk (no output heads)."""
-        from enformer_pytorch import EnformerConfig
-
-        return EnformerConfig(
-            dim=self.enformer_dim,
-            depth=self.enformer_depth,
-            heads=self.enformer_heads,
-            output_heads={},
-            target_length=self.enformer_target_length,
-            attn_dim_key=self.enformer_attn_dim_key,
-            dropout_rate=self.enformer_dropout_rate,
-            attn_dropout=self.enformer_attn_dropout,
-            pos_dropout=self.enformer_pos_dropout,
-            use_checkpointing=self.enformer_use_checkpointing,
-            num_downsamples=self.enformer_num_downsamples,
-            dim_divisible_by=self.enformer_dim_divisible_by,
-            use_tf_gamma=self.enformer_use_tf_gamma,
-        )
-
-    def _nt_config(self, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_positions):
-        from isoformer_cli.models.encoders.nucleotide_transformer import nt_config
-
-        return nt_config(
-            vocab_size=self.nt_vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads,
-            intermediate_size=intermediate_size,
-            hidden_dropout_prob=self.nt_hidden_dropout_prob,
-            attention_probs_dropout_prob=self.nt_attention_probs_dropout_prob,
-            max_position_embeddings=max_positions,
-            layer_norm_eps=self.nt_layer_norm_eps,
-            pad_token_id=self.nt_pad_token_id,
-            mask_token_id=self.nt_mask_token_id,
-            emb_layer_norm_before=self.nt_emb_layer_norm_before,
-            add_bias_fnn=self.nt_add_bias_fnn,
-            rope_theta=self.nt_rotary_base,
-        )
-
-    def rna_encoder_config(self) -> EsmConfig:
-        """`EsmConfig` (NT-v2 flavour, ``add_bias_fnn``) of the RNA encoder."""
-        return self._nt_config(
-            self.nt_hidden_size,
-            self.nt_num_hidden_layers,
-            self.nt_num_attention_heads,
-            self.nt_intermediate_size,
-            self.nt_max_position_embeddings,
-        )
-
-    def dna_nt_config(self) -> EsmConfig:
-        """`EsmConfig` of the Nucleotide Transformer DNA encoder (``dna_encoder_type="nucleotide_transformer"``)."""
-        return self._nt_config(
-            self.dna_nt_hidden_size,
-            self.dna_nt_num_hidden_layers,
-            self.dna_nt_num_attention_heads,
-            self.dna_nt_intermediate_size,
-            self.dna_nt_max_position_embeddings,
-        )
-
-    def protein_encoder_config(self) -> EsmConfig:
-        """`EsmConfig` of the ESM-2 protein encoder (``facebook/esm2_t30_150M_UR50D`` at official size)."""
-        config = EsmConfig(
-            vocab_size=self.esm_vocab_size,
-            hidden_size=self.esm_hidden_size,
-            num_hidden_layers=self.esm_num_hidden_layers,
-            num_attention_heads=self.esm_num_attention_heads,
-            intermediate_size=self.esm_intermediate_size,
-            hidden_act=self.esm_hidden_act,
-            hidden_dropout_prob=self.esm_hidden_dropout_prob,
-            attention_probs_dropout_prob=self.esm_attention_probs_dropout_prob,
-            max_position_embeddings=self.esm_max_position_embeddings,
-            position_embedding_type=self.esm_position_embedding_type,
-            layer_norm_eps=self.esm_layer_norm_eps,
-            pad_token_id=self.esm_pad_token_id,
-            mask_token_id=self.esm_mask_token_id,
-            token_dropout=self.esm_token_dropout,
-            emb_layer_norm_before=self.esm_emb_layer_norm_before,
-            initializer_range=self.initializer_range,
-        )
-        # SDPA attention (DESIGN.md section 5); the fused kernel also keeps padded rows finite.
-        config._attn_implementation = "sdpa"
-        return config
+        return self.encoder("dna").positions(self)
 
     # ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -444,8 +355,9 @@ class IsoformerConfig(PretrainedConfig):
         def fail(message: str) -> None:
             raise InputError(f"invalid IsoFormer configuration: {message}")
 
-        if self.dna_encoder_type not in DNA_ENCODER_TYPES:
-            fail(f"dna_encoder_type={self.dna_encoder_type!r}; choose one of {', '.join(DNA_ENCODER_TYPES)}")
+        from isoformer_cli.models.encoders import dna_encoder
+
+        dna_encoder(self.dna_encoder_type)  # an unknown type is an error even in a DNA-free configuration
         if self.aggregation not in AGGREGATIONS:
             fail(f"aggregation={self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
         if self.head_activation not in HEAD_ACTIVATIONS:
@@ -456,35 +368,8 @@ class IsoformerConfig(PretrainedConfig):
             fail("tissues is empty; the head needs at least one output")
         if len(set(self.tissues)) != len(self.tissues):
             fail("tissues contains duplicate names")
-        if self.has_rna and self.max_rna_tokens + 1 > self.nt_max_position_embeddings:
-            fail(
-                f"max_rna_tokens={self.max_rna_tokens} plus <cls> exceeds nt_max_position_embeddings="
-                f"{self.nt_max_position_embeddings}"
-            )
-        if self.has_protein and self.max_protein_residues + 2 > self.esm_max_position_embeddings:
-            fail(
-                f"max_protein_residues={self.max_protein_residues} plus <cls>/<eos> exceeds "
-                f"esm_max_position_embeddings={self.esm_max_position_embeddings}"
-            )
-        if self.has_dna and self.dna_encoder_type == "enformer":
-            downsample = 2**self.enformer_num_downsamples
-            if self.dna_length % downsample:
-                fail(f"dna_length={self.dna_length} is not a multiple of 2**enformer_num_downsamples={downsample}")
-            if self.enformer_target_length > self.dna_length // downsample:
-                fail(
-                    f"enformer_target_length={self.enformer_target_length} exceeds the "
-                    f"{self.dna_length // downsample} bins of a {self.dna_length}-bp window"
-                )
-        if self.has_dna and self.dna_encoder_type == "nucleotide_transformer":
-            # A pure-ACGT window must fit the position table NT-v2 was trained with; N runs tokenise to
-            # more (single-base) tokens and are the tokenizer's truncation policy's business.
-            longest = 1 + self.dna_length // 6 + self.dna_length % 6
-            if longest > self.dna_nt_max_position_embeddings:
-                fail(
-                    f"dna_length={self.dna_length} gives {longest} NT tokens with <cls>, more than "
-                    f"dna_nt_max_position_embeddings={self.dna_nt_max_position_embeddings}; use a window of at "
-                    f"most {6 * (self.dna_nt_max_position_embeddings - 2)} bp"
-                )
+        for modality in self.modalities:
+            self.encoder(modality).validate(self)
         if self.query_size % self.num_heads_omics_cross_attention:
             fail(
                 f"query width {self.query_size} is not divisible by num_heads_omics_cross_attention="

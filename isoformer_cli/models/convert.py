@@ -29,7 +29,10 @@ from isoformer_cli.models.checkpoint import (
     save_checkpoint,
     weights_file_shapes,
 )
-from isoformer_cli.models.key_mapping import IGNORE, MappingRow, enformer_rows, plan_conversion, read_mapping_file
+from isoformer_cli.models.encoders.enformer import ENFORMER
+from isoformer_cli.models.encoders.esm import ESM2
+from isoformer_cli.models.encoders.nucleotide_transformer import NT_RNA
+from isoformer_cli.models.key_mapping import MappingRow, plan_conversion, read_mapping_file
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,11 @@ OFFICIAL_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 # sub-keys below each prefix follow from the libraries (EsmForMaskedLM, enformer-pytorch) and are solid.
 OFFICIAL_KEY_MAP = (
     # Protein encoder: ESM-2 150M inside EsmForMaskedLM ("esm." + EsmModel keys, "lm_head.").
-    MappingRow(r"^esm_model\.lm_head\.", IGNORE, "ESM-2 masked-LM head (not used by IsoFormer)"),
-    MappingRow(r"^esm_model\.esm\.", "protein_encoder."),
+    *ESM2.key_rows(r"esm_model\.", "protein_encoder."),
     # RNA encoder: NT-v2 inside its masked-LM wrapper, ESM-style names.
-    MappingRow(r"^nt_model\.lm_head\.", IGNORE, "NT-v2 masked-LM head (not used by IsoFormer)"),
-    MappingRow(r"^nt_model\.esm\.", "rna_encoder."),
+    *NT_RNA.key_rows(r"nt_model\.", "rna_encoder."),
     # DNA encoder: enformer-pytorch (both the named and the _trunk.N spellings; species heads ignored).
-    *enformer_rows(r"enformer_model\.", "dna_encoder.enformer."),
+    *ENFORMER.key_rows(r"enformer_model\.", "dna_encoder.enformer."),
     # Aggregation: two cross-attention blocks with query/key/value/dense linears.
     MappingRow(r"^cross_attention_layer_rna\.", "aggregation.rna_cross_attention."),
     MappingRow(r"^cross_attention_layer_protein\.", "aggregation.protein_cross_attention."),

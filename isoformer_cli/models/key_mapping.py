@@ -26,10 +26,6 @@ from isoformer_cli.models.checkpoint import (
 
 IGNORE = None
 
-# enformer-pytorch's Enformer registers stem, conv_tower, transformer and final_pointwise, then registers
-# them again inside its _trunk Sequential at these positions; a plain state_dict() names each tensor twice.
-ENFORMER_TRUNK_POSITIONS = ((1, "stem"), (2, "conv_tower"), (4, "transformer"), (6, "final_pointwise"))
-
 # Mapped names that our model does not hold, on purpose; dropped with this reason instead of reported.
 UNUSED_TARGETS = (
     (COMPUTED_BUFFER_PATTERN.pattern, "buffer recomputed from the configuration"),
@@ -53,20 +49,6 @@ class MappingRow:
         if self.replacement is IGNORE:
             return IGNORE
         return re.sub(self.pattern, self.replacement, key, count=1)
-
-
-def enformer_rows(source_prefix, target_prefix):
-    """Rows for an enformer-pytorch ``Enformer`` state dict found under ``source_prefix`` (regex-escaped).
-
-    Drops the original human/mouse output heads and folds each ``_trunk.N.`` spelling onto its named
-    module, so both spellings land on the same tensor of ours.
-    """
-    heads = "Enformer human/mouse output heads (not used by IsoFormer)"
-    rows = [MappingRow(rf"^{source_prefix}_heads\.", IGNORE, heads)]
-    for position, name in ENFORMER_TRUNK_POSITIONS:
-        rows.append(MappingRow(rf"^{source_prefix}_trunk\.{position}\.", f"{target_prefix}{name}."))
-    rows.append(MappingRow(rf"^{source_prefix}", target_prefix))
-    return tuple(rows)
 
 
 def read_mapping_file(path):

@@ -3,9 +3,9 @@
 `IsoformerModel` is a Hugging Face ``PreTrainedModel`` (``save_pretrained`` / ``from_pretrained`` write and read
 ``config.json`` + ``model.safetensors``). Its top-level modules, and so its state-dict prefixes, are:
 
-- ``dna_encoder``: `EnformerDNAEncoder` (``dna_encoder.enformer.*``) or `NucleotideTransformerDNAEncoder`
-  (``dna_encoder.nucleotide_transformer.*``); None without DNA.
-- ``rna_encoder``: `NucleotideTransformer` (``rna_encoder.embeddings.*``, ``rna_encoder.encoder.*``: Hugging Face
+- ``dna_encoder``: built by the DNA encoder named in ``config.dna_encoder_type`` (Enformer:
+  ``dna_encoder.enformer.*``; Nucleotide Transformer: ``dna_encoder.nucleotide_transformer.*``); None without DNA.
+- ``rna_encoder``: the NT-v2 network (``rna_encoder.embeddings.*``, ``rna_encoder.encoder.*``: Hugging Face
   NT-v2 ``esm.*`` names without ``esm.``); None without RNA.
 - ``protein_encoder``: ``transformers.EsmModel`` (``protein_encoder.*``: ESM-2 ``esm.*`` names without
   ``esm.``); None without protein.
@@ -36,7 +36,6 @@ from transformers.utils import ModelOutput
 from isoformer_cli.errors import InputError
 from isoformer_cli.models.aggregation import PerceiverAggregation, build_aggregation
 from isoformer_cli.models.configuration import IsoformerConfig
-from isoformer_cli.models.encoders import build_dna_encoder, build_protein_encoder, build_rna_encoder
 
 try:  # transformers >= 5: init functions that respect already-loaded tensors.
     from transformers import initialization as _init
@@ -120,9 +119,9 @@ class IsoformerModel(IsoformerPreTrainedModel):
 
     def __init__(self, config: IsoformerConfig):
         super().__init__(config)
-        self.dna_encoder = build_dna_encoder(config) if config.has_dna else None
-        self.rna_encoder = build_rna_encoder(config) if config.has_rna else None
-        self.protein_encoder = build_protein_encoder(config) if config.has_protein else None
+        self.dna_encoder = config.encoder("dna").build(config) if config.has_dna else None
+        self.rna_encoder = config.encoder("rna").build(config) if config.has_rna else None
+        self.protein_encoder = config.encoder("protein").build(config) if config.has_protein else None
         self.aggregation = build_aggregation(config)
         self.head = IsoformerHead(config)
         self.post_init()
@@ -323,8 +322,8 @@ class IsoformerModel(IsoformerPreTrainedModel):
         }
         counts["total"] = count(self)
         if detailed:
-            if hasattr(self.dna_encoder, "parameter_counts"):
-                for name, value in self.dna_encoder.parameter_counts().items():
+            if self.dna_encoder is not None:
+                for name, value in self.config.encoder("dna").parameter_groups(self.dna_encoder).items():
                     counts[f"dna_encoder.{name}"] = value
             for name, child in self.aggregation.named_children():
                 if child is not None and count(child):

@@ -35,97 +35,18 @@ from isoformer_cli.models.checkpoint import (
     read_json_file,
     save_checkpoint,
 )
-from isoformer_cli.models.key_mapping import IGNORE, MappingRow, enformer_rows, plan_conversion
+from isoformer_cli.models.key_mapping import plan_conversion
 
 log = logging.getLogger(__name__)
 
 MODALITY_OF_ENCODER = {"dna_encoder": "dna", "rna_encoder": "rna", "protein_encoder": "protein"}
 
-# (field, is it part of the architecture?) for each kind of encoder folder; architecture fields must
-# match the preset, the others may differ (the preset's value is used, with a warning).
-ESM_FIELDS = (
-    ("hidden_size", True),
-    ("num_hidden_layers", True),
-    ("num_attention_heads", True),
-    ("intermediate_size", True),
-    ("vocab_size", True),
-    ("position_embedding_type", True),
-    ("emb_layer_norm_before", True),
-    ("hidden_act", True),
-    ("pad_token_id", True),
-    ("mask_token_id", False),
-    ("token_dropout", False),
-    ("layer_norm_eps", False),
-    ("max_position_embeddings", False),
-)
-NT_FIELDS = ESM_FIELDS[:7] + (("add_bias_fnn", True), ("pad_token_id", True), ("layer_norm_eps", False))
-ENFORMER_FIELDS = (
-    ("dim", True),
-    ("depth", True),
-    ("heads", True),
-    ("attn_dim_key", True),
-    ("num_downsamples", True),
-    ("dim_divisible_by", True),
-    ("use_convnext", True),
-    ("target_length", False),
-    ("use_tf_gamma", False),
-)
 
-
-def _esm_rows(target_prefix):
-    """Rows for an ESM-style (ESM-2 or NT-v2) masked-LM or base-model state dict."""
-    return (
-        MappingRow(r"^lm_head\.", IGNORE, "masked-LM head (not used by IsoFormer)"),
-        MappingRow(r"^(?:esm\.)?pooler\.", IGNORE, "pooling layer (not used by IsoFormer)"),
-        MappingRow(r"^esm\.", target_prefix),
-        MappingRow(r"^", target_prefix),
-    )
-
-
-@dataclass
-class EncoderSpec:
-    """How to read one encoder folder: expected model_type, fields to compare, key rows, target prefix."""
-
-    label: str
-    model_type: str
-    fields: tuple
-    rows: tuple
-    prefix: str
-    reference: dict
-
-
-def _encoder_specs(config):
-    """The spec of each encoder the configuration has, keyed by our top-level attribute name."""
-    specs = {}
-    if config.has_dna:
-        if config.dna_encoder_type == "enformer":
-            reference = config.enformer_config().to_dict()
-            reference.setdefault("use_convnext", False)
-            specs["dna_encoder"] = EncoderSpec(
-                "DNA (enformer-pytorch)", "enformer", ENFORMER_FIELDS,
-                enformer_rows("", "dna_encoder.enformer."), "dna_encoder.enformer.", reference,
-            )  # fmt: skip
-        else:
-            specs["dna_encoder"] = EncoderSpec(
-                "DNA (Nucleotide Transformer v2)", "esm", NT_FIELDS,
-                _esm_rows("dna_encoder.nucleotide_transformer."), "dna_encoder.nucleotide_transformer.",
-                config.dna_nt_config().to_dict(),
-            )  # fmt: skip
-    if config.has_rna:
-        specs["rna_encoder"] = EncoderSpec(
-            "RNA (Nucleotide Transformer v2)", "esm", NT_FIELDS, _esm_rows("rna_encoder."), "rna_encoder.",
-            config.rna_encoder_config().to_dict(),
-        )  # fmt: skip
-    if config.has_protein:
-        specs["protein_encoder"] = EncoderSpec(
-            "protein (ESM-2)", "esm", ESM_FIELDS, _esm_rows("protein_encoder."), "protein_encoder.",
-            config.protein_encoder_config().to_dict(),
-        )  # fmt: skip
-    return specs
-
-
-# Values a config.json may leave out, with what the library then assumes.
-_LIBRARY_DEFAULTS = {"use_convnext": False, "add_bias_fnn": True, "emb_layer_norm_before": None}
+def _encoder_folders(config):
+    """How to read a pretrained folder of each encoder the configuration has, keyed by our attribute name."""
+    return {
+        f"{modality}_encoder": config.encoder(modality).pretrained_folder(config) for modality in config.modalities
+    }
 
 
 def check_encoder_config(folder, spec, preset):
@@ -145,8 +66,8 @@ def check_encoder_config(folder, spec, preset):
         )
     errors, warnings = [], []
     for name, architecture in spec.fields:
-        ours = spec.reference.get(name, _LIBRARY_DEFAULTS.get(name))
-        theirs = fields.get(name, _LIBRARY_DEFAULTS.get(name))
+        ours = spec.reference.get(name, spec.defaults.get(name))
+        theirs = fields.get(name, spec.defaults.get(name))
         if theirs == ours or (name == "emb_layer_norm_before" and not theirs and not ours):
             continue
         text = f"{name} is {theirs!r} there but {ours!r} in the {preset} preset"
@@ -207,7 +128,7 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
 
     encoder_folders = {name: folder for name, folder in (encoder_folders or {}).items() if folder}
     config = IsoformerConfig.from_preset(preset, **(overrides or {}))
-    specs = _encoder_specs(config)
+    specs = _encoder_folders(config)
     report = InitReport()
     for name, folder in encoder_folders.items():
         if name not in specs:

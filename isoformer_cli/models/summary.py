@@ -15,54 +15,11 @@ SUMMARY_FORMAT_VERSION = 1
 COMPONENTS = ("dna_encoder", "rna_encoder", "protein_encoder", "aggregation", "head", "total")
 
 
-def _dna_encoder_summary(config):
-    if not config.has_dna:
+def _encoder_summary(config, modality):
+    """The encoder's own summary (see ``SequenceEncoder.summary``), or None when the modality is absent."""
+    if modality not in config.modalities:
         return None
-    common = {"window_bp": config.dna_length, "positions": config.dna_bins, "output_width": config.dna_embedding_size}
-    if config.dna_encoder_type == "enformer":
-        return {
-            "type": "enformer",
-            "dim": config.enformer_dim,
-            "depth": config.enformer_depth,
-            "heads": config.enformer_heads,
-            "downsamples": config.enformer_num_downsamples,
-            "bin_bp": 2**config.enformer_num_downsamples,
-            **common,
-        }
-    return {
-        "type": "nucleotide_transformer",
-        "hidden_size": config.dna_nt_hidden_size,
-        "layers": config.dna_nt_num_hidden_layers,
-        "heads": config.dna_nt_num_attention_heads,
-        "ffn_size": config.dna_nt_intermediate_size,
-        **common,
-    }
-
-
-def _rna_encoder_summary(config):
-    if not config.has_rna:
-        return None
-    return {
-        "type": "nucleotide_transformer_v2",
-        "hidden_size": config.nt_hidden_size,
-        "layers": config.nt_num_hidden_layers,
-        "heads": config.nt_num_attention_heads,
-        "ffn_size": config.nt_intermediate_size,
-        "max_tokens": config.max_rna_tokens,
-    }
-
-
-def _protein_encoder_summary(config):
-    if not config.has_protein:
-        return None
-    return {
-        "type": "esm2",
-        "hidden_size": config.esm_hidden_size,
-        "layers": config.esm_num_hidden_layers,
-        "heads": config.esm_num_attention_heads,
-        "ffn_size": config.esm_intermediate_size,
-        "max_residues": config.max_protein_residues,
-    }
+    return config.encoder(modality).summary(config)
 
 
 def _aggregation_summary(config):
@@ -88,9 +45,9 @@ def summarize_config(config, model):
     detailed = model.parameter_counts(detailed=True)
     return {
         "modalities": list(config.modalities),
-        "dna_encoder": _dna_encoder_summary(config),
-        "rna_encoder": _rna_encoder_summary(config),
-        "protein_encoder": _protein_encoder_summary(config),
+        "dna_encoder": _encoder_summary(config, "dna"),
+        "rna_encoder": _encoder_summary(config, "rna"),
+        "protein_encoder": _encoder_summary(config, "protein"),
         "aggregation": _aggregation_summary(config),
         "head": {
             "hidden_size": config.head_hidden_size,
@@ -134,26 +91,15 @@ def inspect_model(checkpoint=None, preset=None):
 
 
 def _encoder_line(summary):
+    """The encoder's one-line description (its own ``describe``), or ``none``."""
+    from isoformer_cli.models.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
+
     if summary is None:
         return "none"
-    kind = summary["type"]
-    if kind == "enformer":
-        return (
-            f"enformer (dim {summary['dim']}, depth {summary['depth']}, {summary['heads']} heads), "
-            f"{summary['window_bp']:,} bp -> {summary['positions']} bins of {summary['bin_bp']} bp "
-            f"x {summary['output_width']}"
-        )
-    text = (
-        f"{kind} (hidden {summary['hidden_size']}, {summary['layers']} layers, {summary['heads']} heads, "
-        f"FFN {summary['ffn_size']})"
-    )
-    if "max_tokens" in summary:
-        text += f", up to {summary['max_tokens']:,} tokens after <cls>"
-    if "max_residues" in summary:
-        text += f", up to {summary['max_residues']:,} residues"
-    if "window_bp" in summary:
-        text += f", {summary['window_bp']:,} bp -> {summary['positions']} positions"
-    return text
+    for encoder in (*DNA_ENCODERS.values(), RNA_ENCODER, PROTEIN_ENCODER):
+        if encoder.summary_type == summary["type"]:
+            return encoder.describe(summary)
+    return summary["type"]
 
 
 def format_summary(summary):

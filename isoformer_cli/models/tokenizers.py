@@ -17,7 +17,8 @@
   ``<cls>`` + one token per residue + ``<eos>``. Lower case is accepted; any character outside
   the alphabet (``*`` included) becomes ``<unk>``, one token per character.
 
-Padding id is 1 for RNA and protein. Batches are padded to their longest member.
+Padding id is 1 for RNA and protein. Each tokenizer encodes one sequence at a time; batches are padded
+by the encoders' ``collate`` (:mod:`isoformer_cli.models.encoders.base`).
 
 Truncation (``truncation=``), applied to the tokens between the special tokens, so ``<cls>`` (and
 the protein's ``<eos>``) are always kept:
@@ -31,15 +32,13 @@ the protein's ``<eos>``) are always kept:
 * ``"error"``: raise :class:`~isoformer_cli.errors.InputError`.
 
 RNA is truncated after tokenisation, so the kept 6-mers are in the same frame as in the full
-sequence. Every record that lost tokens is reported in the batch's ``truncated`` flags so the
-caller can flag it (``rna_truncated`` / ``protein_truncated``).
+sequence. ``encode`` returns whether tokens were lost, so the caller can flag the record
+(``rna_truncated`` / ``protein_truncated``).
 """
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from isoformer_cli.errors import InputError
 
@@ -148,40 +147,6 @@ def truncate_tokens(ids, max_tokens, truncation, what="sequence"):
     )
 
 
-@dataclass(frozen=True)
-class TokenBatch:
-    """A padded batch of token ids.
-
-    Attributes:
-        input_ids: ``(batch, length)`` int64, padded with the tokenizer's pad id.
-        attention_mask: ``(batch, length)`` bool, True on real tokens (special tokens included).
-        truncated: ``(batch,)`` bool, True where the record lost tokens to truncation.
-        present: ``(batch,)`` bool, False where the record had no sequence (``None`` or empty):
-            a missing modality; its row is all padding and its mask all False.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    truncated: torch.Tensor
-    present: torch.Tensor
-
-
-def _collate(token_arrays, pad_id):
-    """Pad 1-D int64 arrays (``None`` = missing) into ``(input_ids, attention_mask, present)``."""
-    lengths = np.array([0 if ids is None else len(ids) for ids in token_arrays], dtype=np.int64)
-    width = max(1, int(lengths.max(initial=0)))
-    input_ids = np.full((len(token_arrays), width), pad_id, dtype=np.int64)
-    for row, ids in enumerate(token_arrays):
-        if ids is not None:
-            input_ids[row, : len(ids)] = ids
-    attention_mask = np.arange(width)[None, :] < lengths[:, None]
-    return torch.from_numpy(input_ids), torch.from_numpy(attention_mask), torch.from_numpy(lengths > 0)
-
-
-def _is_missing(sequence):
-    return sequence is None or (isinstance(sequence, str) and sequence == "")
-
-
 class DnaTokenizer:
     """DNA window → Enformer indices ``A0 C1 G2 T3 N4`` (any other letter → N; case ignored)."""
 
@@ -190,21 +155,6 @@ class DnaTokenizer:
     def encode(self, sequence):
         """``(length,)`` int64 array of indices, one per base, no special tokens."""
         return _DNA_TABLE[_as_bytes(sequence)]
-
-    def __call__(self, sequences):
-        """``(batch, length)`` int64 tensor. All windows of a batch must have the same length."""
-        sequences = list(sequences)
-        if not sequences:
-            raise InputError("no DNA sequences to tokenize")
-        lengths = {len(sequence) for sequence in sequences}
-        if len(lengths) != 1:
-            raise InputError(
-                f"DNA windows of one batch must have the same length; got lengths {sorted(lengths)}"
-            )
-        input_ids = np.empty((len(sequences), lengths.pop()), dtype=np.int64)
-        for row, sequence in enumerate(sequences):
-            input_ids[row] = _DNA_TABLE[_as_bytes(sequence)]
-        return torch.from_numpy(input_ids)
 
 
 class RnaTokenizer:
@@ -268,9 +218,6 @@ class RnaTokenizer:
         tokens, truncated = truncate_tokens(self.tokenize_bases(sequence), self.max_tokens, self.truncation, name)
         return np.concatenate(([RNA_CLS_ID], tokens)).astype(np.int64, copy=False), truncated
 
-    def __call__(self, sequences, names=None):
-        """Tokenize and pad a batch; ``None`` or ``""`` marks a missing RNA. Returns a :class:`TokenBatch`."""
-        return _encode_batch(self, sequences, names, self.pad_id)
 
 
 class ProteinTokenizer:
@@ -301,33 +248,3 @@ class ProteinTokenizer:
             _PROTEIN_TABLE[_as_bytes(sequence)], self.max_residues, self.truncation, name
         )
         return np.concatenate(([PROTEIN_CLS_ID], residues, [PROTEIN_EOS_ID])).astype(np.int64, copy=False), truncated
-
-    def __call__(self, sequences, names=None):
-        """Tokenize and pad a batch; ``None`` or ``""`` marks a missing protein. Returns a :class:`TokenBatch`."""
-        return _encode_batch(self, sequences, names, self.pad_id)
-
-
-def _encode_batch(tokenizer, sequences, names, pad_id):
-    sequences = list(sequences)
-    if names is None:
-        names = [f"record {index + 1}" for index in range(len(sequences))]
-    token_arrays, truncated = [], []
-    for sequence, name in zip(sequences, names, strict=True):
-        if _is_missing(sequence):
-            token_arrays.append(None)
-            truncated.append(False)
-            continue
-        ids, was_truncated = tokenizer.encode(sequence, name)
-        token_arrays.append(ids)
-        truncated.append(was_truncated)
-    input_ids, attention_mask, present = _collate(token_arrays, pad_id)
-    return TokenBatch(input_ids, attention_mask, torch.tensor(truncated, dtype=torch.bool), present)
-
-
-def tokenizers_for_config(config, rna_truncation="keep_start", protein_truncation="keep_start"):
-    """``(dna, rna, protein)`` tokenizers sized by ``config.max_rna_tokens`` / ``config.max_protein_residues``."""
-    return (
-        DnaTokenizer(),
-        RnaTokenizer(max_tokens=config.max_rna_tokens, truncation=rna_truncation),
-        ProteinTokenizer(max_residues=config.max_protein_residues, truncation=protein_truncation),
-    )

@@ -7,16 +7,12 @@ user who asked for a GPU on a cluster node wants to know the job landed on the w
 
 import contextlib
 import logging
-import os
 
 import torch
 
 from isoformer_cli.errors import DeviceError
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16")
-
 
 def resolve_device(requested="auto"):
     """Turn a ``--device`` value into a ``torch.device``; raise DeviceError when unavailable."""
@@ -53,23 +49,13 @@ def _parse_cuda_index(requested):
 
 
 def autocast_context(device, precision):
-    """Context manager for the forward pass: bf16 autocast on CUDA (and CPU), nothing for fp32."""
-    if precision not in PRECISIONS:
-        raise DeviceError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    """Context manager for the forward pass: bf16 autocast for ``"bf16"`` (CUDA or CPU), nothing for ``"fp32"``.
+
+    ``precision`` is already resolved (see :meth:`isoformer_cli.runtime.options.RuntimeOptions.precision_on`).
+    """
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def make_deterministic(seed=0):
-    """Ask torch for deterministic kernels (slower on GPU) and seed every generator."""
-    # cuBLAS needs this workspace setting before the first CUDA matmul to be deterministic.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
 
 
 def is_out_of_memory(error):

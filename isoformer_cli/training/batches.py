@@ -22,14 +22,10 @@ import torch
 from torch.utils.data import Dataset
 
 from isoformer_cli.errors import InputError, IsoformerError
-from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.models.tokenizers import PROTEIN_CLS_ID, PROTEIN_EOS_ID, RNA_CLS_ID
-from isoformer_cli.inference.prepare import padded, prepare_chunk
-from isoformer_cli.training.training import derive_seed
+from isoformer_cli.inference.prepare import prepare_chunk
+from isoformer_cli.runtime.determinism import derive_seed
 
 
-RNA_PLACEHOLDER = np.array([RNA_CLS_ID], dtype=np.int64)
-PROTEIN_PLACEHOLDER = np.array([PROTEIN_CLS_ID, PROTEIN_EOS_ID], dtype=np.int64)
 
 
 @dataclass
@@ -65,40 +61,27 @@ class MicroBatches(Dataset):
     Args:
         triples: the run's :class:`~isoformer_cli.genomics.records.Triple` objects (no DNA held).
         targets: (n, T) float32.
-        genome_path: the genome FASTA the windows come from (opened once per process, on first use).
+        genome: the genome the windows come from (anything with the
+            :class:`~isoformer_cli.genomics.genome.Genome` interface that pickles; each DataLoader worker
+            uses its own copy).
         settings: :class:`~isoformer_cli.inference.prepare.TokenizerSettings` of the model.
-        model_config: the model's `IsoformerConfig` (pad ids, DNA encoder type, modalities).
+        model_config: the model's `IsoformerConfig` (its encoders collate the batches).
     """
 
-    def __init__(self, triples, targets, genome_path, settings, model_config):
+    def __init__(self, triples, targets, genome, settings, model_config):
         self.triples = triples
         self.targets = np.asarray(targets, dtype=np.float32)
-        self.genome_path = genome_path
+        self.genome = genome
         self.settings = settings
-        self.dna_is_tokens = model_config.dna_encoder_type != "enformer"
-        self.nt_pad = model_config.nt_pad_token_id
-        self.esm_pad = model_config.esm_pad_token_id
-        self.has = {name: name in model_config.modalities for name in ("dna", "rna", "protein")}
-        self._genome = None
+        self.model_config = model_config
 
     def __len__(self):
         return len(self.triples)
 
-    def genome(self):
-        """This process's open :class:`~isoformer_cli.genomics.genome.Genome` (opened on first use)."""
-        if self._genome is None:
-            self._genome = Genome(self.genome_path)
-        return self._genome
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_genome"] = None  # each worker opens its own handle
-        return state
-
     def __getitem__(self, rows):
         rows = np.asarray(rows, dtype=np.int64)
         try:
-            chunk = prepare_chunk(0, [self.triples[row] for row in rows], self.genome(), self.settings,
+            chunk = prepare_chunk(0, [self.triples[row] for row in rows], self.genome, self.settings,
                                   dedupe=False)
         except IsoformerError as error:
             # Passed back as a value: DataLoader would wrap it in a multi-line worker traceback.
@@ -106,27 +89,41 @@ class MicroBatches(Dataset):
         return TrainingBatch(rows=rows, inputs=self._inputs(chunk), labels=torch.from_numpy(self.targets[rows]))
 
     def _inputs(self, chunk):
+        config = self.model_config
         inputs = {}
-        if self.has["dna"]:
-            ids, mask = padded(chunk.dna_tokens, self.nt_pad)
+        if config.has_dna:
+            ids, mask = config.encoder("dna").collate(chunk.dna_tokens, config)
             inputs["dna_input_ids"] = ids
-            if self.dna_is_tokens:
+            if mask is not None:
                 inputs["dna_attention_mask"] = mask
-        for name, pad, of_row, tokens, placeholder in (
-            ("rna", self.nt_pad, chunk.rna_of_row, chunk.rna_tokens, RNA_PLACEHOLDER),
-            ("protein", self.esm_pad, chunk.protein_of_row, chunk.protein_tokens, PROTEIN_PLACEHOLDER),
+        for name, of_row, tokens, tokenizer in (
+            ("rna", chunk.rna_of_row, chunk.rna_tokens, self.settings.rna),
+            ("protein", chunk.protein_of_row, chunk.protein_tokens, self.settings.protein),
         ):
-            if not self.has[name]:
+            if name not in config.modalities:
                 continue
+            # The tokens of an empty sequence: only the special tokens (<cls>; <cls><eos>).
+            placeholder, _ = tokenizer.encode("", "placeholder")
             # Rows without the modality get a placeholder sequence, flagged absent by has_<name>: the model
             # ignores it, but every encoder runs in every step, so every trainable parameter takes part in
             # every backward pass (what DistributedDataParallel expects without find_unused_parameters).
             present = of_row >= 0
-            ids, mask = padded([tokens[i] if i >= 0 else placeholder for i in of_row], pad)
+            ids, mask = config.encoder(name).collate([tokens[i] if i >= 0 else placeholder for i in of_row], config)
             inputs[f"has_{name}"] = torch.from_numpy(present)
             inputs[f"{name}_input_ids"] = ids
             inputs[f"{name}_attention_mask"] = mask
         return inputs
+
+
+def check_batch_division(batch_size, micro_batch_size, world_size):
+    """InputError when ``batch_size`` rows per step cannot be shared out evenly among ``world_size`` processes
+    and then into micro-batches of ``micro_batch_size`` rows."""
+    per_process, remainder = divmod(batch_size, world_size)
+    if remainder or per_process == 0:
+        raise InputError(f"--batch-size {batch_size} must be a multiple of the number of processes ({world_size})")
+    if per_process % micro_batch_size:
+        raise InputError(f"--batch-size {batch_size} over {world_size} process(es) gives {per_process} rows each, "
+                         f"not a multiple of --micro-batch-size {micro_batch_size}")
 
 
 @dataclass(frozen=True)
@@ -148,13 +145,7 @@ class BatchPlan:
     seed: int
 
     def __post_init__(self):
-        per_process, remainder = divmod(self.batch_size, self.world_size)
-        if remainder or per_process == 0:
-            raise InputError(f"--batch-size {self.batch_size} must be a multiple of the number of processes "
-                             f"({self.world_size})")
-        if per_process % self.micro_batch_size:
-            raise InputError(f"--batch-size {self.batch_size} over {self.world_size} process(es) gives "
-                             f"{per_process} rows each, not a multiple of --micro-batch-size {self.micro_batch_size}")
+        check_batch_division(self.batch_size, self.micro_batch_size, self.world_size)
         if len(self.train_rows) < self.batch_size:
             raise InputError(f"the training split has {len(self.train_rows)} transcripts, fewer than --batch-size "
                              f"{self.batch_size}; lower --batch-size or give more transcripts")

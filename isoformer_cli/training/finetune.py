@@ -44,55 +44,53 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from isoformer_cli import __version__
+from isoformer_cli.app.predict import units_label
 from isoformer_cli.errors import InputError, IsoformerError, OutputError
 from isoformer_cli.evaluation.metrics import evaluate, headline
-from isoformer_cli.formats.metrics_table import write_metrics_table
-from isoformer_cli.genomics.expression import ExpressionInput, match_transcripts, require_overlap
-from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.models.checkpoint import atomic_folder, load_checkpoint, save_checkpoint
-from isoformer_cli.models.tokenizers import ProteinTokenizer, RnaTokenizer
 from isoformer_cli.formats.atomic import atomic_text_output
+from isoformer_cli.formats.metrics_table import write_metrics_table
 from isoformer_cli.formats.predictions import obs_row, open_prediction_writer
 from isoformer_cli.formats.provenance import build_provenance, checkpoint_id, recorded_command_line, sha256_file
-from isoformer_cli.runtime import distributed
-from isoformer_cli.runtime.device import autocast_context, make_deterministic, resolve_device
-from isoformer_cli.inference.engine import DEFAULT_MAX_TOKENS, ChunkPredictor
-from isoformer_cli.training.batches import BatchPlan, MicroBatches
-from isoformer_cli.app.predict import is_demo_checkpoint, resolve_checkpoint, units_label
+from isoformer_cli.genomics.expression import match_transcripts, require_overlap
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.prepare import TokenizerSettings, prepare_chunk
-from isoformer_cli.triples.source import TripleSource, iter_triples
-from isoformer_cli.training.splits import SplitMember, SplitSpec, assign_splits, split_counts, write_split
-from isoformer_cli.training.training import (
-    adapt_modalities,
-    build_optimizer,
-    capture_rng,
-    derive_seed,
+from isoformer_cli.models.checkpoint import atomic_folder, load_checkpoint, save_checkpoint
+from isoformer_cli.models.locate import is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.runtime import distributed
+from isoformer_cli.runtime.device import autocast_context
+from isoformer_cli.runtime.determinism import derive_seed
+from isoformer_cli.runtime.progress import progress
+from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.training.batches import BatchPlan, MicroBatches
+from isoformer_cli.training.freezing import (
     enable_activation_checkpointing,
-    fill_missing_gradients,
-    fit_head,
     freeze,
-    learning_rate,
-    load_optimizer_state,
-    optimizer_state_tensors,
     parameter_counts,
     parse_freeze,
     plain_batchnorm,
-    restore_rng,
-    set_learning_rate,
     set_train_mode,
+)
+from isoformer_cli.training.model_setup import adapt_modalities, fit_head
+from isoformer_cli.training.optim import (
+    build_optimizer,
+    fill_missing_gradients,
+    learning_rate,
+    set_learning_rate,
     trainable_parameters,
 )
-from isoformer_cli.runtime.progress import configure_progress, progress
+from isoformer_cli.training.splits import SplitMember, assign_splits, split_counts, write_split
+from isoformer_cli.triples.source import iter_triples
+from isoformer_cli.training.state import capture_rng, load_optimizer_state, optimizer_state_tensors, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -112,62 +110,6 @@ METRICS_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_r2", "v
 # Settings that may differ when a run is resumed: they change how, not what, it computes.
 RESUMABLE_CHANGES = ("max_steps", "save_every", "num_workers", "device", "world_size")
 PREDICTION_CHUNK = 64
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything ``isoformer finetune`` needs (the CLI fills it; tests build it directly).
-
-    Attributes (training ones; see ``isoformer finetune --help`` for all):
-        source: where the triples come from (the checkpoint sets the DNA window length).
-        expression: the expression table.
-        output: the run folder.
-        checkpoint / model_dir: the starting model (see :func:`isoformer_cli.app.predict.resolve_checkpoint`).
-        modalities: comma-separated subset of the checkpoint's modalities, or None for all.
-        freeze: ``--freeze`` values (``dna``, ``rna:2``, ``encoders``, ...).
-        new_head: new output layer for the table's tissues.
-        split: :class:`~isoformer_cli.training.splits.SplitSpec` (its seed is set from ``seed``).
-        epochs, batch_size (rows per optimiser step, over all processes), micro_batch_size (rows per forward
-            pass of one process; default batch_size / processes), lr, weight_decay, warmup_fraction (of all
-            steps), grad_clip (max gradient norm; 0 = off), patience (epochs without a better validation
-            Spearman before stopping; 0 = never), max_steps, save_every (also save ``last/`` every N steps).
-        seed, device, precision ("auto": bf16 on CUDA, fp32 on CPU), deterministic, activation_checkpointing,
-        num_workers, rna_truncation, protein_truncation, eval_max_tokens (token budget of validation batches).
-        resume / force: continue ``output`` / replace an existing run folder.
-    """
-
-    source: TripleSource
-    expression: ExpressionInput
-    output: str
-    checkpoint: Optional[str] = None
-    model_dir: Optional[str] = None
-    modalities: Optional[str] = None
-    freeze: Tuple[str, ...] = ()
-    new_head: bool = False
-    split: SplitSpec = field(default_factory=SplitSpec)
-    epochs: int = 10
-    batch_size: int = 32
-    micro_batch_size: Optional[int] = None
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
-    patience: int = 3
-    max_steps: Optional[int] = None
-    save_every: Optional[int] = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    deterministic: bool = False
-    activation_checkpointing: bool = False
-    num_workers: int = 0
-    rna_truncation: str = "keep_start"
-    protein_truncation: str = "keep_start"
-    eval_max_tokens: int = DEFAULT_MAX_TOKENS
-    resume: bool = False
-    force: bool = False
-    command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
 
 
 @dataclass
@@ -198,36 +140,6 @@ class TrainingState:
     epochs_since_best: int = 0
     stop_early: bool = False
     history: list = field(default_factory=list)
-
-
-def _check_options(config):
-    """InputError for option values no run can use (the CLI's types catch most of them earlier)."""
-    checks = [
-        (config.epochs >= 1, "--epochs must be at least 1"),
-        (config.batch_size >= 1, "--batch-size must be at least 1"),
-        (config.micro_batch_size is None or config.micro_batch_size >= 1, "--micro-batch-size must be at least 1"),
-        (config.lr > 0 and math.isfinite(config.lr), "--lr must be a positive number"),
-        (config.weight_decay >= 0, "--weight-decay must be 0 or more"),
-        (0 <= config.warmup_fraction < 1, "--warmup-fraction must be at least 0 and below 1"),
-        (config.grad_clip >= 0, "--grad-clip must be 0 (off) or more"),
-        (config.patience >= 0, "--patience must be 0 (off) or more"),
-        (config.max_steps is None or config.max_steps >= 1, "--max-steps must be at least 1"),
-        (config.save_every is None or config.save_every >= 1, "--save-every must be at least 1"),
-        (config.num_workers >= 0, "--num-workers must be 0 or more"),
-        (config.precision in PRECISION_CHOICES, f"--precision must be one of {', '.join(PRECISION_CHOICES)}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
-    parse_freeze(config.freeze)
-    config.split.check()
-
-
-def resolve_precision(precision, device):
-    """``auto`` -> bf16 on CUDA, fp32 elsewhere."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,32 +267,32 @@ def _quiet(logger):
 class _Finetune:
     """State of one ``run_finetune`` call (set up in ``__init__``, trained by ``train``)."""
 
-    def __init__(self, config, group, device):
+    def __init__(self, config, context):
         self.config = config
-        self.group = group
-        self.device = device
-        self.precision = resolve_precision(config.precision, device)
+        self.group = context.group
+        self.device = context.device
+        self.precision = context.precision
         self.run_dir = os.path.abspath(config.output)
         self.last_dir = os.path.join(self.run_dir, LAST_DIR)
         self.best_dir = os.path.join(self.run_dir, BEST_DIR)
         saved = _run_folder_state(self.run_dir, config)
         self.resuming = saved is not None
         self.resume_from_last = self.resuming and os.path.isdir(self.last_dir)
-        self.freeze_specs = parse_freeze(config.freeze)
+        self.freeze_specs = parse_freeze(config.training.freeze)
 
         # 1. The starting model (on resume, the run's last checkpoint carries modalities and head).
         self.checkpoint_dir = resolve_checkpoint(config.checkpoint, config.model_dir)
-        if is_demo_checkpoint(self.checkpoint_dir) and group.is_main and not self.resume_from_last:
+        if is_demo_checkpoint(self.checkpoint_dir) and self.group.is_main and not self.resume_from_last:
             log.warning("starting from the bundled DEMO checkpoint (random weights)")
         if self.resume_from_last:
             model = load_checkpoint(self.last_dir)
         else:
-            model = adapt_modalities(load_checkpoint(self.checkpoint_dir), config.modalities, self.checkpoint_dir)
+            model = adapt_modalities(load_checkpoint(self.checkpoint_dir), config.training.modalities, self.checkpoint_dir)
         self.source = dataclasses.replace(config.source, dna_length=model.config.dna_length)
 
         # 2. Triples with expression, and the split.
         self._load_examples()
-        self.split = dataclasses.replace(config.split, seed=config.seed)
+        self.split = dataclasses.replace(config.split, seed=config.training.seed)
         members = [SplitMember(t.transcript.transcript_id, t.transcript.gene_id, t.transcript.chrom, t.genome_chrom)
                    for t in self.triples]
         self.members = members
@@ -396,19 +308,19 @@ class _Finetune:
 
         # 3. The head and the batch plan.
         head_bias = self.targets[self.rows["train"]].mean(axis=0) if len(self.rows["train"]) else None
-        if self.resume_from_last or not config.new_head:
+        if self.resume_from_last or not config.training.new_head:
             self.columns = fit_head(model, self.tissues, new_head=False)
         else:
-            self.columns = fit_head(model, self.tissues, new_head=True, seed=config.seed, bias=head_bias)
+            self.columns = fit_head(model, self.tissues, new_head=True, seed=config.training.seed, bias=head_bias)
         plain_batchnorm(model)
         self.frozen = freeze(model, self.freeze_specs)
         self.model = model
-        world = group.world_size
-        micro = config.micro_batch_size or max(1, config.batch_size // world)
-        self.plan = BatchPlan(train_rows=tuple(int(row) for row in self.rows["train"]), batch_size=config.batch_size,
-                              micro_batch_size=micro, world_size=world, seed=config.seed)
-        self.total_steps = self.plan.steps_per_epoch * config.epochs
-        self.warmup_steps = int(round(config.warmup_fraction * self.total_steps))
+        world = self.group.world_size
+        micro = config.training.micro_batch_for(world)
+        self.plan = BatchPlan(train_rows=tuple(int(row) for row in self.rows["train"]), batch_size=config.training.batch_size,
+                              micro_batch_size=micro, world_size=world, seed=config.training.seed)
+        self.total_steps = self.plan.steps_per_epoch * config.training.epochs
+        self.warmup_steps = int(round(config.training.warmup_fraction * self.total_steps))
         self._check_lengths(model.config)
         self.settings = self._settings()
         if self.resuming:
@@ -416,14 +328,14 @@ class _Finetune:
 
         # 4. Nothing was written so far; create (or replace) the run folder now.
         if not self.resuming or not os.path.isfile(os.path.join(self.run_dir, SPLIT_FILE)):
-            _on_main(group, self._create_run_folder)
+            _on_main(self.group, self._create_run_folder)
 
     # -- inputs --------------------------------------------------------------------------------
 
     def _load_examples(self):
         config = self.config
-        with Genome(self.source.genome) as genome:
-            triples = list(iter_triples(self.source, genome))
+        self.genome = Genome(self.source.genome)
+        triples = list(iter_triples(self.source, self.genome))
         if not triples:
             raise InputError(f"{self.source.label}: no transcript selected; check the selection options")
         ids = [triple.transcript.transcript_id for triple in triples]
@@ -442,15 +354,13 @@ class _Finetune:
     def _check_lengths(self, model_config):
         """With a truncation policy of ``error``, find a too-long RNA or protein now, not mid-training."""
         config = self.config
-        checks = []
-        if config.rna_truncation == "error" and model_config.has_rna:
-            checks.append(("rna", RnaTokenizer(max_tokens=model_config.max_rna_tokens, truncation="error")))
-        if config.protein_truncation == "error" and model_config.has_protein:
-            checks.append(("protein", ProteinTokenizer(max_residues=model_config.max_protein_residues,
-                                                       truncation="error")))
-        for attribute, tokenizer in checks:
+        policies = {"rna": config.rna_truncation, "protein": config.protein_truncation}
+        for modality, policy in policies.items():
+            if policy != "error" or modality not in model_config.modalities:
+                continue
+            tokenizer = model_config.encoder(modality).tokenizer(model_config, "error")
             for triple in self.triples:
-                sequence = getattr(triple, attribute)
+                sequence = getattr(triple, modality)
                 if sequence:
                     tokenizer.encode(sequence, triple.transcript.transcript_id)
 
@@ -482,26 +392,26 @@ class _Finetune:
             "expression": {"values": config.expression.values, "sample_column": config.expression.sample_column,
                            "tissue_column": config.expression.tissue_column, "tissues": self.tissues},
             "model": {
-                "requested_modalities": config.modalities, "modalities": list(self.model.config.modalities),
+                "requested_modalities": config.training.modalities, "modalities": list(self.model.config.modalities),
                 "freeze": [str(spec) for spec in self.freeze_specs],
-                "new_head": config.new_head, "output_columns": self.columns,
-                "activation_checkpointing": config.activation_checkpointing,
+                "new_head": config.training.new_head, "output_columns": self.columns,
+                "activation_checkpointing": config.training.activation_checkpointing,
             },
             "training": {
-                "epochs": config.epochs, "batch_size": config.batch_size,
-                "micro_batch_size": self.plan.micro_batch_size, "lr": config.lr,
-                "weight_decay": config.weight_decay, "warmup_steps": self.warmup_steps,
-                "steps_per_epoch": self.plan.steps_per_epoch, "grad_clip": config.grad_clip,
-                "patience": config.patience, "seed": config.seed, "precision": self.precision,
-                "deterministic": config.deterministic, "rna_truncation": config.rna_truncation,
+                "epochs": config.training.epochs, "batch_size": config.training.batch_size,
+                "micro_batch_size": self.plan.micro_batch_size, "lr": config.training.lr,
+                "weight_decay": config.training.weight_decay, "warmup_steps": self.warmup_steps,
+                "steps_per_epoch": self.plan.steps_per_epoch, "grad_clip": config.training.grad_clip,
+                "patience": config.training.patience, "seed": config.training.seed, "precision": self.precision,
+                "deterministic": config.runtime.deterministic, "rna_truncation": config.rna_truncation,
                 "protein_truncation": config.protein_truncation,
             },
             "split": {"by": "chromosome" if self.split.by_chromosome else "gene",
                       "val_fraction": self.split.val_fraction, "test_fraction": self.split.test_fraction,
                       "val_chroms": list(self.split.val_chroms), "test_chroms": list(self.split.test_chroms),
                       "counts": split_counts(self.splits)},
-            "run": {"max_steps": config.max_steps, "save_every": config.save_every,
-                    "num_workers": config.num_workers, "device": config.device,
+            "run": {"max_steps": config.training.max_steps, "save_every": config.training.save_every,
+                    "num_workers": config.runtime.num_workers, "device": config.runtime.device,
                     "world_size": self.group.world_size},
         }
 
@@ -520,7 +430,7 @@ class _Finetune:
     def _prepare_training(self):
         config = self.config
         model = self.model
-        if config.activation_checkpointing:
+        if config.training.activation_checkpointing:
             layers = enable_activation_checkpointing(model)
             log.info("activation checkpointing on %d encoder layers", layers)
         model.to(self.device)
@@ -528,9 +438,9 @@ class _Finetune:
         self.parameters = [parameter for _, parameter in self.named]
         trainable, total = parameter_counts(model)
         log.info("training %s of %s parameters (%d steps of %d transcripts; %d per forward pass, %d process(es))",
-                 f"{trainable:,}", f"{total:,}", self.total_steps, config.batch_size, self.plan.micro_batch_size,
+                 f"{trainable:,}", f"{total:,}", self.total_steps, config.training.batch_size, self.plan.micro_batch_size,
                  self.group.world_size)
-        self.optimizer = build_optimizer(self.named, config.lr, config.weight_decay)
+        self.optimizer = build_optimizer(self.named, config.training.lr, config.training.weight_decay)
         self.state = TrainingState()
         if self.resume_from_last:
             self._load_training_state()
@@ -543,11 +453,11 @@ class _Finetune:
             self.wrapped = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
-        self.dataset = MicroBatches(self.triples, self.targets, self.source.genome,
+        self.dataset = MicroBatches(self.triples, self.targets, self.genome,
                                     TokenizerSettings.for_model_config(model.config, config.rna_truncation,
                                                                        config.protein_truncation),
                                     model.config)
-        self.loss_scale = self.group.world_size / (config.batch_size * len(self.columns))
+        self.loss_scale = self.group.world_size / (config.training.batch_size * len(self.columns))
         self.column_index = torch.tensor(self.columns, dtype=torch.long, device=self.device)
 
     def train(self):
@@ -556,11 +466,11 @@ class _Finetune:
         self._prepare_training()
         state = self.state
         stop_reason = "epochs"
-        if config.max_steps is not None and state.global_step >= config.max_steps:
+        if config.training.max_steps is not None and state.global_step >= config.training.max_steps:
             log.info("the run is already at step %d (--max-steps %d); raise --max-steps to go on",
-                     state.global_step, config.max_steps)
+                     state.global_step, config.training.max_steps)
             return self._result(finished=False, stop_reason="max_steps")
-        while state.epoch < config.epochs and not state.stop_early:
+        while state.epoch < config.training.epochs and not state.stop_early:
             started = time.monotonic()
             if not self._train_epoch():
                 return self._result(finished=False, stop_reason="max_steps")
@@ -575,11 +485,11 @@ class _Finetune:
         config, state, plan = self.config, self.state, self.plan
         items = plan.micro_batches(state.epoch, self.group.rank, first_step=state.step_in_epoch)
         loader = DataLoader(self.dataset, sampler=[rows for _, _, rows in items], batch_size=None,
-                            collate_fn=lambda batch: batch, num_workers=config.num_workers)
+                            collate_fn=lambda batch: batch, num_workers=config.runtime.num_workers)
         set_train_mode(self.model, self.frozen)
         pending = []
         with progress(total=plan.steps_per_epoch, initial=state.step_in_epoch, unit=" steps",
-                      desc=f"epoch {state.epoch + 1}/{config.epochs}") as bar:
+                      desc=f"epoch {state.epoch + 1}/{config.training.epochs}") as bar:
             for (step, micro_index, _), batch in zip(items, loader):
                 pending.append((micro_index, batch))
                 if len(pending) < plan.accumulation:
@@ -592,11 +502,11 @@ class _Finetune:
                 state.epoch_steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}")
-                if config.max_steps is not None and state.global_step >= config.max_steps:
+                if config.training.max_steps is not None and state.global_step >= config.training.max_steps:
                     self._save_last()
                     log.info("stopped after step %d (--max-steps); continue with --resume", state.global_step)
                     return False
-                if config.save_every and state.global_step % config.save_every == 0 \
+                if config.training.save_every and state.global_step % config.training.save_every == 0 \
                         and state.step_in_epoch < plan.steps_per_epoch:
                     self._save_last()
         return True
@@ -607,12 +517,12 @@ class _Finetune:
         # A batch that failed to prepare (in a worker) stops every process, not just its own.
         _raise_if_any(self.group, next((batch.error for _, batch in micro_batches if batch.error is not None), None))
         self.optimizer.zero_grad(set_to_none=True)
-        set_learning_rate(self.optimizer, learning_rate(state.global_step, config.lr, self.warmup_steps,
+        set_learning_rate(self.optimizer, learning_rate(state.global_step, config.training.lr, self.warmup_steps,
                                                         self.total_steps))
         local_sum = 0.0
         for position, (micro_index, batch) in enumerate(micro_batches):
             batch.to(self.device)
-            torch.manual_seed(derive_seed(config.seed, "dropout", state.global_step, micro_index))
+            torch.manual_seed(derive_seed(config.training.seed, "dropout", state.global_step, micro_index))
             last = position == len(micro_batches) - 1
             # Gradients are exchanged between processes only after the step's last micro-batch.
             sync = contextlib.nullcontext() if last or not self.group.is_distributed else self.wrapped.no_sync()
@@ -625,9 +535,9 @@ class _Finetune:
                 # squared error over the whole step's batch.
                 (squared_sum * self.loss_scale).backward()
             local_sum += float(squared_sum.detach())
-        step_loss = sum(distributed.all_gather(self.group, local_sum)) / (config.batch_size * len(self.columns))
+        step_loss = sum(distributed.all_gather(self.group, local_sum)) / (config.training.batch_size * len(self.columns))
         fill_missing_gradients(self.parameters)
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.grad_clip or float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.training.grad_clip or float("inf"))
         if not (math.isfinite(step_loss) and math.isfinite(float(norm))):
             raise IsoformerError(
                 f"training diverged at step {state.global_step + 1} (loss {step_loss}, gradient norm {float(norm)}); "
@@ -642,7 +552,7 @@ class _Finetune:
         config, state = self.config, self.state
         row = {
             "epoch": state.epoch + 1, "step": state.global_step,
-            "lr": learning_rate(max(0, state.global_step - 1), config.lr, self.warmup_steps, self.total_steps),
+            "lr": learning_rate(max(0, state.global_step - 1), config.training.lr, self.warmup_steps, self.total_steps),
             "train_loss": state.epoch_loss_sum / max(1, state.epoch_steps),
         }
         improved = False
@@ -661,7 +571,7 @@ class _Finetune:
                                                               metadata=self._checkpoint_metadata()))
             else:
                 state.epochs_since_best += 1
-            if config.patience and state.epochs_since_best >= config.patience:
+            if config.training.patience and state.epochs_since_best >= config.training.patience:
                 state.stop_early = True
                 log.info("no better validation Spearman for %d epochs: stopping early", state.epochs_since_best)
         row["seconds"] = seconds
@@ -685,7 +595,7 @@ class _Finetune:
         predictor = ChunkPredictor(model, self.device, self.precision, self.config.eval_max_tokens)
         settings = self.dataset.settings
         mine = np.array_split(np.asarray(rows), self.group.world_size)[self.group.rank]
-        genome = self.dataset.genome()
+        genome = self.genome
         parts, error = [], None
         try:
             for start in range(0, len(mine), PREDICTION_CHUNK):
@@ -829,20 +739,12 @@ def run_finetune(config):
 
     Raises the typed errors of the inputs, checkpoint and outputs before anything is written.
     """
-    _check_options(config)
-    device = resolve_device(config.device)
-    group = distributed.init_process_group(device.type)
+    context = start_run(config.runtime, seed=config.training.seed)
     completed = False
     try:
-        if group.is_distributed and device.type == "cuda":
-            device = torch.device("cuda", group.local_rank)
-        if not group.is_main:
-            configure_progress(False)
-        if config.deterministic:
-            make_deterministic(config.seed)
-        run = _Finetune(config, group, device)
+        run = _Finetune(config, context)
         result = run.train()
         completed = True
         return result
     finally:
-        distributed.shutdown(group, completed)
+        end_run(context, completed)

@@ -10,6 +10,7 @@ A source is described by a picklable :class:`TripleSource`, so DataLoader worker
 """
 
 import collections
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
@@ -19,9 +20,9 @@ from isoformer_cli.genomics.annotation import read_annotation
 from isoformer_cli.genomics.contigs import ContigAliases, ContigMatcher
 from isoformer_cli.formats.triples_table import read_triples_table
 from isoformer_cli.triples.builder import BuildOptions, TripleBuilder
-from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, check_dna_length, is_padded, window_span
+from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, is_padded, window_span
 from isoformer_cli.genomics.flags import ON_INVALID_CHOICES, WINDOW_PADDED, format_flags, invalid_flags
-from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
+from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH
 from isoformer_cli.genomics.records import Transcript, Triple
 from isoformer_cli.genomics.selection import TranscriptSelection
 
@@ -59,17 +60,17 @@ class TripleSource:
             raise InputError("give exactly one of --annotation and --triples")
         if self.on_invalid not in ON_INVALID_CHOICES:
             raise InputError(f"--on-invalid must be one of {', '.join(ON_INVALID_CHOICES)}, not {self.on_invalid!r}")
-        self.build_options()  # checks dna_length, orf and min_orf_length
+        self.build_options()  # BuildOptions checks dna_length, orf and min_orf_length
+        self.selection()  # the selection's syntax (and any @FILE of ids)
 
     def build_options(self):
         """The builder's :class:`BuildOptions` (InputError for a bad value)."""
-        check_dna_length(self.dna_length)
-        if self.orf not in ORF_CHOICES:
-            raise InputError(f"--orf must be one of {', '.join(ORF_CHOICES)}, not {self.orf!r}")
-        if self.min_orf_length < 1:
-            raise InputError(f"--min-orf-length must be at least 1 amino acid, not {self.min_orf_length}")
         return BuildOptions(dna_length=self.dna_length, with_dna=self.with_dna, orf=self.orf,
                             min_orf_length=self.min_orf_length)
+
+    def with_dna_length(self, dna_length):
+        """This source with another window length (a model's), validated again."""
+        return dataclasses.replace(self, dna_length=dna_length)
 
     @property
     def label(self):

@@ -2,18 +2,28 @@
 
 import click
 
-from isoformer_cli.cli.commands.predict import build_run_config
-from isoformer_cli.cli.options import model_run_options, record_options, selection_options
+from isoformer_cli.cli.commands.predict import model_run_config
+from isoformer_cli.cli.options import (
+    chunk_options,
+    input_options,
+    model_options,
+    record_options,
+    runtime_options,
+    selection_options,
+)
 
 
 @click.command("embed")
-@model_run_options
+@input_options()
+@model_options
+@runtime_options
+@chunk_options
 @selection_options
 @record_options
 @click.option("-o", "--output", required=True, metavar="FILE.h5", help="HDF5 file of embeddings.")
 @click.option("--modalities", is_flag=True,
               help="Also write each encoder's own pooled embedding (dna, rna, protein) beside the fused one.")
-def embed_command(output, modalities, **options):
+def embed_command(**options):
     """Write the fused, pooled embedding of every transcript (the head's input) to HDF5.
 
     Same inputs, batching and resume as `isoformer predict`; datasets transcript_id and fused
@@ -22,5 +32,4 @@ def embed_command(output, modalities, **options):
     """
     from isoformer_cli.app.predict import EmbedConfig, run_embed
 
-    config = build_run_config(EmbedConfig, output=output, modalities=modalities, **options)
-    run_embed(config)
+    run_embed(model_run_config(EmbedConfig, options))
