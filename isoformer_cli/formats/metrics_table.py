@@ -15,17 +15,36 @@ Numbers have six significant digits; an undefined value (a constant column, no m
 :mod:`isoformer_cli.evaluation.metrics`.
 """
 
+import math
+
 from isoformer_cli.errors import InputError
-from isoformer_cli.evaluation.metrics import COLUMNS
 from isoformer_cli.formats.atomic import atomic_text_output
 
 TITLE = "# isoformer evaluation, format 1"
+COLUMNS = ("scope", "tissue", "n_transcripts", "r2", "pearson", "spearman", "isoform_spearman",
+           "isoform_genes_used")
+# Columns holding counts (written as integers); the other numeric columns are metrics.
+COUNT_COLUMNS = ("n_transcripts", "isoform_genes_used")
+
+
+def _cell(value):
+    """A metric with six significant digits, ``NA`` when undefined (None, NaN, infinite)."""
+    return "NA" if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def format_row(row):
+    """The cells of one row: ``row`` has one attribute per column (an evaluation ``MetricRow``)."""
+    cells = []
+    for column in COLUMNS:
+        value = getattr(row, column)
+        cells.append(value if isinstance(value, str) else str(value) if column in COUNT_COLUMNS else _cell(value))
+    return cells
 
 
 def format_metrics_table(rows, notes=()):
     """The table's text (layout in the module docstring)."""
     lines = [TITLE] + [f"# {note}" for note in notes] + ["\t".join(COLUMNS)]
-    lines += ["\t".join(row.as_strings()) for row in rows]
+    lines += ["\t".join(format_row(row)) for row in rows]
     return "\n".join(lines) + "\n"
 
 
