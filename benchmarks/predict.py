@@ -11,7 +11,7 @@ Three measurements, printed as tables:
    what the official notebook does: official-style ``transformers.EsmTokenizer`` tokenisation
    and one isoform at a time through the model, every encoder run for every isoform. Both
    start from built triples and fetch DNA windows themselves; the model is loaded once. The
-   two must agree (max |difference| printed). Target of issue 4: >= 5x.
+   two must agree (max |difference| printed).
 2. How much the engine shares: distinct windows / RNAs / proteins per transcript.
 3. Peak RSS of ``isoformer predict`` (a subprocess, ``os.wait4``) on the mouse annotation at 1x
    and 20x its size (replicated under new transcript ids): memory must stay flat.

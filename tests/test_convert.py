@@ -1,7 +1,7 @@
-"""``isoformer convert``: the official weights, in the layout the research notes document, into our format.
+"""``isoformer convert``: the official weights, in the layout we expect them in, into our format.
 
 The synthetic "official" state dict is built from a tiny model's own tensors renamed into the documented
-layout (research/isoformer-official.md section 3.4): ``esm_model.esm.*`` + ``esm_model.lm_head.*`` (ESM-2
+layout: ``esm_model.esm.*`` + ``esm_model.lm_head.*`` (ESM-2
 EsmForMaskedLM, old per-layer rotary buffers and the unused absolute position table), ``nt_model.esm.*`` +
 ``nt_model.lm_head.*`` + an NT contact head, ``enformer_model.*`` from a real enformer-pytorch ``Enformer``
 with human/mouse heads (so both the named and the ``_trunk.N`` spellings are present, sharing storage),
@@ -223,7 +223,7 @@ def test_mapping_file_corrects_the_table(tmp_path, tiny):
 
 def test_official_layout_at_full_size_maps_completely():
     # On the meta device: the documented layout of the official preset leaves nothing unmatched or missing,
-    # and its element count is the research notes' budget for the 2.8 GB file (section 3.3).
+    # and its element count is the budget of the 2.8 GB file (about 700.6M float32 elements).
     config = IsoformerConfig.from_preset("official")
     with torch.device("meta"):
         model = IsoformerModel(config)

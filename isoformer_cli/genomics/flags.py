@@ -17,6 +17,9 @@ NON_ACGT = "non_acgt"
 ORF_PREDICTED = "orf_predicted"
 MITO_CODE = "mito_code"
 CDS_DISCONTINUOUS = "cds_discontinuous"
+# Set when a model's tokenizer cut an input to the model's maximum length (``predict``, ``embed``).
+RNA_TRUNCATED = "rna_truncated"
+PROTEIN_TRUNCATED = "protein_truncated"
 
 #: Every flag with its meaning (the README's flag table is generated from the same wording).
 FLAG_DESCRIPTIONS = {
@@ -39,6 +42,8 @@ FLAG_DESCRIPTIONS = {
         "the CDS segments skip exonic bases between its first and last base; cds_start/cds_end "
         "span the gap but the protein is translated from the CDS segments only"
     ),
+    RNA_TRUNCATED: "the RNA was longer than the model's maximum; the --rna-truncation policy kept part of it",
+    PROTEIN_TRUNCATED: "the protein was longer than the model's maximum; the --protein-truncation policy kept part",
 }
 
 #: Flags that make a record invalid for ``--on-invalid``: its protein cannot be trusted.

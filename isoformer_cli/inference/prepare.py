@@ -25,14 +25,13 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from isoformer_cli.errors import IsoformerError
+from isoformer_cli.genomics.flags import PROTEIN_TRUNCATED, RNA_TRUNCATED
 from isoformer_cli.formats.predictions import obs_row
 from isoformer_cli.triples.source import iter_triples
 from isoformer_cli.triples.dna_window import fetch_window
 
 log = logging.getLogger(__name__)
 
-RNA_TRUNCATED = "rna_truncated"
-PROTEIN_TRUNCATED = "protein_truncated"
 
 
 @dataclass

@@ -13,7 +13,8 @@ cross-attention block, no term for the linear sum, no keys for the Perceiver), a
 
 - ``cross-attention`` (official): DNA queries attend to RNA (`CrossAttention` ``rna_cross_attention``), then the
   result attends to protein (``protein_cross_attention``); each block is q/k/v/dense linears with bias,
-  scaled dot-product attention with a key padding mask and a residual, no LayerNorm (research notes section 2).
+  scaled dot-product attention with a key padding mask and a residual, no LayerNorm (reconstructed from two
+  independent third-party copies of the official code).
   Pooled = mean over the pool window of the fused stream.
 - ``perceiver`` (paper ablation): a Perceiver resampler (Flamingo style): ``perceiver_num_latents`` learned
   latents attend, in ``perceiver_depth`` layers, to the concatenation of the query stream, the RNA and the

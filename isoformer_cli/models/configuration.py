@@ -1,8 +1,8 @@
 """Configuration of the IsoFormer model (`IsoformerConfig`) and its named presets.
 
 One flat, JSON-serialisable `transformers.PretrainedConfig`. Field names of the three encoders follow the
-official IsoFormer ``config.json`` where they are known (``enformer_*``, ``nt_*``, ``esm_*``; DESIGN.md
-section 2, research/isoformer-official.md section 1), so a reader can compare the two files line by line.
+official IsoFormer ``config.json`` where they are known (``enformer_*``, ``nt_*``, ``esm_*``), so a reader can
+compare the two files line by line.
 
 Presets (`IsoformerConfig.from_preset(name, **overrides)`, names listed in `PRESETS`):
 
@@ -37,7 +37,7 @@ the window is ignored and the mean runs over the non-padding tokens (including `
 Head
 ----
 Linear(D -> head_hidden_size), activation, dropout, Linear(head_hidden_size -> n_tissues). The official
-activation is unknown (DESIGN.md section 2): we use GELU by default (``head_activation``; "relu", "silu",
+activation is not published: we use GELU by default (``head_activation``; "relu", "silu",
 "gelu", "tanh" accepted). Sizes 3072 -> 6144 -> 30 reproduce the checkpoint's parameter budget.
 """
 
@@ -49,7 +49,7 @@ from transformers import PretrainedConfig
 
 from isoformer_cli.errors import InputError
 
-#: The 30 GTEx tissues the official model predicts, in output order (DESIGN.md section 2).
+#: The 30 GTEx tissues the official model predicts, in output order.
 GTEX_TISSUES: tuple[str, ...] = (
     "Adipose Tissue", "Adrenal Gland", "Bladder", "Blood", "Blood Vessel", "Brain", "Breast",
     "Cervix Uteri", "Colon", "Esophagus", "Fallopian Tube", "Heart", "Kidney", "Liver", "Lung", "Muscle",

@@ -1,8 +1,7 @@
 """Import the official InstaDeepAI/isoformer weights (``pytorch_model.bin``) into our checkpoint format.
 
 The official file is a plain PyTorch state dict (read with ``weights_only=True``, memory-mapped). Its
-top-level key names have never been seen by this project (DESIGN.md section 2, research notes section
-3.4): the table below encodes the best-documented guess, ONE row per rule, tried in order. Each row is a
+top-level key names have never been seen by this project: the table below encodes the best-documented guess, ONE row per rule, tried in order. Each row is a
 regular expression on the official key and either our key (``re.sub`` replacement) or ``IGNORE`` with
 the reason. A user holding the file can see where every key goes with ``isoformer convert --list-keys``
 and correct the table without touching code through ``--mapping FILE`` (rows tried before these).
@@ -19,14 +18,13 @@ import logging
 import os
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.checkpoint import (
-    build_model,
+from isoformer_cli.models.checkpoint import build_model, save_checkpoint
+from isoformer_cli.models.weights import (
     fill_module,
     format_shape,
     load_weights_file,
     name_some,
     read_json_file,
-    save_checkpoint,
     weights_file_shapes,
 )
 from isoformer_cli.models.encoders.enformer import ENFORMER
@@ -41,7 +39,7 @@ OFFICIAL_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
 
 # UNVERIFIED against the real file: the top-level names (esm_model, nt_model, enformer_model,
-# cross_attention_layer_rna/protein, head_layer_1/2) come from the research notes' recollection; the
+# cross_attention_layer_rna/protein, head_layer_1/2) are a recollection of the official code; the
 # sub-keys below each prefix follow from the libraries (EsmForMaskedLM, enformer-pytorch) and are solid.
 OFFICIAL_KEY_MAP = (
     # Protein encoder: ESM-2 150M inside EsmForMaskedLM ("esm." + EsmModel keys, "lm_head.").

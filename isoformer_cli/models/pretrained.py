@@ -28,13 +28,8 @@ from dataclasses import dataclass, field
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.checkpoint import (
-    build_model,
-    fill_module,
-    load_weights_folder,
-    read_json_file,
-    save_checkpoint,
-)
+from isoformer_cli.models.checkpoint import build_model, save_checkpoint
+from isoformer_cli.models.weights import fill_module, load_weights_folder, read_json_file
 from isoformer_cli.models.key_mapping import plan_conversion
 
 log = logging.getLogger(__name__)

@@ -64,7 +64,7 @@ RNA_FIRST_KMER_ID = len(RNA_SPECIAL_TOKENS)  # 6
 RNA_FIRST_SINGLE_BASE_ID = RNA_FIRST_KMER_ID + 4**RNA_KMER_SIZE  # 4102: A, then T, C, G
 RNA_N_ID = RNA_FIRST_SINGLE_BASE_ID + 4  # 4106
 RNA_VOCABULARY_SIZE = RNA_N_ID + 1  # 4107
-# Maximum tokens after <cls> (NT-v2: 2,050 positions, DESIGN.md section 2).
+# Maximum tokens after <cls> (NT-v2's position table holds 2,050: <cls>, 2,048 tokens and one spare).
 RNA_MAX_TOKENS = 2048
 
 # ---------------------------------------------------------------------------------------------
