@@ -17,7 +17,7 @@ from isoformer_cli.formats.atomic import STDOUT, check_writable
 from isoformer_cli.formats.embeddings import open_embedding_writer
 from isoformer_cli.formats.gene_summary import write_gene_summary
 from isoformer_cli.formats.predictions import open_prediction_writer, output_format, read_predictions
-from isoformer_cli.formats.provenance import PREDICTION_UNITS, build_provenance, demo_warning
+from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
 from isoformer_cli.inference.runner import DEFAULT_CHUNK_SIZE, ModelRunner
@@ -84,11 +84,6 @@ class EmbedConfig(ModelRunConfig):
 
     output: Optional[str] = None
     modalities: bool = False
-
-
-def units_label(target_units):
-    """How outputs state the model's target units ("log1p_tpm" is written log(TPM+1))."""
-    return PREDICTION_UNITS if target_units == "log1p_tpm" else target_units
 
 
 def _open_runner(config, context):

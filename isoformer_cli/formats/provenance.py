@@ -79,6 +79,11 @@ def checkpoint_id(checkpoint_dir):
     return f"{os.path.basename(folder)}@sha256:{hex_id}"
 
 
+def units_label(target_units):
+    """How outputs state a checkpoint's target units ("log1p_tpm" is written log(TPM+1))."""
+    return PREDICTION_UNITS if target_units == "log1p_tpm" else target_units
+
+
 def recorded_command_line(args):
     """The command line to record: ``"isoformer " + args`` shell-quoted, without ``--resume``.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from isoformer_cli.errors import DeviceError
+from isoformer_cli.errors import DeviceError, IsoformerError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,28 @@ def broadcast_from_main(group, value):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def run_on_main(group, action):
+    """``action()`` run on rank 0 only, its result on every rank; an IsoformerError raised there is raised on
+    every rank, so no rank waits forever for a rank that failed."""
+    outcome = None
+    if group.is_main:
+        try:
+            outcome = ("ok", action())
+        except IsoformerError as error:
+            outcome = ("error", error)
+    outcome = broadcast_from_main(group, outcome)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
+
+
+def raise_if_any(group, error):
+    """Raise the first rank's error on every rank (``error``: this rank's, or None)."""
+    for found in all_gather(group, error):
+        if found is not None:
+            raise found
 
 
 def shutdown(group, completed=True):
