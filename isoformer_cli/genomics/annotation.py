@@ -39,6 +39,12 @@ Speed: GTF lines are split as bytes and only decoded once per transcript; consec
 one transcript are recognised by their attribute prefix; gzip input is inflated by python-isal in
 a background thread when it is installed (plain ``gzip`` otherwise). About 0.35 M lines/s of CPU
 time on a GENCODE-like file (``benchmarks/synthetic_annotation.py``), ~150 MB peak memory.
+
+Modules: this one holds the reader (file opening, format detection, line checks, the per-contig flush and
+the assembly of a :class:`~isoformer_cli.genomics.records.Transcript`); the two passes over the lines are
+:mod:`~isoformer_cli.genomics.gtf` and :mod:`~isoformer_cli.genomics.gff3`, and what they share is
+:mod:`~isoformer_cli.genomics.annotation_common`. At about 500 lines it stays one module on purpose: the
+checks and the assembly are one contract that both passes rely on.
 """
 
 import gzip
@@ -46,13 +52,14 @@ import io
 import logging
 import os
 import re
-import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
-from urllib.parse import unquote
+from typing import Dict, Iterator, List, Tuple
 
 from isoformer_cli.errors import AnnotationError
+from isoformer_cli.genomics.annotation_common import GFF3, GTF, decode
+from isoformer_cli.genomics.gff3 import Gff3Pass
+from isoformer_cli.genomics.gtf import GtfPass
 from isoformer_cli.genomics.records import Transcript
 
 try:  # python-isal: gzip decompression ~3x faster than zlib, in a thread beside the parser
@@ -64,34 +71,7 @@ except ImportError:  # pragma: no cover - the plain gzip module gives the same r
 
 log = logging.getLogger(__name__)
 
-GTF = "gtf"
-GFF3 = "gff3"
 
-# Record kinds kept per transcript.
-_EXON, _CDS, _STOP, _SEC, _UTR, _TRANSCRIPT = range(6)
-
-_UTR_TYPES = ("UTR", "5UTR", "3UTR", "five_prime_utr", "three_prime_utr", "five_prime_UTR", "three_prime_UTR")
-
-_GTF_KINDS = {"exon": _EXON, "CDS": _CDS, "stop_codon": _STOP, "Selenocysteine": _SEC,
-              "transcript": _TRANSCRIPT, "mRNA": _TRANSCRIPT}
-_GTF_KINDS.update({name: _UTR for name in _UTR_TYPES})
-_GTF_KINDS_BYTES = {name.encode(): kind for name, kind in _GTF_KINDS.items()}
-
-# GFF3 child records (grouped by Parent). Every other feature with an ID is remembered as a
-# possible transcript or gene, except these types which never are.
-_GFF3_CHILD_KINDS = {"exon": _EXON, "CDS": _CDS, "stop_codon": _STOP, "Selenocysteine": _SEC}
-_GFF3_CHILD_KINDS.update({name: _UTR for name in _UTR_TYPES})
-_GFF3_NEVER_PARENT = frozenset((
-    "region", "chromosome", "supercontig", "contig", "scaffold", "biological_region", "cDNA_match",
-    "match", "match_part", "expressed_sequence_match", "protein_match", "nucleotide_match",
-    "repeat_region", "sequence_feature", "enhancer", "promoter", "start_codon", "intron",
-    "sequence_alteration", "D_loop", "centromere", "telomere",
-))
-
-# Attribute names consulted, best first.
-_GENE_NAME_KEYS = ("gene_name", "gene", "gene_symbol", "ref_gene_name", "Name")
-_TRANSCRIPT_BIOTYPE_KEYS = ("transcript_type", "transcript_biotype", "biotype")
-_GENE_BIOTYPE_KEYS = ("gene_type", "gene_biotype", "biotype")
 
 def _sort_hint(path, annotation_format):
     """The command that groups a file's records by contig (keeping each transcript together)."""
@@ -145,35 +125,12 @@ class AnnotationSummary:
             text += f" and {len(ranked) - limit} more types"
         return text
 
-
-class _Pending:
-    """A transcript being collected; intervals 0-based half-open, in file order until finished."""
-
-    __slots__ = ("key", "chrom", "strand", "raw_strand", "line", "exons", "cds", "stops", "secs", "utrs",
-                 "span", "attrs", "tags")
-
-    def __init__(self, key, chrom, strand, line, raw_strand=None):
-        self.key = key
-        self.chrom = chrom
-        self.strand = strand
-        self.raw_strand = raw_strand  # the GTF reader compares the undecoded column
-        self.line = line
-        self.exons = []
-        self.cds = []          # (start, end, phase column as read: str, or bytes for GTF)
-        self.stops = []
-        self.secs = []
-        self.utrs = []
-        self.span = None       # (start, end) of the transcript-level record, when there is one
-        self.attrs = None      # GTF: parsed attributes dict; GFF3: unused
-        self.tags = None       # extra tags found on child records (GFF3 start_range/end_range)
-
-
 def read_annotation(path, *, skip_unstranded=False, grouped=True) -> "AnnotationReader":
     """Open ``path`` and return an iterable :class:`AnnotationReader` (iterate it once)."""
     return AnnotationReader(path, skip_unstranded=skip_unstranded, grouped=grouped)
 
 
-class AnnotationReader:
+class AnnotationReader(GtfPass, Gff3Pass):
     """One streaming pass over a GTF/GFF3 file (plain or gzip), yielding Transcript objects.
 
     Transcripts come in annotation order (the order of each transcript's first record) as soon
@@ -316,272 +273,6 @@ class AnnotationReader:
             counts[transcript.chrom] = counts.get(transcript.chrom, 0) + 1
             yield transcript
         pending.clear()
-
-    # -- GTF ---------------------------------------------------------------------------------
-
-    def _parse_gtf(self, handle):
-        """GTF pass over a binary handle: columns stay bytes in the per-line path (decoding every
-        line costs ~15% of the pass); ids, contig and attributes are decoded once per transcript."""
-        kinds = _GTF_KINDS_BYTES
-        grouped = self.grouped
-        pending: Dict[bytes, _Pending] = {}
-        done: Dict[bytes, Tuple[str, int]] = {}
-        current = current_text = None
-        # Consecutive lines mostly belong to one transcript: when a line's attribute column starts
-        # with the previous line's text up to the end of its transcript_id value, it is the same
-        # transcript, and neither the id search nor the dict lookup is needed.
-        last_prefix = None
-        last_item = None
-        lineno = 0
-        try:
-            for lineno, line in enumerate(handle, 1):
-                if line[0] == 35:  # '#'
-                    continue
-                fields = line.split(b"\t")
-                if len(fields) != 9:
-                    text = line.decode("utf-8", "replace")
-                    self._bad_columns(lineno, text, text.split("\t"))
-                    if not text.strip():
-                        continue
-                    fields = fields[:9]
-                chrom, _, feature, start_text, end_text, _, strand, phase, attrs = fields
-                kind = kinds.get(feature)
-                if kind is None:
-                    continue
-                try:
-                    start = int(start_text) - 1
-                    end = int(end_text)
-                except ValueError:
-                    start = end = -1
-                if start < 0 or start >= end:
-                    start, end = self._coordinates(lineno, _text(start_text), _text(end_text))
-                if chrom != current:
-                    if pending and grouped:
-                        yield from self._flush(pending, done, self._finish_gtf)
-                    current = chrom
-                    current_text = _text(chrom)
-                    last_prefix = last_item = None
-                if last_prefix is not None and attrs.startswith(last_prefix):
-                    item = last_item
-                else:
-                    index = attrs.find(b'transcript_id "')
-                    if index == 0 or (index > 0 and attrs[index - 1] in b" ;\t"):
-                        close = attrs.find(b'"', index + 15)
-                        transcript_id = attrs[index + 15:close] if close > 0 else None
-                        last_prefix = attrs[:close + 1] if transcript_id else None
-                    else:
-                        transcript_id = _gtf_transcript_id(attrs)
-                        last_prefix = None
-                    if not transcript_id:
-                        raise self._error(
-                            lineno, f"{_text(feature)} record without a transcript_id attribute; every exon/CDS line "
-                                    'of a GTF needs transcript_id "..."; (is this a GFF3 file named .gtf?)'
-                        )
-                    item = pending.get(transcript_id)
-                    if item is None:
-                        if transcript_id in done:
-                            raise self._already_done(lineno, _text(transcript_id), _text(chrom), done[transcript_id])
-                        self._check_strand(lineno, _text(strand), None, _text(feature))
-                        item = _Pending(_text(transcript_id), _text(chrom), _text(strand), lineno, strand)
-                        item.attrs = _parse_gtf_attributes(attrs)
-                        pending[transcript_id] = item
-                    elif item.chrom != current_text:  # only possible with grouped=False
-                        raise self._already_done(lineno, item.key, current_text, (item.chrom, item.line))
-                    last_item = item
-                if strand != item.raw_strand:
-                    self._check_strand(lineno, _text(strand), item, _text(feature))
-                if kind == _EXON:
-                    item.exons.append((start, end))
-                elif kind == _CDS:
-                    item.cds.append((start, end, phase))
-                elif kind == _UTR:
-                    item.utrs.append((start, end))
-                elif kind == _STOP:
-                    item.stops.append((start, end))
-                elif kind == _SEC:
-                    item.secs.append((start, end))
-                else:  # transcript line: its attributes win over those of the first record
-                    item.span = (start, end)
-                    if item.line != lineno:
-                        extra = _parse_gtf_attributes(attrs)
-                        tags = tuple(dict.fromkeys(item.attrs.get("tag", ()) + extra.get("tag", ())))
-                        item.attrs.update(extra)
-                        if tags:
-                            item.attrs["tag"] = tags
-        finally:  # also when a bad record or a read error stops the pass
-            self.summary.lines = lineno
-        if pending:
-            yield from self._flush(pending, done, self._finish_gtf)
-
-    def _finish_gtf(self, item):
-        attrs = item.attrs
-        gene_id = attrs.get("gene_id", "")
-        gene_name = _first(attrs, _GENE_NAME_KEYS)
-        biotype = _first(attrs, _TRANSCRIPT_BIOTYPE_KEYS) or _first(attrs, _GENE_BIOTYPE_KEYS)
-        tags = tuple(attrs.get("tag", ()))
-        return self._build(item, gene_id, gene_name, biotype, tags, GTF)
-
-    # -- GFF3 --------------------------------------------------------------------------------
-
-    def _parse_gff3(self, handle):
-        kinds = _GFF3_CHILD_KINDS
-        never_parent = _GFF3_NEVER_PARENT
-        grouped = self.grouped
-        pending: Dict[str, _Pending] = {}
-        done: Dict[str, Tuple[str, int]] = {}
-        # ID -> (type, attribute text, line, chrom, strand, start, end) of non-child features
-        # of the current contig block: the possible transcripts and genes.
-        features: Dict[str, tuple] = {}
-        self._features = features
-        current = None
-        lineno = 0
-        try:
-            for lineno, line in enumerate(handle, 1):
-                if line[0] == "#":
-                    if line.startswith("###"):
-                        if pending:
-                            yield from self._flush(pending, done, self._finish_gff3)
-                        features.clear()
-                    elif line.startswith("##FASTA"):
-                        break
-                    continue
-                fields = line.split("\t")
-                if len(fields) != 9:
-                    if line[0] == ">":
-                        raise self._error(lineno, "FASTA sequence inside the GFF3 without a '##FASTA' line before it")
-                    self._bad_columns(lineno, line, fields)
-                    if not line.strip():
-                        continue
-                    fields = fields[:9]
-                chrom, _, feature, start_text, end_text, _, strand, phase, attrs = fields
-                kind = kinds.get(feature)
-                if kind is None:
-                    if feature in never_parent:
-                        continue
-                    feature_id = _gff3_value(attrs, "ID")
-                    if feature_id is None:
-                        continue
-                    if chrom != current and grouped:
-                        if pending:
-                            yield from self._flush(pending, done, self._finish_gff3)
-                        features.clear()
-                        current = chrom
-                    if feature_id in features:
-                        continue  # a feature written on several lines (the same ID): the first one describes it
-                    start, end = self._coordinates(lineno, start_text, end_text)
-                    features[feature_id] = (feature, attrs, lineno, chrom, strand, start, end)
-                    if _is_transcript_type(feature):
-                        # Created now so that the annotation order is the order of transcript lines.
-                        if feature_id in done:
-                            raise self._already_done(lineno, feature_id, chrom, done[feature_id])
-                        if feature_id not in pending:
-                            self._check_strand(lineno, strand, None, feature)
-                            item = _Pending(feature_id, chrom, strand, lineno)
-                            item.span = (start, end)
-                            pending[feature_id] = item
-                    continue
-                try:
-                    start = int(start_text) - 1
-                    end = int(end_text)
-                except ValueError:
-                    start = end = -1
-                if start < 0 or start >= end:
-                    start, end = self._coordinates(lineno, start_text, end_text)
-                parents = _gff3_value(attrs, "Parent")
-                if not parents:
-                    raise self._error(
-                        lineno, f"{feature} record without a Parent attribute; in GFF3 each exon/CDS line names "
-                                "its transcript with Parent=ID (is this a GTF file named .gff3?)"
-                    )
-                if chrom != current and grouped:
-                    if pending:
-                        yield from self._flush(pending, done, self._finish_gff3)
-                    features.clear()
-                    current = chrom
-                for parent in parents.split(","):
-                    item = pending.get(parent)
-                    if item is None:
-                        if parent in done:
-                            raise self._already_done(lineno, parent, chrom, done[parent])
-                        self._check_strand(lineno, strand, None, feature)
-                        item = _Pending(parent, chrom, strand, lineno)
-                        pending[parent] = item
-                    else:
-                        if item.chrom != chrom:  # only possible with grouped=False
-                            raise self._already_done(lineno, parent, chrom, (item.chrom, item.line))
-                        if strand != item.strand:
-                            self._check_strand(lineno, strand, item, feature)
-                    if kind == _EXON:
-                        item.exons.append((start, end))
-                    elif kind == _CDS:
-                        item.cds.append((start, end, phase))
-                        if "_range=" in attrs or "transl_except=" in attrs:
-                            self._gff3_cds_extras(item, attrs, strand)
-                    elif kind == _UTR:
-                        item.utrs.append((start, end))
-                    elif kind == _STOP:
-                        item.stops.append((start, end))
-                    else:
-                        item.secs.append((start, end))
-        finally:  # also when a bad record or a read error stops the pass
-            self.summary.lines = lineno
-        if pending:
-            yield from self._flush(pending, done, self._finish_gff3)
-        features.clear()
-
-    def _gff3_cds_extras(self, item, attrs, strand):
-        """NCBI partial-CDS ranges become cds_start_NF/cds_end_NF tags; transl_except Sec codons
-        become selenocysteine intervals."""
-        parsed = _parse_gff3_attributes(attrs)
-        tags = list(item.tags or ())
-        tags.extend(_range_tags(parsed, strand, "cds"))
-        item.tags = tuple(dict.fromkeys(tags))
-        for start, end in _selenocysteine_positions(parsed.get("transl_except", "")):
-            if (start, end) not in item.secs:
-                item.secs.append((start, end))
-
-    def _finish_gff3(self, item):
-        features = self._features
-        record = features.get(item.key)
-        attrs = _parse_gff3_attributes(record[1]) if record else {}
-        if record is not None and (record[3] != item.chrom or record[4] != item.strand):
-            raise AnnotationError(
-                f"{self.path}:{item.line}: records of transcript {item.key} are on {item.chrom} strand "
-                f"{item.strand} but its {record[0]} line (line {record[2]}) is on {record[3]} strand {record[4]}"
-            )
-        if item.span is None and record is not None:
-            item.span = (record[5], record[6])
-        gene_attrs, gene_key = self._gff3_gene(item.key, record, attrs)
-        gene_id = (gene_attrs.get("gene_id") or _strip_prefix(gene_key, "gene:") or attrs.get("gene_id")
-                   or attrs.get("geneID", ""))  # geneID: GFF3 written by gffread
-        gene_name = (_first(attrs, ("gene_name", "gene")) or _first(gene_attrs, ("gene_name", "Name", "gene"))
-                     or "")
-        biotype = _first(attrs, _TRANSCRIPT_BIOTYPE_KEYS) or _first(gene_attrs, _GENE_BIOTYPE_KEYS)
-        tags = [t for t in attrs.get("tag", "").split(",") if t]
-        tags.extend(_range_tags(attrs, item.strand, "mRNA"))
-        if item.tags:
-            tags.extend(item.tags)
-        item.key = _strip_prefix(item.key, "transcript:")
-        return self._build(item, gene_id, gene_name, biotype, tuple(dict.fromkeys(tags)), GFF3)
-
-    def _gff3_gene(self, key, record, attrs):
-        """(attributes, ID) of the gene above a transcript: follow Parent up to a gene-like
-        feature; a transcript that is itself gene-like (exons hanging from a gene) is its own."""
-        features = self._features
-        if record is not None and _is_gene_type(record[0]):
-            return attrs, key
-        current_attrs = attrs
-        for _ in range(4):
-            parent = current_attrs.get("Parent", "").split(",")[0]
-            if not parent:
-                break
-            parent_record = features.get(parent)
-            if parent_record is None:
-                return {}, parent
-            current_attrs = _parse_gff3_attributes(parent_record[1])
-            if _is_gene_type(parent_record[0]) or "Parent" not in current_attrs:
-                return current_attrs, parent
-        return {}, ""
 
     # -- shared checks and assembly ------------------------------------------------------------
 
@@ -731,10 +422,6 @@ def _is_gzip(path):
         return False
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
 def _open_text(path, threaded=True):
     """Text handle over a plain or gzip file (magic bytes decide); lines keep their ``\\r\\n``."""
     return io.TextIOWrapper(_open_binary(path, threaded), encoding="utf-8", errors="replace", newline="")
@@ -765,121 +452,11 @@ def _open_binary(path, threaded=True):
     return binary
 
 
-# -- attribute helpers --------------------------------------------------------------------------
-
-# key, then a quoted value (which may hold ';' and spaces) or a bare word; a key starts the
-# column or follows ';' or a space, so text inside a quoted value is never taken for a key.
-_GTF_ATTRIBUTE = re.compile(rb'(?:^|[;\s])([^\s";]+)\s+(?:"([^"]*)"|([^\s;"]+))')
-
-
-def _gtf_transcript_id(raw: bytes) -> Optional[bytes]:
-    """``transcript_id`` of a raw GTF attribute column in any spelling (the reader's inline fast
-    path handles ``transcript_id "X"``), or None."""
-    if b"transcript_id" not in raw:
-        return None
-    value = _parse_gtf_attributes(raw).get("transcript_id")
-    return value.encode() if value else None
-
-
-def _parse_gtf_attributes(raw: bytes):
-    """Raw GTF attribute column -> dict of str. The first value of a key wins, except ``tag``
-    whose values are collected, in order and without repeats, in a tuple."""
-    attrs = {}
-    tags = []
-    for key, quoted, bare in _GTF_ATTRIBUTE.findall(raw):
-        value = (quoted if quoted or not bare else bare).decode("utf-8", "replace")
-        if key == b"tag":
-            if value not in tags:
-                tags.append(sys.intern(value))
-        else:
-            key = key.decode("utf-8", "replace")
-            if key not in attrs:
-                attrs[key] = value
-    if tags:
-        attrs["tag"] = tuple(tags)
-    return attrs
-
-
-def _gff3_value(attrs, key):
-    """Raw (percent-decoded) value of ``key`` in a GFF3 attribute column, or None."""
-    needle = key + "="
-    index = attrs.find(needle)
-    while index > 0 and attrs[index - 1] not in "; \t":
-        index = attrs.find(needle, index + 1)
-    if index < 0:
-        return None
-    start = index + len(needle)
-    stop = attrs.find(";", start)
-    value = (attrs[start:] if stop < 0 else attrs[start:stop]).strip()
-    if "%" in value:
-        value = ",".join(unquote(part) for part in value.split(","))
-    return value
-
-
-def _parse_gff3_attributes(text):
-    """GFF3 attribute column -> dict of percent-decoded values (multi-values stay comma-joined)."""
-    attrs = {}
-    for part in text.rstrip("\r\n").split(";"):
-        key, sep, value = part.strip().partition("=")
-        if not sep or key in attrs:
-            continue
-        if "%" in value:
-            value = ",".join(unquote(piece) for piece in value.split(","))
-        attrs[key] = value
-    return attrs
-
-
-def _is_transcript_type(feature):
-    return (feature in ("mRNA", "transcript", "primary_transcript")
-            or feature.endswith(("RNA", "_transcript", "transcript_variant", "gene_segment")))
-
-
-def _is_gene_type(feature):
-    return feature.endswith("gene") or feature in ("pseudogene", "transposable_element_gene")
-
-
-def _strip_prefix(text, prefix):
-    return text[len(prefix):] if text.startswith(prefix) else text
-
-
-def _first(attrs, keys):
-    for key in keys:
-        value = attrs.get(key)
-        if value:
-            return value
-    return ""
-
-
-def _range_tags(attrs, strand, level):
-    """NCBI ``start_range=.,N`` / ``end_range=N,.`` (left / right end incomplete) as GENCODE-style
-    tags: ``cds_start_NF``/``cds_end_NF`` for a CDS, ``mRNA_start_NF``/``mRNA_end_NF`` otherwise."""
-    left = "start_range" in attrs
-    right = "end_range" in attrs
-    if not (left or right):
-        return []
-    prefix = "cds" if level == "cds" else "mRNA"
-    five, three = (left, right) if strand == "+" else (right, left)
-    tags = []
-    if five:
-        tags.append(f"{prefix}_start_NF")
-    if three:
-        tags.append(f"{prefix}_end_NF")
-    return tags
-
-
-_TRANSL_EXCEPT = re.compile(r"pos:(?:complement\()?(\d+)\.\.(\d+)\)?,aa:Sec")
-
-
-def _selenocysteine_positions(text):
-    """0-based half-open codons of NCBI ``transl_except=(pos:A..B,aa:Sec)`` entries."""
-    return [(int(a) - 1, int(b)) for a, b in _TRANSL_EXCEPT.findall(text)]
-
-
 # -- interval helpers ----------------------------------------------------------------------------
 
 def _phase(text, where, key):
     if isinstance(text, bytes):
-        text = _text(text)
+        text = decode(text)
     if text in ("0", "1", "2"):
         return int(text)
     if text in (".", ""):
