@@ -21,6 +21,7 @@ import os
 from isoformer_cli.errors import CheckpointError
 from isoformer_cli.model.checkpoint import (
     build_model,
+    check_folder_target,
     fill_module,
     format_shape,
     load_weights_file,
@@ -109,6 +110,16 @@ def convert_official(source, output, preset="official", mapping_file=None, overw
     tensors when anything of ours would stay uninitialised, a shape differs or duplicate spellings
     disagree; nothing is written then. Unmatched official tensors are reported, not fatal.
     """
+    from isoformer_cli.outputs.collisions import refuse_shared_files
+    from isoformer_cli.outputs.locks import lock_outputs
+
+    refuse_shared_files({"OFFICIAL": source, "--mapping": mapping_file}, {}, output_folders={"-o/--output": output})
+    check_folder_target(output, overwrite)
+    with lock_outputs(folders=[output]):
+        return _convert_official(source, output, preset, mapping_file, overwrite)
+
+
+def _convert_official(source, output, preset, mapping_file, overwrite):
     from isoformer_cli.model.config import IsoformerConfig
 
     weights = find_official_weights(source)

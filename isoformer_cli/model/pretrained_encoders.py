@@ -30,6 +30,7 @@ import torch
 from isoformer_cli.errors import CheckpointError, InputError
 from isoformer_cli.model.checkpoint import (
     build_model,
+    check_folder_target,
     fill_module,
     load_weights_folder,
     read_json_file,
@@ -204,8 +205,20 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
         :class:`InitReport`.
     """
     from isoformer_cli.model.config import IsoformerConfig
+    from isoformer_cli.outputs.collisions import refuse_shared_files
+    from isoformer_cli.outputs.locks import lock_outputs
 
     encoder_folders = {name: folder for name, folder in (encoder_folders or {}).items() if folder}
+    refuse_shared_files({f"--{name.replace('_', '-')}": folder for name, folder in encoder_folders.items()}, {},
+                        output_folders={"-o/--output": output})
+    check_folder_target(output, overwrite)
+    with lock_outputs(folders=[output]):
+        return _init_model(output, preset, encoder_folders, overrides, seed, overwrite)
+
+
+def _init_model(output, preset, encoder_folders, overrides, seed, overwrite):
+    from isoformer_cli.model.config import IsoformerConfig
+
     config = IsoformerConfig.from_preset(preset, **(overrides or {}))
     specs = _encoder_specs(config)
     report = InitReport()

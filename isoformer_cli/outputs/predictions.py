@@ -53,6 +53,7 @@ import collections
 import gzip
 import json
 import logging
+import math
 import os
 import sys
 import zlib
@@ -61,8 +62,9 @@ import h5py
 import numpy as np
 
 from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.io.compressed import compressed_read_errors
 from isoformer_cli.outputs import h5ad
-from isoformer_cli.outputs.atomic import STDOUT, check_writable, replace_into_place, temporary_path_for
+from isoformer_cli.outputs.atomic import STDOUT, replace_into_place
 from isoformer_cli.outputs.provenance import FORMAT_VERSION, demo_warning
 from isoformer_cli.outputs.streaming import (
     JournalWriter,
@@ -70,7 +72,9 @@ from isoformer_cli.outputs.streaming import (
     canonical_json,
     foreign_partial_error,
     fsync_file,
+    refuse_resume_of_direct,
 )
+from isoformer_cli.outputs.targets import classify_output, open_direct, resumable_partial_path
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +122,17 @@ def obs_row(triple):
 
 
 def output_format(target):
-    """``"tsv"`` or ``"h5ad"`` for an output path (``-`` is TSV); OutputError otherwise."""
+    """``"tsv"`` or ``"h5ad"`` for an output path; OutputError otherwise.
+
+    The name decides; a target without a known suffix that is written directly (``-``, a FIFO,
+    ``/dev/null``, ``/dev/fd/N``) is TSV.
+    """
     if target == STDOUT or target.endswith(TSV_SUFFIXES):
         return "tsv"
     if target.endswith(HDF5_SUFFIXES):
         return "h5ad"
+    if classify_output(target).is_direct:
+        return "tsv"
     accepted = ", ".join(TSV_SUFFIXES + HDF5_SUFFIXES)
     raise OutputError(
         f"{target}: unknown output format; name the file with one of {accepted}, or - for standard output"
@@ -147,6 +157,7 @@ def open_prediction_writer(target, tissues, provenance, resume=False):
     kind = output_format(target)
     if resume and target == STDOUT:
         raise OutputError("--resume needs an output file (-o FILE): standard output cannot be resumed")
+    refuse_resume_of_direct(classify_output(target), resume)
     if kind == "tsv":
         return TsvPredictionWriter(target, tissues, provenance, resume)
     return H5adPredictionWriter(target, tissues, provenance, resume)
@@ -215,13 +226,31 @@ class TsvPredictionWriter(StreamingWriter):
         self._gzip = target.endswith(".gz")
         self._pending = []  # .tsv.gz lines not yet in a complete gzip member
         self._stream = None
+        self._direct = None  # the open_direct() context of a direct target
         self.completed_rows = 0
         self.written_rows = 0
+        self._partial = None
         if target == STDOUT:
             sys.stdout.write(self._header)
             return
-        check_writable(target)
-        self._partial = temporary_path_for(target)
+        output = classify_output(target)
+        if output.is_direct:
+            # A FIFO, a device or a descriptor: rows go straight to it, as to standard output.
+            self._direct = open_direct(output)
+            self._stream = self._direct.__enter__()
+            header = self._header.encode("utf-8")
+            self._write_bytes(_gzip_member(header) if self._gzip else header)
+            return
+        self._take_lock(output)
+        try:
+            self._open_partial(output, resume)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_partial(self, output, resume):
+        target = self.target
+        self._partial = resumable_partial_path(output)
         kept = self._scan_partial() if resume and os.path.exists(self._partial) else None
         try:
             if kept is None:
@@ -331,6 +360,8 @@ class TsvPredictionWriter(StreamingWriter):
             self._stream.write(data)
             # Flushed to the kernel: a kill -9 from here on cannot lose these rows.
             self._stream.flush()
+        except BrokenPipeError:
+            raise  # the reader of a pipe went away: the command line's business, not an output error
         except OSError as exc:
             raise OutputError(f"{self.target}: cannot write: {exc.strerror}") from exc
 
@@ -342,16 +373,20 @@ class TsvPredictionWriter(StreamingWriter):
             self._write_bytes(_gzip_member("".join(self._pending).encode("utf-8")))
             self._pending = []
         self._close()
-        fsync_file(self._partial)
-        replace_into_place(self._partial, self.target)
+        if self._partial is not None:
+            fsync_file(self._partial)
+            replace_into_place(self._partial, self.target)
 
     def _close(self):
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        direct, self._direct = self._direct, None
+        stream, self._stream = self._stream, None
+        if direct is not None:
+            direct.__exit__(None, None, None)
+        elif stream is not None:
+            stream.close()
 
     def _remove_partial(self):
-        if self.target != STDOUT and os.path.exists(self._partial):
+        if self._partial is not None and os.path.exists(self._partial):
             os.remove(self._partial)
 
 
@@ -417,7 +452,6 @@ class H5adPredictionWriter(JournalWriter):
         self.target = target
         self.tissues = list(tissues)
         self.provenance = provenance
-        check_writable(target)
         identity = {
             "layout": "isoformer predictions h5ad",
             "tissues": self.tissues,
@@ -480,7 +514,8 @@ def read_predictions(path):
 def _read_tsv(path, gzipped):
     opener = gzip.open if gzipped else open
     header_lines, obs, rows = [], [], []
-    with opener(path, "rt", encoding="utf-8", newline="\n") as stream:
+    with opener(path, "rt", encoding="utf-8", newline="\n") as stream, \
+            compressed_read_errors(path, "prediction table"):
         for line in stream:
             header_lines.append(line)
             if not line.startswith("#"):
@@ -507,19 +542,34 @@ def _read_tsv(path, gzipped):
                 rows.append([float(value) for value in fields[3:-1]])
             except ValueError as exc:
                 raise InputError(f"{path}:{line_number}: a tissue value is not a number ({exc})") from exc
+            if not all(math.isfinite(value) for value in rows[-1]):
+                column = next(k for k, value in enumerate(rows[-1]) if not math.isfinite(value))
+                raise InputError(
+                    f"{path}:{line_number}: the value of transcript {fields[0]} in tissue {tissues[column]!r} is "
+                    f"{fields[3 + column]!r}, not a finite number; predictions must be numbers"
+                )
             obs.append(dict(zip(TSV_ID_FIELDS, fields[:3]), flags=fields[-1]))
     values = np.array(rows, dtype=np.float32).reshape(len(rows), len(tissues))
     return Predictions(obs, tissues, values, provenance)
 
 
 def _read_h5ad(path):
-    with h5py.File(path, "r") as handle:
-        if handle.attrs.get("encoding-type") != "anndata" or "X" not in handle:
-            raise InputError(f"{path}: not an AnnData prediction file (no anndata encoding or no X)")
-        index, columns = h5ad.read_dataframe(handle["obs"])
-        tissues, _ = h5ad.read_dataframe(handle["var"])
-        values = handle["X"][()].astype(np.float32, copy=False)
-        provenance = h5ad.read_mapping(handle["uns/provenance"]) if "uns/provenance" in handle else {}
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("encoding-type") != "anndata" or "X" not in handle:
+                raise InputError(f"{path}: not an AnnData prediction file (no anndata encoding or no X)")
+            index, columns = h5ad.read_dataframe(handle["obs"])
+            tissues, _ = h5ad.read_dataframe(handle["var"])
+            values = handle["X"][()].astype(np.float32, copy=False)
+            provenance = h5ad.read_mapping(handle["uns/provenance"]) if "uns/provenance" in handle else {}
+    except (OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read the HDF5 prediction table, it is truncated or damaged ({exc}); "
+                         "write it again") from None
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, column = (int(k) for k in bad[0])
+        raise InputError(f"{path}: the value of transcript {index[row]} in tissue {tissues[column]!r} is "
+                         f"{values[row, column]}, not a finite number; predictions must be numbers")
     obs = [dict({"transcript_id": transcript_id}, **{name: column[i] for name, column in columns.items()})
            for i, transcript_id in enumerate(index)]
     return Predictions(obs, tissues, values, provenance)

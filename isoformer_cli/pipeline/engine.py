@@ -168,19 +168,23 @@ class ChunkPredictor:
     def _modality_pooled(self, chunk, dna, rna, protein):
         """Per modality ``(means (n_rows, width), present (n_rows,) bool)``: each encoder's output
         averaged over its real positions (zeros where the row lacks the modality)."""
+        config = self.config
         pooled = {}
         dna_means = [states[mask].mean(0) if mask is not None else states.mean(0) for states, mask in dna]
-        for name, means, of_row in (
-            ("dna", dna_means, chunk.dna_of_row),
-            ("rna", [states.mean(0) for states in rna], chunk.rna_of_row),
-            ("protein", [states.mean(0) for states in protein], chunk.protein_of_row),
+        for name, has, width, means, of_row in (
+            ("dna", config.has_dna, config.dna_embedding_size, dna_means, chunk.dna_of_row),
+            ("rna", config.has_rna, config.nt_hidden_size, [states.mean(0) for states in rna], chunk.rna_of_row),
+            ("protein", config.has_protein, config.esm_hidden_size, [states.mean(0) for states in protein],
+             chunk.protein_of_row),
         ):
-            if not means:
+            if not has:
                 continue
-            table = torch.stack(means).float().cpu().numpy()
-            rows = np.zeros((len(chunk), table.shape[1]), dtype=np.float32)
+            # Every modality of the model gets its entry, even when no row of the chunk has it (a
+            # chunk of non-coding RNAs has no protein): all rows absent then.
+            rows = np.zeros((len(chunk), width), dtype=np.float32)
             present = of_row >= 0
-            rows[present] = table[of_row[present]]
+            if means:
+                rows[present] = torch.stack(means).float().cpu().numpy()[of_row[present]]
             pooled[name] = (rows, present)
         return pooled
 

@@ -54,6 +54,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from isoformer_cli import __version__
+from isoformer_cli.config_fields import check_field_types
 from isoformer_cli.errors import InputError, IsoformerError, OutputError
 from isoformer_cli.evaluation.metrics import evaluate, headline
 from isoformer_cli.evaluation.report import write_metrics_table
@@ -62,13 +63,21 @@ from isoformer_cli.io.genome import Genome
 from isoformer_cli.model.checkpoint import atomic_folder, load_checkpoint, save_checkpoint
 from isoformer_cli.model.tokenizers import ProteinTokenizer, RnaTokenizer
 from isoformer_cli.outputs.atomic import atomic_text_output
+from isoformer_cli.outputs.collisions import refuse_shared_files
+from isoformer_cli.outputs.locks import lock_outputs
 from isoformer_cli.outputs.predictions import obs_row, open_prediction_writer
 from isoformer_cli.outputs.provenance import build_provenance, checkpoint_id, recorded_command_line, sha256_file
 from isoformer_cli.pipeline import distributed
 from isoformer_cli.pipeline.device import autocast_context, make_deterministic, resolve_device
 from isoformer_cli.pipeline.engine import DEFAULT_MAX_TOKENS, ChunkPredictor
 from isoformer_cli.pipeline.finetune_data import BatchPlan, MicroBatches
-from isoformer_cli.pipeline.predict import is_demo_checkpoint, resolve_checkpoint, units_label
+from isoformer_cli.pipeline.predict import (
+    checkpoint_files,
+    is_demo_checkpoint,
+    resolve_checkpoint,
+    units_label,
+    writes_outputs,
+)
 from isoformer_cli.pipeline.prepare import TokenizerSettings, prepare_chunk
 from isoformer_cli.pipeline.sources import TripleSource, iter_triples
 from isoformer_cli.pipeline.splits import SplitMember, SplitSpec, assign_splits, split_counts, write_split
@@ -200,6 +209,15 @@ class TrainingState:
     history: list = field(default_factory=list)
 
 
+# The JSON kinds of training_state.json: TrainingState's fields, the random states and the process count.
+TRAINING_STATE_KINDS = {
+    "epoch": ("integer",), "step_in_epoch": ("integer",), "global_step": ("integer",),
+    "epoch_loss_sum": ("number",), "epoch_steps": ("integer",), "best_val_spearman": ("number", "null"),
+    "best_epoch": ("integer", "null"), "epochs_since_best": ("integer",), "stop_early": ("boolean",),
+    "history": ("list",), "rng": ("list",), "world_size": ("integer",),
+}
+
+
 def _check_options(config):
     """InputError for option values no run can use (the CLI's types catch most of them earlier)."""
     checks = [
@@ -249,9 +267,12 @@ def _run_folder_state(run_dir, config):
             raise InputError(f"{run_dir}: this run already finished ({SUMMARY_FILE}); nothing to resume")
         try:
             with open(run_file, encoding="utf-8") as stream:
-                return json.load(stream)
+                saved = json.load(stream)
         except (OSError, ValueError) as exc:
             raise InputError(f"{run_file}: cannot read the run settings: {exc}") from None
+        if not isinstance(saved, dict):
+            raise InputError(f"{run_file}: the run settings must be a JSON object; the run folder is damaged")
+        return saved
     if exists:
         if not config.force:
             raise OutputError(f"{run_dir}: folder exists and is not empty; use --resume to continue the run in it, "
@@ -793,6 +814,9 @@ class _Finetune:
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.last_dir}: cannot read the training state ({exc}); the run folder is damaged") \
                 from None
+        if not isinstance(saved, dict):
+            raise InputError(f"{json_path}: the training state must be a JSON object; the run folder is damaged")
+        check_field_types(saved, TRAINING_STATE_KINDS, json_path, refuse_unknown=True)
         fields = {key: saved[key] for key in dataclasses.asdict(TrainingState()) if key in saved}
         self.state = TrainingState(**fields)
         load_optimizer_state(self.optimizer, self.named,
@@ -827,9 +851,18 @@ class _Finetune:
 def run_finetune(config):
     """Fine-tune a checkpoint on an expression table (see the module docstring); returns a FinetuneResult.
 
-    Raises the typed errors of the inputs, checkpoint and outputs before anything is written.
+    Raises the typed errors of the inputs, checkpoint and outputs before anything is written. No
+    input may lie inside the run folder (``--force`` replaces it); the folder is locked for the run.
     """
+    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    inputs += [("--expression", config.expression.path), ("--samples", config.expression.samples)]
+    refuse_shared_files(inputs, {}, output_folders={"-o/--output": config.output})
     _check_options(config)
+    with lock_outputs(folders=[config.output]) if writes_outputs() else contextlib.nullcontext():
+        return _finetune(config)
+
+
+def _finetune(config):
     device = resolve_device(config.device)
     group = distributed.init_process_group(device.type)
     completed = False

@@ -19,12 +19,22 @@ from typing import Optional, Tuple
 import torch
 from torch.utils.data import DataLoader
 
-from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.model.checkpoint import load_checkpoint
+import numpy as np
+
+from isoformer_cli.errors import CheckpointError, InputError, IsoformerError
+from isoformer_cli.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from isoformer_cli.outputs.atomic import STDOUT, check_writable
+from isoformer_cli.outputs.collisions import refuse_shared_files
 from isoformer_cli.outputs.embeddings import open_embedding_writer
 from isoformer_cli.outputs.gene_summary import write_gene_summary
-from isoformer_cli.outputs.predictions import open_prediction_writer, output_format, read_predictions
+from isoformer_cli.outputs.locks import lock_outputs
+from isoformer_cli.outputs.predictions import (
+    VALUE_FORMAT,
+    open_prediction_writer,
+    output_format,
+    read_predictions,
+)
+from isoformer_cli.outputs.targets import classify_output
 from isoformer_cli.outputs.provenance import PREDICTION_UNITS, build_provenance, demo_warning
 from isoformer_cli.pipeline import distributed
 from isoformer_cli.pipeline.device import make_deterministic, resolve_device
@@ -133,6 +143,32 @@ def is_demo_checkpoint(folder):
     return os.path.exists(os.path.join(folder, DEMO_MARKER))
 
 
+def checkpoint_files(checkpoint, model_dir=None):
+    """``(option, path)`` of the files of ``--checkpoint``, for the same-file check of outputs.
+
+    Empty when the checkpoint does not resolve: that error is reported when it is loaded.
+    """
+    try:
+        folder = resolve_checkpoint(checkpoint, model_dir)
+    except IsoformerError:
+        return []
+    return [("--checkpoint", os.path.join(folder, name)) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+
+
+def writes_outputs():
+    """False on the ranks of a torchrun job other than 0, which compute but never write."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_outputs(config, outputs):
+    """Before anything is read: no output is an input or another output, and each can be written."""
+    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    refuse_shared_files(inputs, outputs)
+    for path in outputs.values():
+        if path:
+            check_writable(path)
+
+
 class _Run:
     """State shared by predict and embed: model, device, process group, data loader."""
 
@@ -224,11 +260,16 @@ def run_predict(config):
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output
     exists at the target path (after Ctrl-C or SIGTERM the temporary file is kept for --resume).
+    The outputs are checked first (none may be an input: see
+    :func:`isoformer_cli.outputs.collisions.refuse_shared_files`) and locked for the whole run.
     """
+    _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary})
     output_format(config.output)  # an unknown suffix fails before anything is loaded
-    check_writable(config.output)
-    if config.gene_summary:
-        check_writable(config.gene_summary)
+    with lock_outputs(config.output, config.gene_summary) if writes_outputs() else contextlib.nullcontext():
+        return _predict(config)
+
+
+def _predict(config):
     run = _Run(config)
     completed = False
     try:
@@ -240,18 +281,27 @@ def run_predict(config):
         if start_row:
             log.info("resuming %s after the %d rows already written", config.output, start_row)
         rows = start_row
+        # A direct output (stdout, FIFO, device) cannot be read back for the gene summary: keep the rows.
+        kept = [] if config.gene_summary and classify_output(config.output).is_direct else None
         with _writing(writer), progress(desc="predict", unit=" transcripts", initial=start_row) as bar:
             for chunk, result in run.rounds(start_row, run.predictor.predict):
                 if writer is not None:
                     writer.write_chunk(chunk.obs, result.predictions)
+                    if kept is not None:
+                        kept.append((chunk.obs, result.predictions))
                 rows += len(chunk)
                 bar.update(len(chunk))
         if run.group.is_main:
             _report(config.output, rows, provenance, run)
             if config.gene_summary:
-                # Read back what was written, so a resumed run summarises exactly the same numbers.
-                table = read_predictions(config.output)
-                write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values, table.provenance)
+                if kept is None:
+                    # Read back what was written, so a resumed run summarises exactly the same numbers.
+                    table = read_predictions(config.output)
+                    write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values,
+                                       table.provenance)
+                else:
+                    obs, values = _as_written(kept, output_format(config.output), len(tissues))
+                    write_gene_summary(config.gene_summary, obs, tissues, values, provenance)
                 log.info("wrote gene summary %s", config.gene_summary)
         completed = True
         return rows
@@ -259,11 +309,28 @@ def run_predict(config):
         distributed.shutdown(run.group, completed)
 
 
+def _as_written(kept, kind, n_tissues):
+    """The rows kept while writing, with values as a reader of the written table would see them."""
+    obs = [row for chunk_obs, _ in kept for row in chunk_obs]
+    values = np.concatenate([values for _, values in kept] + [np.zeros((0, n_tissues))]).astype(np.float32)
+    if kind == "tsv":
+        # The table holds the values printed with VALUE_FORMAT; summarise those, as after reading it back.
+        values = np.array([[float(VALUE_FORMAT % value) for value in row] for row in values.tolist()],
+                          dtype=np.float32).reshape(values.shape)
+    return obs, values
+
+
 def run_embed(config):
     """Write pooled fused (and optionally per-modality) embeddings of every selected transcript to HDF5."""
-    if config.output == STDOUT or not config.output.endswith((".h5", ".hdf5")):
+    _check_outputs(config, {"-o/--output": config.output})
+    if config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
+                                       or classify_output(config.output).is_direct):
         raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
-    check_writable(config.output)
+    with lock_outputs(config.output) if writes_outputs() else contextlib.nullcontext():
+        return _embed(config)
+
+
+def _embed(config):
     run = _Run(config)
     completed = False
     try:
