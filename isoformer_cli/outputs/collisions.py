@@ -43,7 +43,10 @@ def refuse_shared_files(inputs, outputs, output_folders=None):
                                   "choose another output path")
     for folder_option, folder, folder_key in folders:
         for in_option, in_path, in_key in inputs:
-            if _inside(in_key[0], folder_key[0]) or _same(in_key, folder_key):
+            if _same(in_key, folder_key):
+                raise OutputError(f"{folder_option} {folder} is the same as {in_option} {in_path}; "
+                                  "choose another output folder")
+            if _inside(in_key[0], folder_key[0]):
                 raise OutputError(f"{folder_option} {folder} holds {in_option} {in_path}, and the run writes "
                                   "into that folder; keep inputs outside it or choose another output folder")
 

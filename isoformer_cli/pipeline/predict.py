@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 import numpy as np
 
-from isoformer_cli.errors import CheckpointError, InputError, IsoformerError
+from isoformer_cli.errors import CheckpointError, InputError, IsoformerError, OutputError
 from isoformer_cli.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from isoformer_cli.outputs.atomic import STDOUT, check_writable
 from isoformer_cli.outputs.collisions import refuse_shared_files
@@ -36,6 +36,7 @@ from isoformer_cli.outputs.predictions import (
 )
 from isoformer_cli.outputs.targets import classify_output
 from isoformer_cli.outputs.provenance import PREDICTION_UNITS, build_provenance, demo_warning
+from isoformer_cli.outputs.streaming import refuse_resume_of_direct
 from isoformer_cli.pipeline import distributed
 from isoformer_cli.pipeline.device import make_deterministic, resolve_device
 from isoformer_cli.pipeline.engine import DEFAULT_MAX_TOKENS, ChunkPredictor
@@ -167,6 +168,10 @@ def _check_outputs(config, outputs):
     for path in outputs.values():
         if path:
             check_writable(path)
+    if config.resume and config.output == STDOUT:
+        raise OutputError("--resume needs an output file (-o FILE): standard output cannot be resumed")
+    if config.resume:
+        refuse_resume_of_direct(classify_output(config.output), resume=True)
 
 
 class _Run:
