@@ -322,3 +322,18 @@ def test_resume_needs_a_file(tmp_path, inputs):
     one_error_line(result, f"--resume needs an output file (-o FILE): {tmp_path / 'pipe.tsv'} is a FIFO, which "
                            "cannot be resumed")
     assert reader.data == b"" and stat.S_ISFIFO(os.lstat(tmp_path / "pipe.tsv").st_mode)
+
+
+def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(tmp_path, inputs):
+    """Unique temporary names cannot be reused; the next run holding the lock clears them instead."""
+    stale = [tmp_path / ".out.tsv.4242-0badcafe.isoformer-partial", tmp_path / ".out.tsv.17-deadbeef.isoformer-building"]
+    for path in stale:
+        path.write_text("left by kill -9\n")
+    lock = tmp_path / ".out.tsv.isoformer-lock"
+    lock.write_text("4242\n")  # a killed run's lock file: unlocked, so taken over
+    unrelated = tmp_path / ".other.tsv.4242-0badcafe.isoformer-partial"
+    unrelated.write_text("another output's\n")
+    result = invoke("triples", "--genome", inputs["genome"], "--annotation", inputs["annotation"], "--dna-length",
+                    "1000", "-o", tmp_path / "out.tsv")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path)) == sorted([".other.tsv.4242-0badcafe.isoformer-partial", "out.tsv"])
