@@ -338,7 +338,7 @@ def test_non_finite_prediction_is_refused(tmp_path, tables, bad):
     expression = _expression(tmp_path / "e.tsv", _ids(str(tables / "p.tsv")))
     result = invoke("evaluate", "--predictions", predictions, "--expression", expression)
     one_error_line(result, f"{predictions}:{row + 1}: the value of transcript {fields[0]} in tissue {tissue!r} is "
-                           f"{bad!r}, not a finite number; predictions must be numbers")
+                           f"{bad}, not a finite number; predictions must be numbers")
 
 
 def test_no_shared_ids_counts_the_rows_of_the_table(tmp_path, tables):
@@ -367,3 +367,17 @@ def test_gzip_sample_table_damage_names_the_sample_table(tmp_path):
     samples.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"samples\.txt\.gz: the sample table is truncated or corrupt"):
         read_sample_tissues(str(samples))
+
+
+def test_non_finite_value_in_an_hdf5_prediction_table_is_refused(tmp_path):
+    from isoformer_cli.outputs.predictions import open_prediction_writer
+
+    table = tmp_path / "p.h5ad"
+    obs = [{"transcript_id": f"T{i}", "gene_id": "G", "gene_name": "", "biotype": "", "chrom": "chr1", "strand": "+",
+            "tss": i, "window_start": 0, "window_end": 10, "flags": ""} for i in range(3)]
+    with open_prediction_writer(str(table), ["Liver", "Lung"], {"units": "log(TPM+1)"}) as writer:
+        writer.write_chunk(obs, np.array([[1, 2], [3, np.nan], [5, 6]], dtype=np.float32))
+    expression = _expression(tmp_path / "e.tsv", ["T0", "T1", "T2"])
+    result = invoke("evaluate", "--predictions", table, "--expression", expression)
+    one_error_line(result, f"{table}: X row 2: the value of transcript T1 in tissue 'Lung' is nan, not a finite "
+                           "number; predictions must be numbers")

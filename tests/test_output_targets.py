@@ -12,6 +12,7 @@ import os
 import pathlib
 import shutil
 import stat
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -98,7 +99,8 @@ def _same(option, input_option):
 
 
 def _is_folder(input_option):
-    return lambda target, path: f"-o/--output {target} is the same as {input_option} {path}; choose another output folder"
+    return lambda target, path: (f"-o/--output {target} is the same as {input_option} {path}; "
+                                 "choose another output folder")
 
 
 def _holds(input_option):
@@ -286,7 +288,6 @@ def test_a_descriptor_path_writes_to_that_descriptor(tmp_path, inputs):
     assert invoke(*args, "-o", tmp_path / "file.tsv").exit_code == 0
     read_end, write_end = os.pipe()
     chunks = []
-    import threading
 
     def drain():
         with os.fdopen(read_end, "rb") as stream:
@@ -311,7 +312,9 @@ def test_gene_summary_of_a_direct_output_equals_the_file_one(tmp_path, inputs):
     from_fifo = tmp_path / "from_fifo.tsv"
     with FifoReader(tmp_path / "pipe.tsv"):
         assert invoke(*_predict(tmp_path / "pipe.tsv", inputs, "--gene-summary", from_fifo)).exit_code == 0
-    body = lambda path: [line for line in path.read_text().splitlines() if not line.startswith("# provenance")]
+    def body(path):
+        return [line for line in path.read_text().splitlines() if not line.startswith("# provenance")]
+
     assert body(from_fifo) == body(from_file)
 
 
@@ -326,7 +329,8 @@ def test_resume_needs_a_file(tmp_path, inputs):
 
 def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(tmp_path, inputs):
     """Unique temporary names cannot be reused; the next run holding the lock clears them instead."""
-    stale = [tmp_path / ".out.tsv.4242-0badcafe.isoformer-partial", tmp_path / ".out.tsv.17-deadbeef.isoformer-building"]
+    stale = [tmp_path / ".out.tsv.4242-0badcafe.isoformer-partial",
+             tmp_path / ".out.tsv.17-deadbeef.isoformer-building"]
     for path in stale:
         path.write_text("left by kill -9\n")
     lock = tmp_path / ".out.tsv.isoformer-lock"

@@ -204,7 +204,6 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
     Returns:
         :class:`InitReport`.
     """
-    from isoformer_cli.model.config import IsoformerConfig
     from isoformer_cli.outputs.collisions import refuse_shared_files
     from isoformer_cli.outputs.locks import lock_outputs
 

@@ -43,6 +43,8 @@ def lock_path_for(path):
 
 
 class _HeldLock:
+    """A lock this process holds: its file, locked descriptor, owner process and re-entry count."""
+
     def __init__(self, path, descriptor):
         self.path = path
         self.descriptor = descriptor

@@ -50,10 +50,10 @@ resume. ``resume=True`` with no temporary file starts from the beginning.
 """
 
 import collections
+import contextlib
 import gzip
 import json
 import logging
-import math
 import os
 import sys
 import zlib
@@ -226,7 +226,7 @@ class TsvPredictionWriter(StreamingWriter):
         self._gzip = target.endswith(".gz")
         self._pending = []  # .tsv.gz lines not yet in a complete gzip member
         self._stream = None
-        self._direct = None  # the open_direct() context of a direct target
+        self._direct = None  # an ExitStack holding a direct target's open stream
         self.completed_rows = 0
         self.written_rows = 0
         self._partial = None
@@ -236,8 +236,8 @@ class TsvPredictionWriter(StreamingWriter):
         output = classify_output(target)
         if output.is_direct:
             # A FIFO, a device or a descriptor: rows go straight to it, as to standard output.
-            self._direct = open_direct(output)
-            self._stream = self._direct.__enter__()
+            self._direct = contextlib.ExitStack()
+            self._stream = self._direct.enter_context(open_direct(output))
             header = self._header.encode("utf-8")
             self._write_bytes(_gzip_member(header) if self._gzip else header)
             return
@@ -381,7 +381,7 @@ class TsvPredictionWriter(StreamingWriter):
         direct, self._direct = self._direct, None
         stream, self._stream = self._stream, None
         if direct is not None:
-            direct.__exit__(None, None, None)
+            direct.close()
         elif stream is not None:
             stream.close()
 
@@ -542,15 +542,21 @@ def _read_tsv(path, gzipped):
                 rows.append([float(value) for value in fields[3:-1]])
             except ValueError as exc:
                 raise InputError(f"{path}:{line_number}: a tissue value is not a number ({exc})") from exc
-            if not all(math.isfinite(value) for value in rows[-1]):
-                column = next(k for k, value in enumerate(rows[-1]) if not math.isfinite(value))
-                raise InputError(
-                    f"{path}:{line_number}: the value of transcript {fields[0]} in tissue {tissues[column]!r} is "
-                    f"{fields[3 + column]!r}, not a finite number; predictions must be numbers"
-                )
             obs.append(dict(zip(TSV_ID_FIELDS, fields[:3]), flags=fields[-1]))
     values = np.array(rows, dtype=np.float32).reshape(len(rows), len(tissues))
+    # Every data line is one row, so row k is on line len(header_lines) + k + 1.
+    _refuse_non_finite(values, obs, tissues, lambda row: f"{path}:{len(header_lines) + row + 1}")
     return Predictions(obs, tissues, values, provenance)
+
+
+def _refuse_non_finite(values, obs, tissues, where):
+    """InputError for the first NaN or infinite value; ``where(row)`` names its place in the file."""
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, column = (int(k) for k in bad[0])
+        raise InputError(f"{where(row)}: the value of transcript {obs[row]['transcript_id']} in tissue "
+                         f"{tissues[column]!r} is {values[row, column]}, not a finite number; predictions must be "
+                         "numbers")
 
 
 def _read_h5ad(path):
@@ -565,11 +571,7 @@ def _read_h5ad(path):
     except (OSError, KeyError) as exc:
         raise InputError(f"{path}: cannot read the HDF5 prediction table, it is truncated or damaged ({exc}); "
                          "write it again") from None
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        row, column = (int(k) for k in bad[0])
-        raise InputError(f"{path}: the value of transcript {index[row]} in tissue {tissues[column]!r} is "
-                         f"{values[row, column]}, not a finite number; predictions must be numbers")
     obs = [dict({"transcript_id": transcript_id}, **{name: column[i] for name, column in columns.items()})
            for i, transcript_id in enumerate(index)]
+    _refuse_non_finite(values, obs, tissues, lambda row: f"{path}: X row {row + 1}")
     return Predictions(obs, tissues, values, provenance)
