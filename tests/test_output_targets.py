@@ -12,6 +12,8 @@ import os
 import pathlib
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -341,3 +343,13 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(tmp_path, in
                     "1000", "-o", tmp_path / "out.tsv")
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path)) == sorted([".other.tsv.4242-0badcafe.isoformer-partial", "out.tsv"])
+
+
+def test_dev_stdout_is_standard_output_never_replaced(tmp_path, inputs):
+    """``-o /dev/stdout`` writes to this process's standard output (here a pipe), like ``-o -``."""
+    args = ["triples", "--genome", inputs["genome"], "--annotation", inputs["annotation"], "--dna-length", "1000"]
+    assert invoke(*args, "-o", tmp_path / "file.tsv").exit_code == 0
+    completed = subprocess.run([sys.executable, "-m", "isoformer_cli", "-q", *args, "-o", "/dev/stdout"],
+                               capture_output=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == (tmp_path / "file.tsv").read_bytes()
