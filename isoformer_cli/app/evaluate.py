@@ -7,6 +7,7 @@ The metrics are those of :mod:`isoformer_cli.evaluation.metrics`, written as the
 :mod:`isoformer_cli.formats.metrics_table`; ``plot`` also draws :mod:`isoformer_cli.evaluation.plots`.
 """
 
+import difflib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from isoformer_cli.evaluation.metrics import evaluate, headline
 from isoformer_cli.formats.metrics_table import write_metrics_table
 from isoformer_cli.genomics.expression import ExpressionInput, match_transcripts, require_overlap
 from isoformer_cli.formats.atomic import STDOUT, check_writable
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.predictions import read_predictions
-from isoformer_cli.formats.provenance import PREDICTION_UNITS
+from isoformer_cli.formats.provenance import PREDICTION_UNITS, demo_warning
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,19 @@ class EvaluateConfig:
 
 def run_evaluate(config):
     """Compare, write the table (and the plot); returns the metric rows."""
+    refuse_shared_files({"--predictions": config.predictions, "--expression": config.expression.path,
+                         "--samples": config.expression.samples},
+                        {"-o/--output": config.output, "--plot": config.plot})
     check_writable(config.output)
     if config.plot:
         from isoformer_cli.evaluation.plots import check_plot_target
 
         check_plot_target(config.plot)
+    with lock_outputs(config.output, config.plot):
+        return _evaluate(config)
+
+
+def _evaluate(config):
     if not os.path.isfile(config.predictions):
         raise InputError(f"{config.predictions}: prediction table not found")
     table = read_predictions(config.predictions)
@@ -70,19 +81,33 @@ def run_evaluate(config):
             f"no tissue in common between {config.predictions} ({', '.join(table.tissues[:3])}, ...) and "
             f"{expression.source} ({', '.join(expression.tissues[:3])}, ...); tissue names must match exactly"
         )
-    for side, names in ((config.predictions, table.tissues), (expression.source, expression.tissues)):
-        left_out = [name for name in names if name not in tissues]
-        if left_out:
-            log.info("%d tissue(s) of %s are not in the other table and are left out (e.g. %s)", len(left_out), side,
-                     ", ".join(left_out[:3]))
+    left_out = [name for name in table.tissues if name not in tissues]
+    if left_out:
+        log.info("%d tissue(s) of %s are not in the other table and are left out (e.g. %s)", len(left_out),
+                 config.predictions, ", ".join(left_out[:3]))
+    for name in expression.tissues:
+        if name not in tissues:
+            # The observed table's columns are the user's choice: one that matches nothing is likely a typo.
+            close = difflib.get_close_matches(name, table.tissues, n=1, cutoff=0.6)
+            log.warning("tissue column %r of %s is not a tissue of %s and is left out%s", name, expression.source,
+                        config.predictions, f" (did you mean {close[0]!r}?)" if close else "")
     kept = match.rows >= 0
+    if int(kept.sum()) < 2:
+        raise InputError(
+            f"only {int(kept.sum())} transcript of {config.predictions} is in the expression table "
+            f"{expression.source}; correlations and R² need at least 2 (check that both tables cover the same "
+            "transcripts)"
+        )
     predicted_columns = [table.tissues.index(tissue) for tissue in tissues]
     observed_columns = [expression.tissues.index(tissue) for tissue in tissues]
     predicted = table.values[kept][:, predicted_columns]
     observed = expression.values[match.rows[kept]][:, observed_columns]
     genes = [row.get("gene_id") or row["transcript_id"] for row, keep in zip(table.obs, kept) if keep]
     rows = evaluate(observed, predicted, tissues, genes)
-    notes = [
+    warning = demo_warning(table.provenance)
+    if warning:
+        log.warning("%s", warning)
+    notes = ([f"WARNING: {warning}"] if warning else []) + [
         f"predictions: {config.predictions}",
         f"observed: {expression.source}",
         f"{int(kept.sum()):,} transcripts x {len(tissues)} tissues compared; units log(TPM+1)",

@@ -12,16 +12,24 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from isoformer_cli.errors import InputError
+import numpy as np
+
+from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT, check_writable
+from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.embeddings import open_embedding_writer
 from isoformer_cli.formats.gene_summary import write_gene_summary
-from isoformer_cli.formats.predictions import open_prediction_writer, output_format, read_predictions
+from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.formats.predictions import VALUE_FORMAT, open_prediction_writer, output_format, read_predictions
 from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
+from isoformer_cli.formats.streaming import refuse_resume_of_direct
+from isoformer_cli.formats.targets import classify_output
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
 from isoformer_cli.inference.runner import DEFAULT_CHUNK_SIZE, ModelRunner
+from isoformer_cli.models.locate import checkpoint_files
 from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
+from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.setup import end_run, start_run
 from isoformer_cli.triples.source import TripleSource
@@ -104,33 +112,69 @@ def _writing(writer):
     return writer if writer is not None else contextlib.nullcontext()
 
 
+def _check_outputs(config, outputs):
+    """Before anything is read: no output is an input or another output, and each can be written."""
+    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    refuse_shared_files(inputs, outputs)
+    for path in outputs.values():
+        if path:
+            check_writable(path)
+    if config.resume and config.output == STDOUT:
+        raise OutputError("--resume needs an output file (-o FILE): standard output cannot be resumed")
+    if config.resume:
+        refuse_resume_of_direct(classify_output(config.output), resume=True)
+
+
+def _locked(*outputs):
+    """The outputs locked for the whole run (on rank 0, the only one that writes)."""
+    return lock_outputs(*outputs) if is_main_process() else contextlib.nullcontext()
+
+
 def run_predict(config):
     """Predict expression for every selected transcript; returns the number of rows written.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output
     exists at the target path (after Ctrl-C or SIGTERM the temporary file is kept for --resume).
+    The outputs are checked first (none may be an input: see
+    :func:`isoformer_cli.formats.collisions.refuse_shared_files`) and locked for the whole run.
     """
+    _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary})
     output_format(config.output)  # an unknown suffix fails before anything is loaded
-    check_writable(config.output)
-    if config.gene_summary:
-        check_writable(config.gene_summary)
+    with _locked(config.output, config.gene_summary):
+        return _predict(config)
+
+
+def _predict(config):
     context = start_run(config.runtime)
     completed = False
     try:
         runner = _open_runner(config, context)
         model_config = runner.model.config
         provenance = _provenance(config, runner, units_label(model_config.target_units))
-        writer = open_prediction_writer(config.output, list(model_config.tissues), provenance, config.resume) \
+        tissues = list(model_config.tissues)
+        writer = open_prediction_writer(config.output, tissues, provenance, config.resume) \
             if context.group.is_main else None
+        # A direct output (stdout, FIFO, device) cannot be read back for the gene summary: keep the rows.
+        kept = [] if config.gene_summary and classify_output(config.output).is_direct else None
+
+        def write(out, chunk, result):
+            out.write_chunk(chunk.obs, result.predictions)
+            if kept is not None:
+                kept.append((chunk.obs, result.predictions))
+
         with _writing(writer):
-            rows = runner.run(writer, runner.predictor.predict,
-                              lambda out, chunk, result: out.write_chunk(chunk.obs, result.predictions), "predict")
+            rows = runner.run(writer, runner.predictor.predict, write, "predict")
         if context.group.is_main:
             _report(config.output, rows, provenance, runner)
             if config.gene_summary:
-                # Read back what was written, so a resumed run summarises exactly the same numbers.
-                table = read_predictions(config.output)
-                write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values, table.provenance)
+                if kept is None:
+                    # Read back what was written, so a resumed run summarises exactly the same numbers.
+                    table = read_predictions(config.output)
+                    write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values,
+                                       table.provenance)
+                else:
+                    obs, values = _as_written(kept, output_format(config.output), len(tissues))
+                    write_gene_summary(config.gene_summary, obs, tissues, values, provenance)
                 log.info("wrote gene summary %s", config.gene_summary)
         completed = True
         return rows
@@ -138,11 +182,28 @@ def run_predict(config):
         end_run(context, completed)
 
 
+def _as_written(kept, kind, n_tissues):
+    """The rows kept while writing, with values as a reader of the written table would see them."""
+    obs = [row for chunk_obs, _ in kept for row in chunk_obs]
+    values = np.concatenate([values for _, values in kept] + [np.zeros((0, n_tissues))]).astype(np.float32)
+    if kind == "tsv":
+        # The table holds the values printed with VALUE_FORMAT; summarise those, as after reading it back.
+        values = np.array([[float(VALUE_FORMAT % value) for value in row] for row in values.tolist()],
+                          dtype=np.float32).reshape(values.shape)
+    return obs, values
+
+
 def run_embed(config):
     """Write pooled fused (and optionally per-modality) embeddings of every selected transcript to HDF5."""
-    if not config.output or config.output == STDOUT or not config.output.endswith((".h5", ".hdf5")):
+    _check_outputs(config, {"-o/--output": config.output})
+    if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
+                                                            or classify_output(config.output).is_direct):
         raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
-    check_writable(config.output)
+    with _locked(config.output):
+        return _embed(config)
+
+
+def _embed(config):
     context = start_run(config.runtime)
     completed = False
     try:

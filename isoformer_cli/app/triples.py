@@ -5,7 +5,7 @@ transcript is built and written at once, and nothing grows with the annotation e
 Order of checks, so that a bad run fails early and never leaves a partial file:
 
 1. option values (``--dna-length``, ``--on-invalid``, ``--orf``, selection syntax);
-2. output folders writable;
+2. no output is an input or another output; output folders writable; outputs locked for the run;
 3. genome FASTA opens (and is indexed) and the annotation opens and is recognised;
 4. the pass: every error raised while reading, building or writing discards all outputs;
 5. contigs: annotation contigs missing from the FASTA are logged with their transcript counts,
@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.formats.atomic import STDOUT
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.triples_table import TriplesWriter
-from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples
+from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.runtime.progress import progress
+from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,17 @@ def run_triples(config):
         InputError (and subclasses): bad option values, unreadable or malformed inputs, no
             contig in common, or an invalid record with ``on_invalid="fail"``. No output file
             exists after an error.
-        OutputError: an output folder is missing or not writable.
+        OutputError: an output is an input or another output, an output folder is missing or
+            not writable, or another run is writing an output.
     """
     source = config.source
     writer = TriplesWriter(config.output, config.fasta_prefix, source.with_dna)
+    refuse_shared_files(source.input_files(),
+                        [("-o/--output", config.output)] + [("--fasta-prefix", path)
+                                                            for path in writer.fasta_targets.values()])
     writer.check_targets()
     summary = SourceSummary()
-    with Genome(source.genome) as genome, writer:
+    with lock_outputs(*writer.targets()), Genome(source.genome) as genome, writer:
         for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
             writer.write(triple)
     _log_summary(summary, config)

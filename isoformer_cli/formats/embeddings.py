@@ -3,7 +3,8 @@
 Layout (plain HDF5; read with h5py, or :func:`read_embeddings`)::
 
     attrs  format = "isoformer embeddings", format_version = 1,
-           provenance = the provenance dict as JSON text (json.loads(f.attrs["provenance"]))
+           provenance = the provenance dict as JSON text (json.loads(f.attrs["provenance"])),
+           warning = the DEMO checkpoint warning (only for the bundled demo checkpoint)
     /transcript_id    (n,)      UTF-8 strings, in annotation order
     /fused            (n, D)    float32, the pooled fused embedding the prediction head reads
     /<modality>       (n, D_m)  float32, per-modality pooled embedding (dna, rna, protein), when asked
@@ -21,10 +22,11 @@ import h5py
 import numpy as np
 
 from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.formats.atomic import STDOUT, check_writable
+from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.h5ad import STRING_DTYPE
-from isoformer_cli.formats.provenance import FORMAT_VERSION
+from isoformer_cli.formats.provenance import FORMAT_VERSION, demo_warning
 from isoformer_cli.formats.streaming import JournalWriter, canonical_json
+from isoformer_cli.formats.targets import classify_output
 
 SUFFIXES = (".h5", ".hdf5")
 MODALITIES = ("dna", "rna", "protein")
@@ -50,7 +52,7 @@ def open_embedding_writer(target, fused_dim, provenance, modality_dims=None, res
     """
     if target == STDOUT:
         raise OutputError("embeddings are HDF5 and need an output file (-o FILE.h5), not standard output")
-    if not target.endswith(SUFFIXES):
+    if not target.endswith(SUFFIXES) and not classify_output(target).is_direct:
         raise OutputError(f"{target}: unknown embedding format; name the file with one of {', '.join(SUFFIXES)}")
     return EmbeddingWriter(target, fused_dim, provenance, modality_dims or {}, resume)
 
@@ -67,7 +69,6 @@ class EmbeddingWriter(JournalWriter):
         self.provenance = provenance
         # Fixed order whatever the caller's dict order, so the file layout is always the same.
         self.modality_dims = {name: int(modality_dims[name]) for name in MODALITIES if name in modality_dims}
-        check_writable(target)
         identity = {
             "layout": FORMAT_NAME,
             "fused_dim": self.fused_dim,
@@ -112,6 +113,9 @@ class EmbeddingWriter(JournalWriter):
             handle.attrs["format"] = FORMAT_NAME
             handle.attrs["format_version"] = FORMAT_VERSION
             handle.attrs["provenance"] = canonical_json(self.provenance)
+            warning = demo_warning(self.provenance)
+            if warning:
+                handle.attrs["warning"] = f"WARNING: {warning}"
             datasets = {
                 "fused": handle.create_dataset("fused", (n_rows, self.fused_dim), np.float32, track_times=False)
             }

@@ -50,6 +50,7 @@ resume. ``resume=True`` with no temporary file starts from the beginning.
 """
 
 import collections
+import contextlib
 import gzip
 import json
 import logging
@@ -61,8 +62,9 @@ import h5py
 import numpy as np
 
 from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.genomics.compressed import compressed_read_errors
 from isoformer_cli.formats import h5ad
-from isoformer_cli.formats.atomic import STDOUT, check_writable, replace_into_place, temporary_path_for
+from isoformer_cli.formats.atomic import STDOUT, replace_into_place
 from isoformer_cli.formats.provenance import FORMAT_VERSION, demo_warning
 from isoformer_cli.formats.streaming import (
     JournalWriter,
@@ -70,7 +72,9 @@ from isoformer_cli.formats.streaming import (
     canonical_json,
     foreign_partial_error,
     fsync_file,
+    refuse_resume_of_direct,
 )
+from isoformer_cli.formats.targets import classify_output, open_direct, resumable_partial_path
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +122,17 @@ def obs_row(triple):
 
 
 def output_format(target):
-    """``"tsv"`` or ``"h5ad"`` for an output path (``-`` is TSV); OutputError otherwise."""
+    """``"tsv"`` or ``"h5ad"`` for an output path; OutputError otherwise.
+
+    The name decides; a target without a known suffix that is written directly (``-``, a FIFO,
+    ``/dev/null``, ``/dev/fd/N``) is TSV.
+    """
     if target == STDOUT or target.endswith(TSV_SUFFIXES):
         return "tsv"
     if target.endswith(HDF5_SUFFIXES):
         return "h5ad"
+    if classify_output(target).is_direct:
+        return "tsv"
     accepted = ", ".join(TSV_SUFFIXES + HDF5_SUFFIXES)
     raise OutputError(
         f"{target}: unknown output format; name the file with one of {accepted}, or - for standard output"
@@ -147,6 +157,7 @@ def open_prediction_writer(target, tissues, provenance, resume=False):
     kind = output_format(target)
     if resume and target == STDOUT:
         raise OutputError("--resume needs an output file (-o FILE): standard output cannot be resumed")
+    refuse_resume_of_direct(classify_output(target), resume)
     if kind == "tsv":
         return TsvPredictionWriter(target, tissues, provenance, resume)
     return H5adPredictionWriter(target, tissues, provenance, resume)
@@ -215,13 +226,31 @@ class TsvPredictionWriter(StreamingWriter):
         self._gzip = target.endswith(".gz")
         self._pending = []  # .tsv.gz lines not yet in a complete gzip member
         self._stream = None
+        self._direct = None  # an ExitStack holding a direct target's open stream
         self.completed_rows = 0
         self.written_rows = 0
+        self._partial = None
         if target == STDOUT:
             sys.stdout.write(self._header)
             return
-        check_writable(target)
-        self._partial = temporary_path_for(target)
+        output = classify_output(target)
+        if output.is_direct:
+            # A FIFO, a device or a descriptor: rows go straight to it, as to standard output.
+            self._direct = contextlib.ExitStack()
+            self._stream = self._direct.enter_context(open_direct(output))
+            header = self._header.encode("utf-8")
+            self._write_bytes(_gzip_member(header) if self._gzip else header)
+            return
+        self._take_lock(output)
+        try:
+            self._open_partial(output, resume)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_partial(self, output, resume):
+        target = self.target
+        self._partial = resumable_partial_path(output)
         kept = self._scan_partial() if resume and os.path.exists(self._partial) else None
         try:
             if kept is None:
@@ -331,6 +360,8 @@ class TsvPredictionWriter(StreamingWriter):
             self._stream.write(data)
             # Flushed to the kernel: a kill -9 from here on cannot lose these rows.
             self._stream.flush()
+        except BrokenPipeError:
+            raise  # the reader of a pipe went away: the command line's business, not an output error
         except OSError as exc:
             raise OutputError(f"{self.target}: cannot write: {exc.strerror}") from exc
 
@@ -342,16 +373,20 @@ class TsvPredictionWriter(StreamingWriter):
             self._write_bytes(_gzip_member("".join(self._pending).encode("utf-8")))
             self._pending = []
         self._close()
-        fsync_file(self._partial)
-        replace_into_place(self._partial, self.target)
+        if self._partial is not None:
+            fsync_file(self._partial)
+            replace_into_place(self._partial, self.target)
 
     def _close(self):
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        direct, self._direct = self._direct, None
+        stream, self._stream = self._stream, None
+        if direct is not None:
+            direct.close()
+        elif stream is not None:
+            stream.close()
 
     def _remove_partial(self):
-        if self.target != STDOUT and os.path.exists(self._partial):
+        if self._partial is not None and os.path.exists(self._partial):
             os.remove(self._partial)
 
 
@@ -417,7 +452,6 @@ class H5adPredictionWriter(JournalWriter):
         self.target = target
         self.tissues = list(tissues)
         self.provenance = provenance
-        check_writable(target)
         identity = {
             "layout": "isoformer predictions h5ad",
             "tissues": self.tissues,
@@ -480,7 +514,8 @@ def read_predictions(path):
 def _read_tsv(path, gzipped):
     opener = gzip.open if gzipped else open
     header_lines, obs, rows = [], [], []
-    with opener(path, "rt", encoding="utf-8", newline="\n") as stream:
+    with opener(path, "rt", encoding="utf-8", newline="\n") as stream, \
+            compressed_read_errors(path, "prediction table"):
         for line in stream:
             header_lines.append(line)
             if not line.startswith("#"):
@@ -509,17 +544,34 @@ def _read_tsv(path, gzipped):
                 raise InputError(f"{path}:{line_number}: a tissue value is not a number ({exc})") from exc
             obs.append(dict(zip(TSV_ID_FIELDS, fields[:3]), flags=fields[-1]))
     values = np.array(rows, dtype=np.float32).reshape(len(rows), len(tissues))
+    # Every data line is one row, so row k is on line len(header_lines) + k + 1.
+    _refuse_non_finite(values, obs, tissues, lambda row: f"{path}:{len(header_lines) + row + 1}")
     return Predictions(obs, tissues, values, provenance)
 
 
+def _refuse_non_finite(values, obs, tissues, where):
+    """InputError for the first NaN or infinite value; ``where(row)`` names its place in the file."""
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, column = (int(k) for k in bad[0])
+        raise InputError(f"{where(row)}: the value of transcript {obs[row]['transcript_id']} in tissue "
+                         f"{tissues[column]!r} is {values[row, column]}, not a finite number; predictions must be "
+                         "numbers")
+
+
 def _read_h5ad(path):
-    with h5py.File(path, "r") as handle:
-        if handle.attrs.get("encoding-type") != "anndata" or "X" not in handle:
-            raise InputError(f"{path}: not an AnnData prediction file (no anndata encoding or no X)")
-        index, columns = h5ad.read_dataframe(handle["obs"])
-        tissues, _ = h5ad.read_dataframe(handle["var"])
-        values = handle["X"][()].astype(np.float32, copy=False)
-        provenance = h5ad.read_mapping(handle["uns/provenance"]) if "uns/provenance" in handle else {}
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("encoding-type") != "anndata" or "X" not in handle:
+                raise InputError(f"{path}: not an AnnData prediction file (no anndata encoding or no X)")
+            index, columns = h5ad.read_dataframe(handle["obs"])
+            tissues, _ = h5ad.read_dataframe(handle["var"])
+            values = handle["X"][()].astype(np.float32, copy=False)
+            provenance = h5ad.read_mapping(handle["uns/provenance"]) if "uns/provenance" in handle else {}
+    except (OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read the HDF5 prediction table, it is truncated or damaged ({exc}); "
+                         "write it again") from None
     obs = [dict({"transcript_id": transcript_id}, **{name: column[i] for name, column in columns.items()})
            for i, transcript_id in enumerate(index)]
+    _refuse_non_finite(values, obs, tissues, lambda row: f"{path}: X row {row + 1}")
     return Predictions(obs, tissues, values, provenance)

@@ -1,7 +1,8 @@
 """Streaming outputs that survive a kill: the writer life cycle and the resumable chunk journal.
 
 A streaming writer receives results chunk by chunk and keeps them in a temporary file beside the
-target (:func:`isoformer_cli.formats.atomic.temporary_path_for`). Its life cycle:
+target (:func:`isoformer_cli.formats.atomic.temporary_path_for`), holding the target's lock
+(:mod:`isoformer_cli.formats.locks`) from opening to the end of its life cycle:
 
 * ``finish()`` completes the output and renames it over the target; when that fails (disk full)
   the temporary file is kept, so ``--resume`` can finish it once the problem is fixed;
@@ -11,6 +12,8 @@ target (:func:`isoformer_cli.formats.atomic.temporary_path_for`). Its life cycle
   aborts on any other exception.
 
 On ``kill -9`` nothing runs: the temporary file stays, and the target path is never touched.
+Direct targets (FIFOs, character devices, descriptors: see :mod:`isoformer_cli.formats.targets`)
+keep their journal in the system's temporary folder instead, and cannot be resumed.
 
 HDF5 files are not safe to append to and then kill, so HDF5 outputs stream into a *journal*, an
 append-only file of checksummed frames, and build the HDF5 file in one pass at ``finish()``.
@@ -35,7 +38,14 @@ import zlib
 import numpy as np
 
 from isoformer_cli.errors import OutputError
-from isoformer_cli.formats.atomic import replace_into_place, temporary_path_for
+from isoformer_cli.formats.atomic import replace_into_place
+from isoformer_cli.formats.locks import lock_target
+from isoformer_cli.formats.targets import (
+    BUILDING_SUFFIX,
+    classify_output,
+    create_temporary_file,
+    resumable_partial_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +54,15 @@ _FRAME_HEADER = struct.Struct("<4sQI")
 
 
 def building_path_for(target):
-    """Hidden file beside ``target`` where a journal-backed writer builds the final file."""
-    folder, name = os.path.split(os.path.abspath(target))
-    return os.path.join(folder, f".{name}.isoformer-building")
+    """A new hidden file, unique to this run, where a journal-backed writer builds the final file."""
+    return create_temporary_file(classify_output(target), suffix=BUILDING_SUFFIX)
+
+
+def refuse_resume_of_direct(target, resume):
+    """OutputError for ``--resume`` on a target written directly (nothing of a killed run is kept)."""
+    if resume and target.is_direct:
+        raise OutputError(f"--resume needs an output file (-o FILE): {target.path} is {target.description()}, "
+                          "which cannot be resumed")
 
 
 def canonical_json(value):
@@ -98,6 +114,16 @@ class StreamingWriter:
     target = None
     completed_rows = 0
     _state = "open"
+    _lock = None
+
+    def _take_lock(self, output):
+        """Hold the lock of ``output`` (an OutputTarget) until the writer is finished, aborted or closed."""
+        self._lock = lock_target(output)
+
+    def _release_lock(self):
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def _check_open(self):
         if self._state != "open":
@@ -113,6 +139,8 @@ class StreamingWriter:
             self._state = "failed"
             self._close()
             raise
+        finally:
+            self._release_lock()
         self._state = "finished"
         log.debug("wrote %s", self.target)
 
@@ -120,15 +148,21 @@ class StreamingWriter:
         """Close and delete the temporary file; the target path is left as it was."""
         if self._state in ("finished", "aborted"):
             return
-        self._close()
-        self._remove_partial()
+        try:
+            self._close()
+            self._remove_partial()
+        finally:
+            self._release_lock()
         self._state = "aborted"
 
     def close(self):
         """Close without finishing, keeping the temporary file for ``--resume``."""
         if self._state != "open":
             return
-        self._close()
+        try:
+            self._close()
+        finally:
+            self._release_lock()
         self._state = "closed"
 
     def __enter__(self):
@@ -155,10 +189,23 @@ class JournalWriter(StreamingWriter):
     """
 
     def _open_journal(self, identity, resume):
-        partial = temporary_path_for(self.target)
+        output = classify_output(self.target)
+        refuse_resume_of_direct(output, resume)
+        self._direct = output.is_direct
+        if output.is_direct:
+            # Nothing to resume later: a private journal in the system's temporary folder.
+            self._journal = Journal(create_temporary_file(output), self.target, identity, resume=False)
+            self.completed_rows = self.written_rows = 0
+            return
+        self._take_lock(output)
+        partial = resumable_partial_path(output)
         if os.path.exists(partial) and not resume:
             log.warning("replacing the partial output %s of an earlier run (use --resume to continue it)", partial)
-        self._journal = Journal(partial, self.target, identity, resume)
+        try:
+            self._journal = Journal(partial, self.target, identity, resume)
+        except BaseException:
+            self._release_lock()
+            raise
         self.completed_rows = self.written_rows = self._journal.rows
         if self.completed_rows:
             log.info("resuming %s: %d rows already written", self.target, self.completed_rows)
@@ -181,15 +228,24 @@ class JournalWriter(StreamingWriter):
         try:
             self._build(building)
             fsync_file(building)
+            replace_into_place(building, self.target)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(building)
+            if isinstance(exc, (OutputError, BrokenPipeError)):
+                raise
             raise OutputError(f"{self.target}: cannot write the output: {exc}") from exc
-        replace_into_place(building, self.target)
+        except BaseException:
+            # The journal still holds every row (--resume rebuilds); the half-built file is of no use.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(building)
+            raise
         self._journal.remove()
 
     def _close(self):
         self._journal.close()
+        if self._direct:
+            self._journal.remove()  # a direct target cannot be resumed: keep nothing
 
     def _remove_partial(self):
         self._journal.remove()

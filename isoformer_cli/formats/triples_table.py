@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.genomics.compressed import compressed_read_errors
 from isoformer_cli.formats.atomic import STDOUT, atomic_text_output, check_writable
 from isoformer_cli.genomics.flags import format_flags, parse_flags
 
@@ -200,7 +201,7 @@ def read_triples_table(path) -> Iterator[TripleRow]:
         InputError: the header is not a triples header, or a row has the wrong number of
             columns or a non-integer coordinate (the message names the file and line).
     """
-    with _open_text(path) as stream:
+    with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
         first = stream.readline().rstrip("\n")
         names = tuple(first.split("\t"))
         with_dna = names == COLUMNS + (DNA_COLUMN,)

@@ -42,6 +42,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from isoformer_cli.errors import InputError
+from isoformer_cli.genomics.compressed import compressed_read_errors
 from isoformer_cli.genomics.selection import strip_version
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class ExpressionTable:
         values: float32 (n, T), log(TPM + 1) (or the file's own values with ``values="log1p"``).
         gene_ids: per transcript, the ``gene_id`` column (GCT: ``Description``), or None without one.
         source: the file, for messages.
-        skipped_rows: rows not kept because their id matched nothing in ``keep`` (GCT streaming).
+        skipped_rows: rows not kept because their id matched nothing in ``keep``.
+        skipped_examples: the first few ids of those rows (for messages).
         notes: one-line remarks on how the table was built (logged by the caller).
     """
 
@@ -75,6 +77,7 @@ class ExpressionTable:
     source: str
     gene_ids: Optional[List[str]] = None
     skipped_rows: int = 0
+    skipped_examples: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     def __len__(self):
@@ -180,7 +183,7 @@ def _read_matrix(path, first, stream, values, wanted):
     gene_column = next((index for index, name in annotation.items() if name == "gene_id"), None)
 
     ids, gene_ids, rows, first_line_of = [], [], [], {}
-    skipped = 0
+    skipped, skipped_examples = 0, []
     for row in reader:
         line_number = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -201,6 +204,8 @@ def _read_matrix(path, first, stream, values, wanted):
         first_line_of[transcript_id] = line_number
         if wanted is not None and not wanted.matches(transcript_id):
             skipped += 1
+            if len(skipped_examples) < 3:
+                skipped_examples.append(transcript_id)
             continue
         numbers = [_number(path, line_number, transcript_id, tissues[k], row[index])
                    for k, index in enumerate(tissue_columns)]
@@ -221,10 +226,15 @@ def _read_matrix(path, first, stream, values, wanted):
     if values == "tpm":
         matrix = np.log1p(matrix)
     notes = [f"{len(ids):,} transcripts x {len(tissues)} tissues from {path} "
-             f"({'log(TPM+1) of the TPM values' if values == 'tpm' else 'values used as given (--values log1p)'})"]
+             f"({'log(TPM+1) of the TPM values' if values == 'tpm' else 'values used as given (--values log1p)'})"
+             + _skipped_note(skipped)]
     return ExpressionTable(ids=ids, tissues=tissues, values=matrix.astype(np.float32), source=path,
                            gene_ids=gene_ids if gene_column is not None else None, skipped_rows=skipped,
-                           notes=notes)
+                           skipped_examples=skipped_examples, notes=notes)
+
+
+def _skipped_note(skipped):
+    return f"; {skipped:,} more rows match no selected transcript and were not read" if skipped else ""
 
 
 def _number(path, line_number, transcript_id, tissue, text):
@@ -273,7 +283,7 @@ def read_sample_tissues(path, sample_column=None, tissue_column=None):
     """
     path = os.fspath(path)
     delimiter = _delimiter_for(path)
-    with _open_text(path, "sample table") as stream:
+    with _open_text(path, "sample table") as stream, compressed_read_errors(path, "sample table"):
         reader = csv.reader(stream, delimiter=delimiter)
         header = next(reader, None)
         if not header:
@@ -347,7 +357,7 @@ def _read_gct(path, stream, sample_tissues, wanted):
     unassigned = len(sample_ids) - len(used)
 
     ids, gene_ids, rows, first_line_of = [], [], [], {}
-    line_number, data_rows, skipped = 3, 0, 0
+    line_number, data_rows, skipped, skipped_examples = 3, 0, 0, []
     for line in stream:
         line_number += 1
         if not line.strip():
@@ -359,6 +369,8 @@ def _read_gct(path, stream, sample_tissues, wanted):
         first_line_of[name] = line_number
         if wanted is not None and not wanted.matches(name):
             skipped += 1
+            if len(skipped_examples) < 3:
+                skipped_examples.append(name)
             continue
         cells = rest.split("\t")
         if len(cells) != len(sample_ids):
@@ -382,12 +394,13 @@ def _read_gct(path, stream, sample_tissues, wanted):
     notes = [
         f"{len(ids):,} transcripts x {len(tissues)} tissues from {path}: log(mean TPM + 1) over "
         f"{len(used):,} samples ({int(samples_per_tissue.min())}-{int(samples_per_tissue.max())} per tissue)"
+        + _skipped_note(skipped)
     ]
     if unassigned:
         notes.append(f"{unassigned:,} of {len(sample_ids):,} samples of {path} have no tissue in the sample table "
                      "and were left out")
     return ExpressionTable(ids=ids, tissues=tissues, values=values, source=path, gene_ids=gene_ids,
-                           skipped_rows=skipped, notes=notes)
+                           skipped_rows=skipped, skipped_examples=skipped_examples, notes=notes)
 
 
 def _is_float(text):
@@ -507,9 +520,11 @@ def require_overlap(match: TranscriptMatch, table: ExpressionTable, transcript_i
     if match.matched:
         return
     ours = ", ".join(list(transcript_ids)[:3]) or "none"
-    theirs = ", ".join(table.ids[:3]) or "none read"
+    theirs = ", ".join((table.ids + table.skipped_examples)[:3]) or "none"
+    rows = len(table.ids) + table.skipped_rows
     raise InputError(
-        f"no transcript of {transcripts_label} is in the expression table {table.source} (e.g. {ours} vs {theirs}); "
+        f"no transcript of {transcripts_label} is in the expression table {table.source} ({rows:,} rows; e.g. "
+        f"{ours} vs {theirs}); "
         "the ids must be the same kind (Ensembl ENST..., RefSeq NM_..., or your assembler's), with or without "
         "version suffixes"
     )

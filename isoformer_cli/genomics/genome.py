@@ -14,9 +14,11 @@ reopened whenever the process id changed, and pickling drops it, so a Genome can
 DataLoader workers (each worker opens its own handle on first use).
 """
 
+import contextlib
 import gzip
 import logging
 import os
+import zlib
 from typing import Dict, Optional, Tuple
 
 import pysam
@@ -26,6 +28,49 @@ from isoformer_cli.errors import GenomeError
 log = logging.getLogger(__name__)
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_MAX_HEADER_BYTES = 1 << 16  # a longer gap between two indexed records cannot be one header line
+_SCAN_BLOCK = 1 << 22
+
+
+def _sequence_bytes(length, line_bases, line_width):
+    """Bytes a record's sequence takes in the file, from its .fai fields (newlines included)."""
+    if not line_bases:
+        return 0
+    full_lines, rest = divmod(length, line_bases)
+    return full_lines * line_width + (rest + line_width - line_bases if rest else 0)
+
+
+def find_duplicate_record(path, compressed=False):
+    """``(name, first line, second line)`` of the first sequence name two records share, or None.
+
+    Reads the whole file (plain or BGZF) in large blocks; only header lines are decoded. A
+    record's name is the first word of its header line, as samtools reads it.
+    """
+    seen = {}
+    line_number = 1  # number of the first line of the current block
+    with (gzip.open if compressed else open)(path, "rb") as stream:
+        while True:
+            block = stream.read(_SCAN_BLOCK)
+            if not block:
+                return None
+            if not block.endswith(b"\n"):
+                block += stream.readline()  # blocks end at line ends, so headers are never split
+            starts = [0] if block.startswith(b">") else []
+            index = block.find(b"\n>")
+            while index != -1:
+                starts.append(index + 1)
+                index = block.find(b"\n>", index + 1)
+            cursor, number = 0, line_number
+            for start in starts:
+                number += block.count(b"\n", cursor, start)
+                cursor = start
+                end = block.find(b"\n", start)
+                words = block[start + 1:end if end != -1 else len(block)].split(None, 1)
+                name = words[0].decode("utf-8", "replace") if words else ""
+                if name in seen:
+                    return name, seen[name], number
+                seen[name] = number
+            line_number = number + block.count(b"\n", cursor)
 
 
 def _is_bgzf(header: bytes) -> bool:
@@ -54,16 +99,25 @@ class Genome:
         self._handle: Optional[pysam.FastaFile] = None
         self._pid: Optional[int] = None
         self.compressed = self._check_file()
-        self._check_or_build_index()
-        handle = self._open()
-        self._contigs: Tuple[str, ...] = tuple(handle.references)
-        self._lengths: Dict[str, int] = dict(zip(handle.references, handle.lengths))
-        if not self._contigs:
-            # The file starts with '>' (checked above), so an empty index is a broken one.
-            raise GenomeError(f"{self.path}: its index lists no sequence records (corrupt index?): "
-                              f"{self._reindex_hint()}")
-        if not self.compressed:
-            self._check_index_matches_plain_fasta()
+        created = self._check_or_build_index()
+        try:
+            handle = self._open()
+            self._contigs: Tuple[str, ...] = tuple(handle.references)
+            self._lengths: Dict[str, int] = dict(zip(handle.references, handle.lengths))
+            if not self._contigs:
+                # The file starts with '>' (checked above), so an empty index is a broken one.
+                raise GenomeError(f"{self.path}: its index lists no sequence records (corrupt index?): "
+                                  f"{self._reindex_hint()}")
+            if not self.compressed:
+                self._check_index_matches_plain_fasta()
+        except BaseException:
+            # An index this run started to write is of no use (htslib leaves a .gzi behind when
+            # indexing a truncated file fails): remove it, so the next run does not trust it.
+            self.close()
+            for index_path in created:
+                with contextlib.suppress(OSError):
+                    os.remove(index_path)
+            raise
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -211,13 +265,36 @@ class Genome:
             raise GenomeError(f"{self.path}: cannot read the compressed FASTA: {exc}") from None
 
     def _check_or_build_index(self):
+        """Prepare indexing when an index file is missing; returns the index files this run creates.
+
+        A FASTA is indexed once, so this is when every record name is checked for uniqueness
+        (htslib would silently keep the first of two records of one name).
+        """
         missing = [p for p in self._index_paths() if not os.path.exists(p)]
         if not missing:
-            return
+            return []
         folder = os.path.dirname(os.path.abspath(self.path))
         if not _folder_writable(folder):
             raise GenomeError(self._read_only_message(folder))
         log.info("indexing %s (first use; writes %s)", self.path, ", ".join(missing))
+        self._refuse_duplicate_names()
+        return missing
+
+    def _refuse_duplicate_names(self):
+        """GenomeError naming the first sequence name used by two records, with both line numbers."""
+        try:
+            duplicate = find_duplicate_record(self.path, self.compressed)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise GenomeError(f"{self.path}: the compressed FASTA is truncated or corrupt ({exc}); download or "
+                              "compress it again") from None
+        except OSError as exc:
+            raise GenomeError(f"{self.path}: cannot read the genome FASTA: {exc.strerror or exc}") from None
+        if duplicate is not None:
+            name, first, second = duplicate
+            raise GenomeError(
+                f"{self.path}: sequence name {name!r} is used by two records, on lines {first} and {second}; "
+                "rename or remove one (every record needs its own name)"
+            )
 
     def _read_only_message(self, folder):
         name = os.path.basename(self.path)
@@ -242,6 +319,26 @@ class Genome:
             "(each record a '>name' line followed by sequence lines of equal width)"
         )
 
+    def _check_gaps_between_records(self, entries):
+        """Between one record's sequence and the next record's, the file must hold exactly that
+        record's header line (and blank lines): anything more is a record the index leaves out."""
+        ordered = sorted(entries, key=lambda entry: entry[2])
+        with open(self.path, "rb") as fasta:
+            for previous, entry in zip(ordered, ordered[1:]):
+                end = previous[2] + _sequence_bytes(previous[1], previous[3], previous[4])
+                gap = entry[2] - end
+                if 0 < gap <= _MAX_HEADER_BYTES:
+                    fasta.seek(end)
+                    lines = fasta.read(gap).split(b"\n")
+                    headers = [line for line in lines if line.startswith(b">")]
+                    others = [line for line in lines if line.strip() and not line.startswith(b">")]
+                    if len(headers) == 1 and not others and headers[0][1:].split()[:1] == [entry[0].encode()]:
+                        continue
+                raise GenomeError(
+                    f"{self.path}.fai: the index does not match {self.path} (record {entry[0]!r} is not where the "
+                    f"index says; was the FASTA changed after indexing?): {self._reindex_hint()}"
+                )
+
     def _check_index_matches_plain_fasta(self):
         """A stale ``.fai`` (FASTA edited after indexing) gives wrong sequence silently; check
         that the first and last records start right after their header lines and that nothing
@@ -255,6 +352,13 @@ class Genome:
             raise GenomeError(f"{fai}: unreadable or corrupt FASTA index: {self._reindex_hint()}") from None
         if not entries:
             raise GenomeError(f"{self.path}: the FASTA has no sequence records")
+        try:
+            self._check_gaps_between_records(entries)
+        except GenomeError:
+            # A record the index does not list: a duplicate name, which samtools faidx skips
+            # silently, says more than "outdated index".
+            self._refuse_duplicate_names()
+            raise
         size = os.path.getsize(self.path)
         with open(self.path, "rb") as fasta:
             for name, length, offset, line_bases, line_width in {entries[0], entries[-1]}:
@@ -273,6 +377,7 @@ class Genome:
                 fasta.seek(last_base + 1)
                 tail = fasta.read(4097)
                 if size - last_base - 1 > 4096 or tail.strip():
+                    self._refuse_duplicate_names()
                     raise GenomeError(
                         f"{fai}: the index does not cover the end of {self.path} (was the FASTA changed "
                         f"after indexing?): {self._reindex_hint()}"

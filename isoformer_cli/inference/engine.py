@@ -165,6 +165,7 @@ class ChunkPredictor:
     def _modality_pooled(self, chunk, dna, rna, protein):
         """Per modality ``(means (n_rows, width), present (n_rows,) bool)``: each encoder's output
         averaged over its real positions (zeros where the row lacks the modality)."""
+        config = self.config
         pooled = {}
         dna_means = [states[mask].mean(0) if mask is not None else states.mean(0) for states, mask in dna]
         for name, means, of_row in (
@@ -172,12 +173,15 @@ class ChunkPredictor:
             ("rna", [states.mean(0) for states in rna], chunk.rna_of_row),
             ("protein", [states.mean(0) for states in protein], chunk.protein_of_row),
         ):
-            if not means:
+            if name not in config.modalities:
                 continue
-            table = torch.stack(means).float().cpu().numpy()
-            rows = np.zeros((len(chunk), table.shape[1]), dtype=np.float32)
+            width = config.encoder(name).width(config)
+            # Every modality of the model gets its entry, even when no row of the chunk has it (a
+            # chunk of non-coding RNAs has no protein): all rows absent then.
+            rows = np.zeros((len(chunk), width), dtype=np.float32)
             present = of_row >= 0
-            rows[present] = table[of_row[present]]
+            if means:
+                rows[present] = torch.stack(means).float().cpu().numpy()[of_row[present]]
             pooled[name] = (rows, present)
         return pooled
 

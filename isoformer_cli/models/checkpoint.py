@@ -18,6 +18,7 @@ import tempfile
 import torch
 
 from isoformer_cli.errors import CheckpointError, OutputError
+from isoformer_cli.formats.config_fields import check_field_types, kinds_of_default
 from isoformer_cli.models.weights import (
     compare_shapes,
     fill_module,
@@ -66,10 +67,32 @@ def config_from_dict(fields, source):
             f"{source}: unknown configuration fields {name_some(unknown)}; the file was written by another "
             "version or edited by hand (remove the fields or use a matching isoformer version)"
         )
+    kinds = _config_field_kinds()
+    check_field_types(fields, kinds, source, error=CheckpointError)
+    # JSON writes 10000.0 as 10000; the encoders' configurations insist on a float.
+    fields = {key: float(value) if kinds.get(key) == ("number",) else value for key, value in fields.items()}
     try:
         return IsoformerConfig(**fields)
     except (InputError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: {exc}") from exc
+
+
+def _config_field_kinds():
+    """``{field: accepted JSON kinds}`` of IsoformerConfig's own fields and the encoders' declared ones, from
+    their defaults."""
+    import inspect
+
+    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.encoders import encoder_config_fields
+
+    kinds = {}
+    for name, parameter in inspect.signature(IsoformerConfig.__init__).parameters.items():
+        if parameter.default is not inspect.Parameter.empty:
+            kinds[name] = kinds_of_default(parameter.default)
+    for name, default in encoder_config_fields().items():
+        kinds[name] = kinds_of_default(default)
+    kinds["modalities"] = ("strings", "string")  # ["dna", "rna"] or "dna,rna"
+    return kinds
 
 
 def load_config(folder):
@@ -219,6 +242,26 @@ def _default_permissions(folder):
             os.chmod(entry.path, 0o666 & ~umask)
 
 
+def check_folder_target(target, overwrite=False):
+    """OutputError when ``target`` cannot become a new checkpoint folder; its absolute path otherwise.
+
+    Its parent must exist and be writable; an existing ``target`` must be a folder, and empty
+    unless ``overwrite``. (A FIFO or file there is refused, never replaced.)
+    """
+    target = os.path.abspath(os.fspath(target))
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise OutputError(f"{target}: output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{target}: folder {parent} is not writable; choose another output path")
+    if os.path.lexists(target):
+        if not os.path.isdir(target):
+            raise OutputError(f"{target}: exists and is not a folder; choose another output path")
+        if os.listdir(target) and not overwrite:
+            raise OutputError(f"{target}: folder exists and is not empty; choose a new output folder or use --force")
+    return target
+
+
 @contextlib.contextmanager
 def atomic_folder(target, overwrite=False):
     """Yield a hidden temporary folder beside ``target``; rename it to ``target`` when the block succeeds.
@@ -227,17 +270,8 @@ def atomic_folder(target, overwrite=False):
     ``overwrite`` (the old content is removed once the new folder is in place). On any exception the
     temporary folder is removed and ``target`` is untouched.
     """
-    target = os.path.abspath(os.fspath(target))
+    target = check_folder_target(target, overwrite)
     parent, name = os.path.split(target)
-    if not os.path.isdir(parent):
-        raise OutputError(f"{target}: output folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{target}: folder {parent} is not writable; choose another output path")
-    if os.path.exists(target):
-        if not os.path.isdir(target):
-            raise OutputError(f"{target}: exists and is not a folder; choose another output path")
-        if os.listdir(target) and not overwrite:
-            raise OutputError(f"{target}: folder exists and is not empty; choose a new output folder or use --force")
     partial = tempfile.mkdtemp(prefix=f".{name}.", suffix=".isoformer-partial", dir=parent)
     try:
         yield partial

@@ -18,7 +18,7 @@ import logging
 import os
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.checkpoint import build_model, save_checkpoint
+from isoformer_cli.models.checkpoint import build_model, check_folder_target, save_checkpoint
 from isoformer_cli.models.weights import (
     fill_module,
     format_shape,
@@ -108,6 +108,16 @@ def convert_official(source, output, preset="official", mapping_file=None, overw
     tensors when anything of ours would stay uninitialised, a shape differs or duplicate spellings
     disagree; nothing is written then. Unmatched official tensors are reported, not fatal.
     """
+    from isoformer_cli.formats.collisions import refuse_shared_files
+    from isoformer_cli.formats.locks import lock_outputs
+
+    refuse_shared_files({"OFFICIAL": source, "--mapping": mapping_file}, {}, output_folders={"-o/--output": output})
+    check_folder_target(output, overwrite)
+    with lock_outputs(folders=[output]):
+        return _convert_official(source, output, preset, mapping_file, overwrite)
+
+
+def _convert_official(source, output, preset, mapping_file, overwrite):
     from isoformer_cli.models.configuration import IsoformerConfig
 
     weights = find_official_weights(source)

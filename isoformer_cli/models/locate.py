@@ -56,6 +56,21 @@ def resolve_checkpoint(checkpoint, model_dir=None):
     )
 
 
+def checkpoint_files(checkpoint, model_dir=None):
+    """``(option, path)`` of the files of ``--checkpoint``, for the same-file check of outputs.
+
+    Empty when the checkpoint does not resolve: that error is reported when it is loaded.
+    """
+    from isoformer_cli.errors import IsoformerError
+    from isoformer_cli.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    try:
+        folder = resolve_checkpoint(checkpoint, model_dir)
+    except IsoformerError:
+        return []
+    return [("--checkpoint", os.path.join(folder, name)) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+
+
 def is_demo_checkpoint(folder):
     """True when ``folder`` is the bundled demo checkpoint (or a copy of it)."""
     return os.path.exists(os.path.join(folder, DEMO_MARKER))

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.checkpoint import build_model, save_checkpoint
-from isoformer_cli.models.weights import fill_module, load_weights_folder, read_json_file
+from isoformer_cli.models.checkpoint import build_model, check_folder_target, save_checkpoint
 from isoformer_cli.models.key_mapping import plan_conversion
+from isoformer_cli.models.weights import fill_module, load_weights_folder, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,20 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
     Returns:
         :class:`InitReport`.
     """
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.formats.collisions import refuse_shared_files
+    from isoformer_cli.formats.locks import lock_outputs
 
     encoder_folders = {name: folder for name, folder in (encoder_folders or {}).items() if folder}
+    refuse_shared_files({f"--{name.replace('_', '-')}": folder for name, folder in encoder_folders.items()}, {},
+                        output_folders={"-o/--output": output})
+    check_folder_target(output, overwrite)
+    with lock_outputs(folders=[output]):
+        return _init_model(output, preset, encoder_folders, overrides, seed, overwrite)
+
+
+def _init_model(output, preset, encoder_folders, overrides, seed, overwrite):
+    from isoformer_cli.models.configuration import IsoformerConfig
+
     config = IsoformerConfig.from_preset(preset, **(overrides or {}))
     specs = _encoder_folders(config)
     report = InitReport()

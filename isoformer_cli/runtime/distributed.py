@@ -42,6 +42,12 @@ def launched_by_torchrun():
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process():
+    """True unless this process is a torchrun rank other than 0 (ranks other than 0 compute, never write);
+    known before the process group is joined."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_process_group(device_type):
     """Join the torchrun process group (gloo on CPU, NCCL on CUDA); single process otherwise."""
     if not launched_by_torchrun():

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from isoformer_cli.formats.config_fields import check_field_types
 from isoformer_cli.errors import InputError
 from isoformer_cli.models.checkpoint import atomic_folder, save_checkpoint
 from isoformer_cli.runtime import distributed
@@ -84,6 +85,15 @@ def write_last(last_dir, model, tensors, state_json, metadata):
         write_json(os.path.join(partial, STATE_JSON), state_json)
 
 
+# The JSON kinds of training_state.json: TrainingState's fields, the random states and the process count.
+TRAINING_STATE_KINDS = {
+    "epoch": ("integer",), "step_in_epoch": ("integer",), "global_step": ("integer",),
+    "epoch_loss_sum": ("number",), "epoch_steps": ("integer",), "best_val_spearman": ("number", "null"),
+    "best_epoch": ("integer", "null"), "epochs_since_best": ("integer",), "stop_early": ("boolean",),
+    "history": ("list",), "rng": ("list",), "world_size": ("integer",),
+}
+
+
 def load_training_state(last_dir, optimizer, named_parameters, group):
     """The TrainingState saved in ``last_dir``; puts the AdamW state back into ``optimizer`` and, with the same
     process count, this rank's generator states back into the process."""
@@ -97,6 +107,9 @@ def load_training_state(last_dir, optimizer, named_parameters, group):
         tensors = load_file(tensor_path)
     except (OSError, ValueError) as exc:
         raise InputError(f"{last_dir}: cannot read the training state ({exc}); the run folder is damaged") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{json_path}: the training state must be a JSON object; the run folder is damaged")
+    check_field_types(saved, TRAINING_STATE_KINDS, json_path, refuse_unknown=True)
     fields = {key: saved[key] for key in dataclasses.asdict(TrainingState()) if key in saved}
     state = TrainingState(**fields)
     load_optimizer_state(optimizer, named_parameters,

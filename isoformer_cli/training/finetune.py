@@ -24,14 +24,18 @@ uninterrupted run would have reached. ``--max-steps N`` stops once N optimiser s
 schedule still spans every epoch), for jobs with a time limit.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
 from dataclasses import dataclass
 from typing import Optional
 
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.locate import is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.setup import end_run, start_run
 from isoformer_cli.training.batches import BatchPlan
 from isoformer_cli.training.examples import check_lengths, load_examples, split_examples
@@ -60,8 +64,17 @@ class FinetuneResult:
 def run_finetune(config):
     """Fine-tune a checkpoint on an expression table (see the module docstring); returns a FinetuneResult.
 
-    Raises the typed errors of the inputs, checkpoint and outputs before anything is written.
+    Raises the typed errors of the inputs, checkpoint and outputs before anything is written. No
+    input may lie inside the run folder (``--force`` replaces it); the folder is locked for the run.
     """
+    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    inputs += [("--expression", config.expression.path), ("--samples", config.expression.samples)]
+    refuse_shared_files(inputs, {}, output_folders={"-o/--output": config.output})
+    with lock_outputs(folders=[config.output]) if is_main_process() else contextlib.nullcontext():
+        return _finetune(config)
+
+
+def _finetune(config):
     context = start_run(config.runtime, seed=config.training.seed)
     completed = False
     try:

@@ -84,9 +84,12 @@ class RunFolder:
                 raise InputError(f"{run_dir}: this run already finished ({SUMMARY_FILE}); nothing to resume")
             try:
                 with open(run_file, encoding="utf-8") as stream:
-                    return json.load(stream)
+                    saved = json.load(stream)
             except (OSError, ValueError) as exc:
                 raise InputError(f"{run_file}: cannot read the run settings: {exc}") from None
+            if not isinstance(saved, dict):
+                raise InputError(f"{run_file}: the run settings must be a JSON object; the run folder is damaged")
+            return saved
         if exists:
             if not config.force:
                 raise OutputError(f"{run_dir}: folder exists and is not empty; use --resume to continue the run in "

@@ -77,6 +77,19 @@ class TripleSource:
         """The input file the triples come from, for messages."""
         return self.annotation or self.triples
 
+    def input_files(self):
+        """``(option, path)`` of every file this source reads, for the same-file check of outputs.
+
+        The genome's index files count too: the tool writes them on first use and reads them after.
+        """
+        files = [("--genome", self.genome), ("--genome (index)", f"{self.genome}.fai"),
+                 ("--genome (index)", f"{self.genome}.gzi"), ("--annotation", self.annotation),
+                 ("--triples", self.triples), ("--contig-alias", self.contig_alias)]
+        for option, value in (("--transcripts", self.transcripts), ("--genes", self.genes)):
+            if value and value.startswith("@"):
+                files.append((option, value[1:]))
+        return files
+
     def selection(self):
         """A fresh :class:`TranscriptSelection` for one pass (InputError on bad syntax)."""
         return TranscriptSelection.from_options(
