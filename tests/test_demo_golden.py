@@ -75,7 +75,7 @@ def test_a_one_base_window_shift_changes_the_predictions(tmp_path):
             out.write("\t".join(fields) + "\n")
     results = {}
     for label, triples in (("original", table), ("shifted", shifted)):
-        output = tmp_path / f"{label}.tsv"
+        output = tmp_path / f"predictions_{label}.tsv"
         isoformer("predict", "--genome", str(EXAMPLES / fasta), "--triples", str(triples), "--checkpoint", "demo",
                   "-o", str(output))
         results[label] = read_predictions(str(output)).values
