@@ -113,6 +113,38 @@ class SequenceEncoder:
         """N, the number of output positions for a full-length input of plain A/C/G/T."""
         raise NotImplementedError
 
+    def max_input_length(self, config) -> int:
+        """The longest input in tokens (special tokens included) that the model takes."""
+        raise NotImplementedError
+
+    def output_length(self, config, input_length: int) -> int:
+        """Output positions for an input of ``input_length`` tokens (default: one per token)."""
+        return input_length
+
+    def random_token_range(self, config) -> tuple[int, int]:
+        """``(low, high)``: token ids in ``[low, high)`` make a valid input, for measurements and tests."""
+        raise NotImplementedError
+
+    # -- memory -------------------------------------------------------------------------------------
+    #: Working memory of one forward pass in inference mode, in bytes per input position and per unit of
+    #: :meth:`memory_width`, by precision: measured on the CPU with ``benchmarks/memory_model.py``.
+    bytes_per_position_and_width: dict = {}
+
+    def memory_width(self, config) -> int:
+        """The width that the encoder's working memory per position grows with (its widest layer)."""
+        raise NotImplementedError
+
+    def activation_bytes(self, config, batch: int, length: int, precision: str = "fp32") -> int:
+        """Working memory (bytes) of one forward pass over ``batch`` inputs of ``length`` tokens, in inference
+        mode: the model measured per position, times the positions and the width (a linear model: the
+        attention kernels used never hold a length x length matrix)."""
+        coefficient = self.bytes_per_position_and_width.get(precision, self.bytes_per_position_and_width["fp32"])
+        return int(coefficient * batch * length * self.memory_width(config))
+
+    def output_bytes(self, config, length: int) -> int:
+        """Bytes the engine holds for one input's output (float32 states of every output position)."""
+        return 4 * self.output_length(config, length) * self.width(config)
+
     # -- inputs -------------------------------------------------------------------------------------
     def tokenizer(self, config, truncation: str = "keep_start"):
         """An object whose ``encode(sequence, name) -> (ids (L,) int64, truncated bool)`` tokenises one

@@ -166,6 +166,20 @@ class Enformer(SequenceEncoder):
             return config.dna_length // 2**config.enformer_num_downsamples
         return config.enformer_target_length
 
+    def max_input_length(self, config):
+        return config.dna_length
+
+    def output_length(self, config, input_length):
+        return self.positions(config)
+
+    def random_token_range(self, config):
+        return 0, 4
+
+    bytes_per_position_and_width = {"fp32": 1.0, "bf16": 1.0}
+
+    def memory_width(self, config):
+        return config.enformer_dim
+
     def tokenizer(self, config, truncation="keep_start"):
         return _DnaIdTokenizer()
 

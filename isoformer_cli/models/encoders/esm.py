@@ -100,6 +100,17 @@ class Esm2(SequenceEncoder):
     def positions(self, config):
         return config.max_protein_residues + 2
 
+    def max_input_length(self, config):
+        return config.max_protein_residues + 2
+
+    def random_token_range(self, config):
+        return 4, 24  # the 20 standard residues
+
+    bytes_per_position_and_width = {"fp32": 1.0, "bf16": 1.0}
+
+    def memory_width(self, config):
+        return max(config.esm_hidden_size, config.esm_intermediate_size)
+
     def tokenizer(self, config, truncation="keep_start"):
         return ProteinTokenizer(max_residues=config.max_protein_residues, truncation=truncation)
 

@@ -138,6 +138,18 @@ class NucleotideTransformerRNA(SequenceEncoder):
     def positions(self, config):
         return config.max_rna_tokens + 1
 
+    def max_input_length(self, config):
+        return config.max_rna_tokens + 1
+
+    def random_token_range(self, config):
+        return 6, 4102  # the 6-mers
+
+    bytes_per_position_and_width = {"fp32": 1.0, "bf16": 1.0}
+
+    def memory_width(self, config):
+        # The gated feed-forward projects each position to twice the intermediate size.
+        return 2 * config.nt_intermediate_size
+
     def tokenizer(self, config, truncation="keep_start"):
         return RnaTokenizer(max_tokens=config.max_rna_tokens, truncation=truncation)
 
@@ -201,6 +213,20 @@ class NucleotideTransformerDNA(SequenceEncoder):
 
     def positions(self, config):
         return config.dna_length // 6 + config.dna_length % 6
+
+    def max_input_length(self, config):
+        return 1 + self.positions(config)
+
+    def output_length(self, config, input_length):
+        return input_length - 1  # <cls> is dropped
+
+    def random_token_range(self, config):
+        return 6, 4102
+
+    bytes_per_position_and_width = {"fp32": 1.0, "bf16": 1.0}
+
+    def memory_width(self, config):
+        return 2 * config.dna_nt_intermediate_size
 
     def tokenizer(self, config, truncation="keep_start"):
         # No length cap: the window length is set by the configuration (checked in validate()).
