@@ -99,7 +99,7 @@ class SequenceEncoder:
     # -- building ---------------------------------------------------------------------------------
     def build(self, config) -> nn.Module:
         """The encoder module for ``config`` (randomly initialised)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define build()")
 
     def validate(self, config) -> None:
         """Raise ``InputError`` when ``config`` describes an encoder that cannot be built or fed."""
@@ -111,15 +111,15 @@ class SequenceEncoder:
 
     def width(self, config) -> int:
         """D, the width of each output position."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define width()")
 
     def positions(self, config) -> int:
         """N, the number of output positions for a full-length input of plain A/C/G/T."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define positions()")
 
     def max_input_length(self, config) -> int:
         """The longest input in tokens (special tokens included) that the model takes."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define max_input_length()")
 
     def output_length(self, config, input_length: int) -> int:
         """Output positions for an input of ``input_length`` tokens (default: one per token)."""
@@ -127,16 +127,19 @@ class SequenceEncoder:
 
     def random_token_range(self, config) -> tuple[int, int]:
         """``(low, high)``: token ids in ``[low, high)`` make a valid input, for measurements and tests."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define random_token_range()")
 
     # -- memory -------------------------------------------------------------------------------------
     #: Working memory of one forward pass in inference mode, in bytes per input position and per unit of
-    #: :meth:`memory_width`, by precision: measured on the CPU with ``benchmarks/memory_model.py``.
-    bytes_per_position_and_width: dict = {}
+    #: :meth:`memory_width`, by precision: measured on the CPU with ``benchmarks/memory_model.py``. An encoder
+    #: that has not been measured gets a generous default (about twice the largest measured encoder's), so a
+    #: plan made for it errs on the side of smaller batches rather than an out-of-memory kill.
+    bytes_per_position_and_width: dict = {"fp32": 48.0, "bf16": 29.0}
 
     def memory_width(self, config) -> int:
-        """The width that the encoder's working memory per position grows with (its widest layer)."""
-        raise NotImplementedError
+        """The width that the encoder's working memory per position grows with (its widest layer; default:
+        the output width)."""
+        return self.width(config)
 
     def activation_bytes(self, config, batch: int, length: int, precision: str = "fp32") -> int:
         """Working memory (bytes) of one forward pass over ``batch`` inputs of ``length`` tokens, in inference
@@ -153,11 +156,11 @@ class SequenceEncoder:
     def tokenizer(self, config, truncation: str = "keep_start"):
         """An object whose ``encode(sequence, name) -> (ids (L,) int64, truncated bool)`` tokenises one
         sequence for this encoder (``truncation``: policy for inputs longer than the model maximum)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define tokenizer()")
 
     def pad_id(self, config) -> int:
         """The token id that pads a batch."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define pad_id()")
 
     def collate(self, arrays: list[np.ndarray], config) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(input_ids (B, L) long, attention_mask (B, L) bool or None)`` from 1-D token arrays.
@@ -175,7 +178,7 @@ class SequenceEncoder:
     # -- training -----------------------------------------------------------------------------------
     def layer_groups(self, module: nn.Module) -> LayerGroups:
         """The built ``module``'s parts: before the layer stack, the layers, after them."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define layer_groups()")
 
     def enable_activation_checkpointing(self, module: nn.Module) -> int:
         """Recompute the activations of ``module``'s layers in the backward pass instead of storing them;
@@ -210,13 +213,13 @@ class SequenceEncoder:
     # -- description --------------------------------------------------------------------------------
     def summary(self, config) -> dict:
         """JSON-ready facts for ``isoformer inspect`` (must include ``"type": self.summary_type``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define summary()")
 
     summary_type: str = ""
 
     def describe(self, summary: dict) -> str:
         """One line of text from :meth:`summary`'s dictionary."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define describe()")
 
     def parameter_groups(self, module: nn.Module) -> dict:
         """Parameters per named part of the module, for detailed counts (empty: no breakdown)."""
@@ -227,11 +230,11 @@ class SequenceEncoder:
         """Key-mapping rows (:class:`~isoformer_cli.models.key_mapping.MappingRow`) from this encoder's
         tensors saved by its own library under ``source_prefix`` (a regular expression) to the model's
         keys under ``target_prefix``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define key_rows()")
 
     def pretrained_folder(self, config) -> PretrainedFolder:
         """How ``isoformer init`` reads a folder of this encoder saved by its own library."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define pretrained_folder()")
 
 
 def checkpointed(forward):
