@@ -57,9 +57,9 @@ def write_expression(folder, tissues):
 
 
 def make_checkpoint(preset, folder):
-    from isoformer_cli.model.checkpoint import build_model, save_checkpoint
-    from isoformer_cli.model.config import IsoformerConfig
-    from isoformer_cli.pipeline.predict import demo_checkpoint_path
+    from isoformer_cli.models.checkpoint import build_model, save_checkpoint
+    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.locate import demo_checkpoint_path
 
     if preset == "tiny":
         return demo_checkpoint_path()
@@ -70,16 +70,19 @@ def make_checkpoint(preset, folder):
 
 
 def measure(checkpoint, expression, run_dir, batch_size, micro_batch_size, epochs, device, precision, variant):
-    from isoformer_cli.io.expression import ExpressionInput
-    from isoformer_cli.pipeline.finetune import FinetuneConfig, run_finetune
-    from isoformer_cli.pipeline.sources import TripleSource
-    from isoformer_cli.pipeline.splits import SplitSpec
+    from isoformer_cli.genomics.expression import ExpressionInput
+    from isoformer_cli.runtime.options import RuntimeOptions
+    from isoformer_cli.training.config import FinetuneConfig, TrainingSettings
+    from isoformer_cli.training.finetune import run_finetune
+    from isoformer_cli.triples.source import TripleSource
+    from isoformer_cli.training.splits import SplitSpec
 
     config = FinetuneConfig(
         source=TripleSource(genome=GENOME, annotation=ANNOTATION), expression=ExpressionInput(expression),
         output=run_dir, checkpoint=checkpoint, split=SplitSpec(val_fraction=0.0, test_fraction=0.0),
-        epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, lr=1e-4, patience=0,
-        device=device, precision=precision, command_args=("benchmark",), **VARIANTS[variant],
+        training=TrainingSettings(epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, lr=1e-4,
+                                  patience=0, **VARIANTS[variant]),
+        runtime=RuntimeOptions(device=device, precision=precision), command_args=("benchmark",),
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -107,7 +110,7 @@ def main():
     args = parser.parse_args()
 
     from isoformer_cli.cli.main import configure_logging
-    from isoformer_cli.model.checkpoint import load_config
+    from isoformer_cli.models.checkpoint import load_config
 
     configure_logging(-1)
     logging.getLogger("isoformer_cli").setLevel(logging.ERROR)  # the demo and no-validation warnings

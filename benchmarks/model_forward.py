@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from isoformer_cli.model import IsoformerConfig, IsoformerModel
+from isoformer_cli.models import IsoformerConfig, IsoformerModel
 
 RNA_TOKENS = 2048  # after <cls>: the model maximum
 PROTEIN_RESIDUES = 1000

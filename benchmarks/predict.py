@@ -11,7 +11,7 @@ Three measurements, printed as tables:
    what the official notebook does: official-style ``transformers.EsmTokenizer`` tokenisation
    and one isoform at a time through the model, every encoder run for every isoform. Both
    start from built triples and fetch DNA windows themselves; the model is loaded once. The
-   two must agree (max |difference| printed). Target of issue 4: >= 5x.
+   two must agree (max |difference| printed).
 2. How much the engine shares: distinct windows / RNAs / proteins per transcript.
 3. Peak RSS of ``isoformer predict`` (a subprocess, ``os.wait4``) on the mouse annotation at 1x
    and 20x its size (replicated under new transcript ids): memory must stay flat.
@@ -43,7 +43,7 @@ TARGET_SPEEDUP = 5.0
 
 
 def build_triples(genome, source):
-    from isoformer_cli.pipeline.sources import iter_triples
+    from isoformer_cli.triples.source import iter_triples
 
     return list(iter_triples(source, genome))
 
@@ -56,7 +56,7 @@ def official_style_tokenizers(folder):
     """
     from transformers import EsmTokenizer
 
-    from isoformer_cli.model.tokenizers import protein_vocabulary, rna_vocabulary
+    from isoformer_cli.models.tokenizers import protein_vocabulary, rna_vocabulary
 
     vocabularies = {"dna": ["A", "C", "G", "T", "N", "<unk>"], "rna": rna_vocabulary(), "protein": protein_vocabulary()}
     tokenizers = {}
@@ -93,8 +93,8 @@ def naive_loop(model, genome, triples, tokenizers):
 
 def engine(model, genome, triples, settings, chunk_size=256):
     """The predict engine over the same triples, chunk by chunk (what ``isoformer predict`` runs)."""
-    from isoformer_cli.pipeline.engine import ChunkPredictor
-    from isoformer_cli.pipeline.prepare import prepare_chunk
+    from isoformer_cli.inference.engine import ChunkPredictor
+    from isoformer_cli.inference.prepare import prepare_chunk
 
     predictor = ChunkPredictor(model, torch.device("cpu"))
     stats = {"dna": 0, "rna": 0, "protein": 0}
@@ -109,11 +109,11 @@ def engine(model, genome, triples, settings, chunk_size=256):
 
 
 def throughput(repeats):
-    from isoformer_cli.io.genome import Genome
-    from isoformer_cli.model.checkpoint import load_checkpoint
-    from isoformer_cli.pipeline.predict import demo_checkpoint_path
-    from isoformer_cli.pipeline.prepare import TokenizerSettings
-    from isoformer_cli.pipeline.sources import TripleSource
+    from isoformer_cli.genomics.genome import Genome
+    from isoformer_cli.models.checkpoint import load_checkpoint
+    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.inference.prepare import TokenizerSettings
+    from isoformer_cli.triples.source import TripleSource
 
     model = load_checkpoint(demo_checkpoint_path())
     settings = TokenizerSettings.for_model_config(model.config)
@@ -169,10 +169,10 @@ def peak_rss(copies, folder):
 
 def official_gpu(batch, peak_tflops, isoforms):
     """Official preset, random weights, bf16 on CUDA: isoforms/s and fraction of the bf16 peak."""
-    from isoformer_cli.model.checkpoint import build_model
-    from isoformer_cli.model.config import IsoformerConfig
-    from isoformer_cli.pipeline.engine import ChunkPredictor
-    from isoformer_cli.pipeline.prepare import PreparedChunk
+    from isoformer_cli.models.checkpoint import build_model
+    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.inference.engine import ChunkPredictor
+    from isoformer_cli.inference.prepare import PreparedChunk
 
     if not torch.cuda.is_available():
         return None
@@ -187,7 +187,7 @@ def official_gpu(batch, peak_tflops, isoforms):
     chunk.protein_tokens = [np.concatenate(([0], rng.integers(4, 24, 1000), [2])) for _ in range(isoforms)]
     chunk.obs = [{} for _ in range(isoforms)]
     chunk.dna_of_row = chunk.rna_of_row = chunk.protein_of_row = np.arange(isoforms)
-    predictor = ChunkPredictor(model, device, precision="bf16", max_tokens=batch * model.config.dna_length)
+    predictor = ChunkPredictor(model, device, precision="bf16", limits=batch * model.config.dna_length)
     predictor.predict(chunk)  # warm-up
     torch.cuda.synchronize()
     began = time.perf_counter()

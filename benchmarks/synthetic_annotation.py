@@ -340,7 +340,7 @@ def main(argv=None):
 def time_reader(path):
     """Print transcripts, lines, seconds, lines/s and peak RSS of one read_annotation pass."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from isoformer_cli.io.annotation import read_annotation
+    from isoformer_cli.genomics.annotation import read_annotation
 
     rss_before = _peak_rss_mb()
     began = time.perf_counter()

@@ -10,7 +10,7 @@ page cache. Wall time comes from the clock around each run and peak RSS from ``o
 that child alone. (Linux carries a process's RSS high-water mark over fork and exec, so this
 script keeps itself small: the dataset is written by a separate process and the comparison
 afterwards runs last.) Printed: a table of both tools (best of ``--repeats``), the wall-time ratio,
-and the targets of issue 2 (ratio <= 2, peak RSS < 2 GB). Afterwards the outputs are compared:
+and the targets (ratio to gffread <= 2, peak RSS < 2 GB). Afterwards the outputs are compared:
 RNA and protein of every transcript must equal gffread's.
 """
 
@@ -92,7 +92,7 @@ def read_fasta(path):
 
 def compare(table, rna_fasta, protein_fasta):
     """Count transcripts whose RNA or protein differs from gffread's (case-insensitive RNA)."""
-    from isoformer_cli.outputs.triples_table import read_triples_table
+    from isoformer_cli.formats.triples_table import read_triples_table
 
     rna = read_fasta(rna_fasta)
     protein = read_fasta(protein_fasta)

@@ -11,9 +11,9 @@ import pathlib
 
 import torch
 
-from isoformer_cli.model.checkpoint import build_model, save_checkpoint
-from isoformer_cli.model.config import IsoformerConfig
-from isoformer_cli.pipeline.predict import DEMO_MARKER
+from isoformer_cli.models.checkpoint import build_model, save_checkpoint
+from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.models.locate import DEMO_MARKER
 
 MARKER_TEXT = """\
 DEMO checkpoint of isoformer: the `tiny` preset with random weights (seed 0).

@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from isoformer_cli.errors import AnnotationError
-from isoformer_cli.io import annotation
-from isoformer_cli.io.annotation import detect_format, load_transcripts, read_annotation
+from isoformer_cli.genomics import annotation
+from isoformer_cli.genomics.annotation import detect_format, load_transcripts, read_annotation
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_data")
 REFGENE = os.path.join(EXAMPLE, "hg38_chr16_186964-397118.refGene.gtf")

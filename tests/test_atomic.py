@@ -6,7 +6,7 @@ import os
 import pytest
 
 from isoformer_cli.errors import OutputError
-from isoformer_cli.outputs.atomic import atomic_path, atomic_text_output, temporary_path_for
+from isoformer_cli.formats.atomic import atomic_path, atomic_text_output, temporary_path_for
 
 
 def test_text_output_appears_only_when_complete(tmp_path):
@@ -14,9 +14,12 @@ def test_text_output_appears_only_when_complete(tmp_path):
     with atomic_text_output(str(target)) as stream:
         stream.write("a\tb\n")
         assert not target.exists()
-        assert os.path.exists(temporary_path_for(str(target)))
+        # A temporary file unique to this run (not the resumable one of streaming writers).
+        temporaries = [name for name in os.listdir(tmp_path) if name.endswith(".isoformer-partial")]
+        assert len(temporaries) == 1 and temporaries[0].startswith(".out.tsv.")
+        assert not os.path.exists(temporary_path_for(str(target)))
     assert target.read_text() == "a\tb\n"
-    assert not os.path.exists(temporary_path_for(str(target)))
+    assert os.listdir(tmp_path) == ["out.tsv"]
 
 
 def test_failure_leaves_neither_target_nor_temporary_file(tmp_path):

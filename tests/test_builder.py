@@ -11,7 +11,7 @@ import pytest
 
 from isoformer_cli.errors import AnnotationError
 from isoformer_cli.triples.builder import BuildOptions, TripleBuilder
-from isoformer_cli.triples.records import Transcript
+from isoformer_cli.genomics.records import Transcript
 from isoformer_cli.triples.sequence import reverse_complement
 from isoformer_cli.triples.translation import STANDARD_CODE
 

@@ -8,17 +8,14 @@ import torch
 from safetensors.torch import save_file
 
 from isoformer_cli.errors import CheckpointError, OutputError
-from isoformer_cli.model import IsoformerConfig, IsoformerModel
-from isoformer_cli.model import checkpoint as checkpoint_module
-from isoformer_cli.model.checkpoint import (
-    atomic_folder,
+from isoformer_cli.models import IsoformerConfig, IsoformerModel
+from isoformer_cli.models import checkpoint as checkpoint_module
+from isoformer_cli.models.checkpoint import atomic_folder, load_checkpoint, load_config, save_checkpoint
+from isoformer_cli.models.weights import (
     fill_module,
-    load_checkpoint,
-    load_config,
     load_weights_file,
     load_weights_folder,
     name_some,
-    save_checkpoint,
     weights_file_shapes,
 )
 

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from isoformer_cli.errors import ContigError, InputError
-from isoformer_cli.io.contigs import (
+from isoformer_cli.genomics.contigs import (
     ContigAliases,
     ContigMatcher,
     builtin_alternatives,

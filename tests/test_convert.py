@@ -1,7 +1,7 @@
-"""``isoformer convert``: the official weights, in the layout the research notes document, into our format.
+"""``isoformer convert``: the official weights, in the layout we expect them in, into our format.
 
 The synthetic "official" state dict is built from a tiny model's own tensors renamed into the documented
-layout (research/isoformer-official.md section 3.4): ``esm_model.esm.*`` + ``esm_model.lm_head.*`` (ESM-2
+layout: ``esm_model.esm.*`` + ``esm_model.lm_head.*`` (ESM-2
 EsmForMaskedLM, old per-layer rotary buffers and the unused absolute position table), ``nt_model.esm.*`` +
 ``nt_model.lm_head.*`` + an NT contact head, ``enformer_model.*`` from a real enformer-pytorch ``Enformer``
 with human/mouse heads (so both the named and the ``_trunk.N`` spellings are present, sharing storage),
@@ -22,10 +22,11 @@ from safetensors import safe_open
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.model import IsoformerConfig, IsoformerModel
-from isoformer_cli.model.checkpoint import load_checkpoint
-from isoformer_cli.model.convert import OFFICIAL_KEY_MAP, convert_official
-from isoformer_cli.model.key_mapping import plan_conversion
+from isoformer_cli.models import IsoformerConfig, IsoformerModel
+from isoformer_cli.models.checkpoint import load_checkpoint
+from isoformer_cli.models.convert import OFFICIAL_KEY_MAP, convert_official
+from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
+from isoformer_cli.models.key_mapping import plan_conversion
 
 EXTRA_TENSOR_SEED = 123
 
@@ -84,7 +85,7 @@ def official_layout(model, config, device="cpu", species_heads=TINY_SPECIES_HEAD
         }
     )
     # DNA encoder: a real enformer-pytorch Enformer with species heads carrying our trunk's tensors.
-    enformer_config = config.enformer_config()
+    enformer_config = enformer_library_config(config)
     enformer_config.output_heads = dict(species_heads)
     with torch.device(device):
         enformer = Enformer(enformer_config)
@@ -222,7 +223,7 @@ def test_mapping_file_corrects_the_table(tmp_path, tiny):
 
 def test_official_layout_at_full_size_maps_completely():
     # On the meta device: the documented layout of the official preset leaves nothing unmatched or missing,
-    # and its element count is the research notes' budget for the 2.8 GB file (section 3.3).
+    # and its element count is the budget of the 2.8 GB file (about 700.6M float32 elements).
     config = IsoformerConfig.from_preset("official")
     with torch.device("meta"):
         model = IsoformerModel(config)

@@ -13,7 +13,7 @@ from isoformer_cli.triples.dna_window import (
     transcription_start_site,
     window_span,
 )
-from isoformer_cli.triples.records import Transcript
+from isoformer_cli.genomics.records import Transcript
 from isoformer_cli.triples.sequence import reverse_complement
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.outputs.atomic import temporary_path_for
-from isoformer_cli.outputs.embeddings import open_embedding_writer, read_embeddings
+from isoformer_cli.formats.atomic import temporary_path_for
+from isoformer_cli.formats.embeddings import open_embedding_writer, read_embeddings
 
 N_ROWS, FUSED, DIMS = 120, 16, {"protein": 4, "dna": 8}
 PROVENANCE = {"checkpoint_id": "tiny@sha256:00", "command_line": "isoformer embed", "demo": True, "format_version": 1}

@@ -17,8 +17,8 @@ from isoformer_cli.evaluation.metrics import (
     r_squared,
     spearman,
 )
-from isoformer_cli.evaluation.report import read_metrics_table
-from isoformer_cli.outputs.predictions import TsvPredictionWriter
+from isoformer_cli.formats.metrics_table import read_metrics_table
+from isoformer_cli.formats.predictions import TsvPredictionWriter
 
 
 def test_metrics_agree_with_scipy_including_ties():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.io.expression import (
+from isoformer_cli.genomics.expression import (
     ExpressionTable,
     match_transcripts,
     read_expression,

@@ -15,29 +15,19 @@ from safetensors.torch import load_file
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
-from isoformer_cli.evaluation.report import read_metrics_table
-from isoformer_cli.io.genome import Genome
-from isoformer_cli.model.checkpoint import build_model, load_checkpoint
-from isoformer_cli.model.config import IsoformerConfig
-from isoformer_cli.outputs.predictions import read_predictions
-from isoformer_cli.pipeline.finetune_data import BatchPlan
-from isoformer_cli.pipeline.predict import demo_checkpoint_path
-from isoformer_cli.pipeline.sources import TripleSource, iter_triples
-from isoformer_cli.pipeline.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
-from isoformer_cli.pipeline.training import (
-    adapt_modalities,
-    build_optimizer,
-    enable_activation_checkpointing,
-    fill_missing_gradients,
-    fit_head,
-    freeze,
-    learning_rate,
-    load_optimizer_state,
-    optimizer_state_tensors,
-    parse_freeze,
-    plain_batchnorm,
-    trainable_parameters,
-)
+from isoformer_cli.formats.metrics_table import read_metrics_table
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.models.checkpoint import build_model, load_checkpoint
+from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.formats.predictions import read_predictions
+from isoformer_cli.training.batches import BatchPlan
+from isoformer_cli.models.locate import demo_checkpoint_path
+from isoformer_cli.triples.source import TripleSource, iter_triples
+from isoformer_cli.training.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
+from isoformer_cli.training.freezing import enable_activation_checkpointing, freeze, parse_freeze, plain_batchnorm
+from isoformer_cli.training.model_setup import adapt_modalities, fit_head
+from isoformer_cli.training.optim import build_optimizer, fill_missing_gradients, learning_rate, trainable_parameters
+from isoformer_cli.training.state import load_optimizer_state, optimizer_state_tensors
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
@@ -279,15 +269,15 @@ def test_missing_gradients_become_zeros():
 
 
 def mouse_dataset(settings_overrides=None):
-    from isoformer_cli.pipeline.finetune_data import MicroBatches
-    from isoformer_cli.pipeline.prepare import TokenizerSettings
+    from isoformer_cli.training.batches import MicroBatches
+    from isoformer_cli.inference.prepare import TokenizerSettings
 
     config = load_checkpoint(demo_checkpoint_path()).config
     source = TripleSource(genome=MOUSE_GENOME, annotation=MOUSE_GTF, dna_length=config.dna_length)
     with Genome(MOUSE_GENOME) as genome:
         triples = list(iter_triples(source, genome))
     settings = TokenizerSettings.for_model_config(config, **(settings_overrides or {}))
-    return MicroBatches(triples, np.zeros((len(triples), 2), np.float32), MOUSE_GENOME, settings, config), triples
+    return MicroBatches(triples, np.zeros((len(triples), 2), np.float32), Genome(MOUSE_GENOME), settings, config), triples
 
 
 def test_micro_batches_fetch_windows_and_mark_absent_modalities():

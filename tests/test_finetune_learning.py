@@ -33,10 +33,10 @@ import pytest
 from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
-from isoformer_cli.evaluation.report import read_metrics_table
-from isoformer_cli.io.genome import Genome
-from isoformer_cli.pipeline.sources import TripleSource, iter_triples
-from isoformer_cli.pipeline.splits import read_split
+from isoformer_cli.formats.metrics_table import read_metrics_table
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.triples.source import TripleSource, iter_triples
+from isoformer_cli.training.splits import read_split
 from isoformer_cli.triples.dna_window import fetch_window
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from isoformer_cli.errors import OutputError
-from isoformer_cli.outputs.gene_summary import COLUMNS, isoform_usage, write_gene_summary
-from isoformer_cli.outputs.predictions import open_prediction_writer, read_predictions
+from isoformer_cli.formats.gene_summary import COLUMNS, isoform_usage, write_gene_summary
+from isoformer_cli.formats.predictions import open_prediction_writer, read_predictions
 
 TISSUES = ["Brain", "Liver"]
 PROVENANCE = {"checkpoint_id": "demo@sha256:00", "units": "log(TPM+1)", "demo": False, "format_version": 1}

@@ -11,8 +11,8 @@ import pysam
 import pytest
 
 from isoformer_cli.errors import GenomeError
-from isoformer_cli.io import genome as genome_module
-from isoformer_cli.io.genome import Genome
+from isoformer_cli.genomics import genome as genome_module
+from isoformer_cli.genomics.genome import Genome
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_data")
 HUMAN_FASTA = os.path.join(EXAMPLE, "hg38_chr16_186964-397118.fa")

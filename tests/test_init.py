@@ -27,10 +27,16 @@ from transformers import EsmForMaskedLM
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.model import IsoformerConfig
-from isoformer_cli.model.checkpoint import load_checkpoint
-from isoformer_cli.model.nucleotide_transformer import NucleotideTransformer
-from isoformer_cli.model.pretrained_encoders import init_model
+from isoformer_cli.models import IsoformerConfig
+from isoformer_cli.models.checkpoint import load_checkpoint
+from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
+from isoformer_cli.models.encoders.esm import esm_config
+from isoformer_cli.models.encoders.nucleotide_transformer import (
+    NucleotideTransformer,
+    dna_network_config,
+    rna_network_config,
+)
+from isoformer_cli.models.pretrained import init_model
 
 CONFIG = IsoformerConfig.from_preset("tiny")
 
@@ -47,7 +53,7 @@ def randomise_batch_norm_statistics(module):
 def save_esm(folder, layout="transformers"):
     """A tiny ESM-2 masked-LM folder; returns the EsmModel whose tensors must arrive."""
     torch.manual_seed(1)
-    model = EsmForMaskedLM(CONFIG.protein_encoder_config())
+    model = EsmForMaskedLM(esm_config(CONFIG))
     if layout == "transformers":
         model.save_pretrained(str(folder))
     else:  # the transformers 4.x layout of facebook/esm2_* files
@@ -65,7 +71,7 @@ def save_esm(folder, layout="transformers"):
 def save_nt(folder, config=None):
     """A tiny NT-v2 folder in Hugging Face layout; returns the module whose tensors must arrive."""
     torch.manual_seed(2)
-    nt_config = config or CONFIG.rna_encoder_config()
+    nt_config = config or rna_network_config(CONFIG)
     module = NucleotideTransformer(nt_config)
     nt_config.save_pretrained(str(folder))
     hidden, vocab = nt_config.hidden_size, nt_config.vocab_size
@@ -90,7 +96,7 @@ def save_nt(folder, config=None):
 def save_enformer(folder, deduplicated=False):
     """A tiny enformer-pytorch folder with species heads; returns the Enformer whose trunk must arrive."""
     torch.manual_seed(3)
-    enformer_config = CONFIG.enformer_config()
+    enformer_config = enformer_library_config(CONFIG)
     enformer_config.output_heads = {"human": 5, "mouse": 3}
     enformer = Enformer(enformer_config)
     randomise_batch_norm_statistics(enformer)
@@ -264,7 +270,7 @@ def test_nucleotide_transformer_as_dna_encoder(tmp_path):
     dna_folder.mkdir()
     overrides = {"dna_encoder_type": "nucleotide_transformer", "modalities": "dna"}
     config = IsoformerConfig.from_preset("tiny", **overrides)
-    module = save_nt(dna_folder, config.dna_nt_config())
+    module = save_nt(dna_folder, dna_network_config(config))
     init_model(str(tmp_path / "out"), preset="tiny", encoder_folders={"dna_encoder": str(dna_folder)}, overrides=overrides)
     assert_arrived(module, load_checkpoint(str(tmp_path / "out")).dna_encoder.nucleotide_transformer)
 

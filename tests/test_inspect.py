@@ -8,11 +8,11 @@ import torch
 from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
-from isoformer_cli.model import GTEX_TISSUES, IsoformerConfig, IsoformerModel
-from isoformer_cli.model.checkpoint import save_checkpoint
-from isoformer_cli.model.summary import inspect_model
+from isoformer_cli.models import GTEX_TISSUES, IsoformerConfig, IsoformerModel
+from isoformer_cli.models.checkpoint import save_checkpoint
+from isoformer_cli.models.summary import inspect_model
 
-# Research notes section 3.3 (parameter budget of the official 2.8 GB file) and DESIGN.md / issue 3.
+# The parameter budget of the official 2.8 GB file (float32, about 700.6M parameters).
 ENFORMER_STEM_AND_TOWER = 50_877_952
 ENFORMER_TRANSFORMER = 174_242_816
 ENFORMER_FINAL_POINTWISE = 4_724_736

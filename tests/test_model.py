@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.model import GTEX_TISSUES, PRESETS, IsoformerConfig, IsoformerModel
+from isoformer_cli.models import GTEX_TISSUES, PRESETS, IsoformerConfig, IsoformerModel
 
 MODALITY_SUBSETS = ["dna", "dna,rna", "dna,protein", "dna,rna,protein", "rna", "protein", "rna,protein"]
 AGGREGATIONS = ["cross-attention", "perceiver", "linear"]

@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from enformer_pytorch import Enformer
 from transformers import EsmModel
 
-from isoformer_cli.model import (
-    ENFORMER_DUPLICATE_KEY_PREFIXES,
-    EnformerDNAEncoder,
+from isoformer_cli.models import (
     IsoformerConfig,
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
 )
+from isoformer_cli.models.encoders.enformer import ENFORMER_DUPLICATE_KEY_PREFIXES, EnformerDNAEncoder
+from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
 
 TINY_NT = dict(vocab_size=4107, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 
@@ -120,7 +120,7 @@ def test_nt_row_without_tokens_stays_finite():
 def test_enformer_wrapper_equals_plain_enformer_and_saves_each_tensor_once():
     config = IsoformerConfig.from_preset("tiny", modalities="dna")
     torch.manual_seed(2)
-    plain = Enformer(config.enformer_config()).eval()
+    plain = Enformer(enformer_library_config(config)).eval()
     plain_state = plain.state_dict()
     assert any(key.startswith("_trunk.") for key in plain_state)  # the duplicate spelling we avoid
 

@@ -20,8 +20,9 @@ import subprocess
 
 import pytest
 
-from isoformer_cli.outputs.triples_table import read_triples_table
-from isoformer_cli.pipeline.triples import TriplesConfig, run_triples
+from isoformer_cli.formats.triples_table import read_triples_table
+from isoformer_cli.app.triples import TriplesConfig, run_triples
+from isoformer_cli.triples.source import TripleSource
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
@@ -73,8 +74,8 @@ def plain(name):
 def run(examples, dataset, **options):
     fasta, annotation, _, _ = DATASETS[dataset]
     output = examples / f"{dataset}.{len(options)}.{abs(hash(tuple(sorted(options.items()))))}.tsv"
-    run_triples(TriplesConfig(genome=str(examples / fasta), annotation=str(examples / annotation),
-                              output=str(output), **options))
+    source = TripleSource(genome=str(examples / fasta), annotation=str(examples / annotation), **options)
+    run_triples(TriplesConfig(source=source, output=str(output)))
     return {row.transcript_id: row for row in read_triples_table(str(output))}
 
 
@@ -134,8 +135,8 @@ def test_gff3_with_stop_inside_cds_gives_the_same_triples(examples, triples, dat
     stop_codon lines) gives gffread's sequences and exactly the triples of the GTF."""
     fasta = DATASETS[dataset][0]
     output = examples / f"{dataset}.from_gff3.tsv"
-    run_triples(TriplesConfig(genome=str(examples / fasta), annotation=os.path.join(GOLDEN, f"{dataset}.gff3"),
-                              output=str(output)))
+    source = TripleSource(genome=str(examples / fasta), annotation=os.path.join(GOLDEN, f"{dataset}.gff3"))
+    run_triples(TriplesConfig(source=source, output=str(output)))
     rows = {row.transcript_id: row for row in read_triples_table(str(output))}
     prefix = os.path.join(GOLDEN, dataset)
     assert gffread_mismatches(rows, f"{prefix}.rna.fa", f"{prefix}.cds.fa", f"{prefix}.protein.fa") == []
@@ -310,7 +311,8 @@ def tricky_annotation(folder):
 def test_tricky_cases_equal_gffread_live(tmp_path):
     fasta, gtf = tricky_annotation(tmp_path)
     output = tmp_path / "tricky.tsv"
-    run_triples(TriplesConfig(genome=str(fasta), annotation=str(gtf), output=str(output), dna_length=100))
+    run_triples(TriplesConfig(source=TripleSource(genome=str(fasta), annotation=str(gtf), dna_length=100),
+                              output=str(output)))
     rows = {row.transcript_id: row for row in read_triples_table(str(output))}
     assert len(rows) == 7
     flags = {flag for row in rows.values() for flag in row.flags}

@@ -13,11 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
-from isoformer_cli.outputs.atomic import temporary_path_for
-from isoformer_cli.outputs.embeddings import read_embeddings
-from isoformer_cli.outputs.predictions import read_predictions
-from isoformer_cli.pipeline.predict import PredictConfig, run_predict
-from isoformer_cli.pipeline.sources import TripleSource
+from isoformer_cli.formats.atomic import temporary_path_for
+from isoformer_cli.formats.embeddings import read_embeddings
+from isoformer_cli.formats.predictions import read_predictions
+from isoformer_cli.app.predict import PredictConfig, run_predict
+from isoformer_cli.runtime.options import RuntimeOptions
+from isoformer_cli.triples.source import TripleSource
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
@@ -115,7 +116,7 @@ def test_batching_chunking_and_sharing_do_not_change_results(tmp_path, options, 
 def test_worker_processes_give_the_same_table(tmp_path, mouse_reference):
     source = TripleSource(genome=MOUSE_GENOME, annotation=MOUSE_GTF)
     out = tmp_path / "workers.tsv"
-    run_predict(PredictConfig(source=source, checkpoint="demo", output=str(out), num_workers=2, chunk_size=5,
+    run_predict(PredictConfig(source=source, checkpoint="demo", output=str(out), runtime=RuntimeOptions(num_workers=2), chunk_size=5,
                               command_args=("x",)))
     ids_r, values_r, _ = mouse_reference
     ids_w, values_w, _ = values_of(out)
@@ -207,7 +208,7 @@ def test_wrong_tissue_count_in_checkpoint_is_reported(tmp_path):
     import json
     import shutil
 
-    from isoformer_cli.pipeline.predict import demo_checkpoint_path
+    from isoformer_cli.models.locate import demo_checkpoint_path
 
     broken = tmp_path / "broken"
     shutil.copytree(demo_checkpoint_path(), broken)
@@ -242,7 +243,7 @@ def test_missing_model_points_to_the_options():
 def test_model_dir_resolves_checkpoint_names(tmp_path, monkeypatch):
     import shutil
 
-    from isoformer_cli.pipeline.predict import demo_checkpoint_path
+    from isoformer_cli.models.locate import demo_checkpoint_path
 
     shutil.copytree(demo_checkpoint_path(), tmp_path / "models" / "mine")
     monkeypatch.setenv("ISOFORMER_MODEL_DIR", str(tmp_path / "models"))
@@ -318,8 +319,8 @@ def test_torchrun_two_processes_equal_one(tmp_path):
 def test_nucleotide_transformer_dna_encoder_runs_through_the_engine(tmp_path):
     import torch
 
-    from isoformer_cli.model.checkpoint import build_model, save_checkpoint
-    from isoformer_cli.model.config import IsoformerConfig
+    from isoformer_cli.models.checkpoint import build_model, save_checkpoint
+    from isoformer_cli.models.configuration import IsoformerConfig
 
     torch.manual_seed(0)
     model = build_model(IsoformerConfig.from_preset("tiny", dna_encoder_type="nucleotide_transformer"))

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from isoformer_cli.errors import CheckpointError, InputError, OutputError
-from isoformer_cli.outputs import predictions, streaming
-from isoformer_cli.outputs.atomic import temporary_path_for
-from isoformer_cli.outputs.predictions import (
+from isoformer_cli.formats import predictions, streaming
+from isoformer_cli.formats.atomic import temporary_path_for
+from isoformer_cli.formats.predictions import (
     OBS_FIELDS,
     ROWS_PER_GZIP_MEMBER,
     obs_row,
@@ -24,13 +24,13 @@ from isoformer_cli.outputs.predictions import (
     output_format,
     read_predictions,
 )
-from isoformer_cli.outputs.provenance import (
+from isoformer_cli.formats.provenance import (
     build_provenance,
     checkpoint_id,
     recorded_command_line,
     sha256_file,
 )
-from isoformer_cli.triples.records import Transcript, Triple
+from isoformer_cli.genomics.records import Transcript, Triple
 
 TISSUES = ["Adipose Tissue", "Brain", "Liver"]
 FORMATS = ["out.tsv", "out.tsv.gz", "out.h5ad", "out.h5"]
@@ -347,7 +347,7 @@ def test_resume_after_a_real_kill_9(tmp_path, name):
         import os, signal, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_predictions_output import TISSUES, make_provenance, make_rows, make_values
-        from isoformer_cli.outputs.predictions import open_prediction_writer
+        from isoformer_cli.formats.predictions import open_prediction_writer
         rows, values = make_rows(), make_values()
         writer = open_prediction_writer({str(target)!r}, TISSUES, make_provenance())
         for start in range(0, 2100, 700):

@@ -6,9 +6,9 @@ import logging
 import pytest
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.io.contigs import ContigAliases
-from isoformer_cli.triples.records import Transcript
-from isoformer_cli.triples.selection import (
+from isoformer_cli.genomics.contigs import ContigAliases
+from isoformer_cli.genomics.records import Transcript
+from isoformer_cli.genomics.selection import (
     Region,
     TranscriptSelection,
     parse_biotypes,

@@ -1,25 +1,29 @@
-"""Tokenizers: hand-worked vectors, cross-checks against transformers.EsmTokenizer, truncation, batches.
+"""Tokenizers: hand-worked vectors, cross-checks against transformers.EsmTokenizer, truncation, and the
+encoders' collation of token arrays into batches.
 
 6-mer ids are 6 + sum(digit_i * 4**(5 - i)) with digits A0 T1 C2 G3 (itertools.product("ATCG") order);
 single bases are A4102 T4103 C4104 G4105 N4106; <cls> is 3, <pad> 1.
 """
 
 import random
-import time
 
 import pytest
 import torch
 from transformers import EsmTokenizer
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.model.tokenizers import (
+from isoformer_cli.models.tokenizers import (
     DnaTokenizer,
     ProteinTokenizer,
     RnaTokenizer,
     protein_vocabulary,
     rna_vocabulary,
-    tokenizers_for_config,
 )
+from isoformer_cli.inference.prepare import TokenizerSettings
+from isoformer_cli.models import IsoformerConfig
+from isoformer_cli.models.encoders import PROTEIN_ENCODER, RNA_ENCODER, dna_encoder
+
+TINY = IsoformerConfig.from_preset("tiny")
 
 # ------------------------------------------------------------------------------------------ RNA
 
@@ -103,7 +107,7 @@ def test_rna_truncation_policies():
 def test_rna_truncation_error_names_the_record():
     tokenizer = RnaTokenizer(max_tokens=2, truncation="error")
     with pytest.raises(InputError, match=r"ENST0001.*3 tokens.*maximum of 2"):
-        tokenizer(["AAAAAACCCCCCGGGGGG"], names=["ENST0001"])
+        tokenizer.encode("AAAAAACCCCCCGGGGGG", "ENST0001")
 
 
 def test_unknown_truncation_policy_is_rejected():
@@ -122,31 +126,18 @@ def test_default_rna_limit_is_2048_tokens_after_cls():
     assert truncated is False
 
 
-def test_rna_batch_pads_to_longest_and_marks_missing_records():
-    batch = RnaTokenizer(max_tokens=1)(["AAAAAA", None, "AAAAAACCCCCC", ""])
-    assert batch.input_ids.dtype == torch.int64
-    assert batch.input_ids.tolist() == [[3, 6], [1, 1], [3, 6], [1, 1]]
-    assert batch.attention_mask.dtype == torch.bool
-    assert batch.attention_mask.tolist() == [[True, True], [False, False], [True, True], [False, False]]
-    assert batch.present.tolist() == [True, False, True, False]
-    assert batch.truncated.tolist() == [False, False, True, False]
+def test_rna_batch_pads_to_longest():
+    tokenizer = RnaTokenizer(max_tokens=1)
+    arrays = [tokenizer.encode(sequence)[0] for sequence in ("AAAAAA", "", "AAAAAACCCCCC")]
+    input_ids, mask = RNA_ENCODER.collate(arrays, TINY)
+    assert input_ids.dtype == torch.int64 and mask.dtype == torch.bool
+    assert input_ids.tolist() == [[3, 6], [3, 1], [3, 6]]
+    assert mask.tolist() == [[True, True], [True, False], [True, True]]
 
-    mixed = RnaTokenizer()(["AAAAAAC", "A"])
-    assert mixed.input_ids.tolist() == [[3, 6, 4104], [3, 4102, 1]]
-    assert mixed.attention_mask.tolist() == [[True, True, True], [True, True, False]]
-
-
-def test_rna_tokenizes_12_kb_in_well_under_a_millisecond():
-    rng = random.Random(2)
-    sequence = "".join(rng.choice("ACGT") for _ in range(12_000))
-    tokenizer = RnaTokenizer()
-    timings = []
-    for _ in range(30):
-        start = time.perf_counter()
-        tokenizer.encode(sequence)
-        timings.append(time.perf_counter() - start)
-    # Measured about 0.3 ms on the development machine; the bound is loose because CI cores are shared.
-    assert min(timings) < 1e-3
+    mixed = [RnaTokenizer().encode(sequence)[0] for sequence in ("AAAAAAC", "A")]
+    input_ids, mask = RNA_ENCODER.collate(mixed, TINY)
+    assert input_ids.tolist() == [[3, 6, 4104], [3, 4102, 1]]
+    assert mask.tolist() == [[True, True, True], [True, True, False]]
 
 
 def test_non_string_sequence_is_an_input_error():
@@ -206,10 +197,10 @@ def test_protein_truncation_keeps_cls_and_eos():
 
 
 def test_protein_batch():
-    batch = ProteinTokenizer()(["MK", None, "M"])
-    assert batch.input_ids.tolist() == [[0, 20, 15, 2], [1, 1, 1, 1], [0, 20, 2, 1]]
-    assert batch.attention_mask.sum(dim=1).tolist() == [4, 0, 3]
-    assert batch.present.tolist() == [True, False, True]
+    arrays = [ProteinTokenizer().encode(sequence)[0] for sequence in ("MK", "", "M")]
+    input_ids, mask = PROTEIN_ENCODER.collate(arrays, TINY)
+    assert input_ids.tolist() == [[0, 20, 15, 2], [0, 2, 1, 1], [0, 20, 2, 1]]
+    assert mask.sum(dim=1).tolist() == [4, 2, 3]
 
 
 # ------------------------------------------------------------------------------------------ DNA
@@ -220,22 +211,20 @@ def test_dna_indices_and_other_letters():
     assert DnaTokenizer().encode("acgtRYU-").tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
 
 
-def test_dna_batch_requires_equal_lengths():
-    batch = DnaTokenizer()(["ACGT", "TTNA"])
-    assert batch.dtype == torch.int64
-    assert batch.tolist() == [[0, 1, 2, 3], [3, 3, 4, 0]]
-    with pytest.raises(InputError, match=r"same length; got lengths \[3, 4\]"):
-        DnaTokenizer()(["ACGT", "ACG"])
-    with pytest.raises(InputError, match="no DNA sequences"):
-        DnaTokenizer()([])
+def test_enformer_batch_stacks_windows_of_one_length():
+    enformer = dna_encoder("enformer")
+    arrays = [enformer.tokenizer(TINY).encode(sequence, "T")[0] for sequence in ("ACGT", "TTNA")]
+    input_ids, mask = enformer.collate(arrays, TINY)
+    assert mask is None and input_ids.dtype == torch.int64
+    assert input_ids.tolist() == [[0, 1, 2, 3], [3, 3, 4, 0]]
+    with pytest.raises(ValueError, match=r"one length, got \[3, 4\]"):
+        enformer.collate([arrays[0], arrays[1][:3]], TINY)
 
 
-def test_tokenizers_for_config_use_the_config_limits():
-    class Config:
-        max_rna_tokens = 5
-        max_protein_residues = 7
-
-    dna, rna, protein = tokenizers_for_config(Config(), rna_truncation="keep_end")
-    assert isinstance(dna, DnaTokenizer)
-    assert (rna.max_tokens, rna.truncation) == (5, "keep_end")
-    assert (protein.max_residues, protein.truncation) == (7, "keep_start")
+def test_tokenizer_settings_use_the_config_limits():
+    settings = TokenizerSettings.for_model_config(TINY, rna_truncation="keep_end")
+    assert (settings.rna.max_tokens, settings.rna.truncation) == (TINY.max_rna_tokens, "keep_end")
+    assert (settings.protein.max_residues, settings.protein.truncation) == (TINY.max_protein_residues, "keep_start")
+    assert settings.dna.encode("ACGTN", "T")[0].tolist() == [0, 1, 2, 3, 4]
+    dna_only = TokenizerSettings.for_model_config(IsoformerConfig.from_preset("tiny", modalities="dna"))
+    assert dna_only.rna is None and dna_only.protein is None

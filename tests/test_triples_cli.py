@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from isoformer_cli.cli.main import EXIT_ERROR, EXIT_USAGE, cli
-from isoformer_cli.outputs.triples_table import COLUMNS, read_triples_table
+from isoformer_cli.formats.triples_table import COLUMNS, read_triples_table
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "example_data")
 HS_FASTA = "hg38_chr16_186964-397118.fa"

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.outputs.triples_table import COLUMNS, TriplesWriter, fasta_paths, read_triples_table
-from isoformer_cli.triples.records import Transcript, Triple
+from isoformer_cli.formats.triples_table import COLUMNS, TriplesWriter, fasta_paths, read_triples_table
+from isoformer_cli.genomics.records import Transcript, Triple
 
 
 def make_triple(tid="T1", coding=True, dna=None, flags=("window_padded",), gene_name="ABC"):

@@ -6,6 +6,10 @@ Exit codes (documented in the README and ``man isoformer``):
 * 1 — bad input data or a runtime error (one line on stderr; a traceback only with ``--debug``)
 * 2 — usage error (unknown option, missing argument, invalid option value)
 * 130 — interrupted (Ctrl-C or SIGTERM)
+* 141 — standard output (or a pipe given as output) was closed by its reader (``| head``): the
+  run stops quietly, as coreutils killed by SIGPIPE do (128 + 13)
+
+Global options (``-q``, ``-v``, ``--debug``) may also follow the subcommand.
 
 Each subcommand lives in its own module under ``isoformer_cli.cli.commands`` and is registered in
 :data:`COMMAND_MODULES`; a command converts its options into plain values and calls one library
@@ -15,6 +19,7 @@ function, so tests can call the same function without click.
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -23,12 +28,13 @@ import click
 
 from isoformer_cli import __version__
 from isoformer_cli.errors import IsoformerError
-from isoformer_cli.progress import configure_progress
+from isoformer_cli.runtime.progress import configure_progress
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 # (module under isoformer_cli.cli.commands, click command attribute): one line per subcommand.
 COMMAND_MODULES = [
@@ -62,17 +68,72 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose", "--debug")
+_REPEATED_VERBOSE = re.compile(r"^-v+$")
+
+
+def hoist_global_options(group, argv):
+    """``argv`` with the global flags given after the subcommand moved in front of it.
+
+    ``isoformer triples ... -q`` then means ``isoformer -q triples ...``. Option values are left
+    alone (the token after an option that takes a value is never moved), and so is everything
+    after ``--``.
+    """
+    position = next((i for i, token in enumerate(argv) if token == "--" or not token.startswith("-")), None)
+    if position is None or argv[position] == "--" or argv[position] not in group.commands:
+        return argv
+    command = group.commands[argv[position]]
+    takes_value = {name for param in command.params if isinstance(param, click.Option)
+                   and not param.is_flag and not param.count for name in param.opts + param.secondary_opts}
+    moved, kept = [], []
+    rest = argv[position + 1:]
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        if token == "--":
+            kept.extend(rest[index:])
+            break
+        if token in GLOBAL_FLAGS or _REPEATED_VERBOSE.match(token):
+            moved.append(token)
+        else:
+            kept.append(token)
+            if token in takes_value and index + 1 < len(rest):
+                kept.append(rest[index + 1])
+                index += 1
+        index += 1
+    return argv[:position] + moved + [argv[position]] + kept
+
+
+def _caused_by_broken_pipe(exc):
+    while exc is not None:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 class IsoformerGroup(click.Group):
-    """A click group whose ``main`` is the single error boundary of the tool."""
+    """A click group whose ``main`` is the single error boundary of the tool.
+
+    It parses and invokes the command itself rather than through ``click.Command.main``, which
+    would turn an ``EOFError`` into "Aborted", print a blank line before "interrupted" and exit 1
+    on a broken pipe.
+    """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = hoist_global_options(self, list(sys.argv[1:] if args is None else args))
+        prog_name = prog_name or "isoformer"
         debug = "--debug" in argv
         previous_sigterm = None
         if hasattr(signal, "SIGTERM") and _in_main_thread():
             previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
-            result = super().main(argv, prog_name or "isoformer", complete_var, standalone_mode=False, **extra)
+            self._main_shell_completion(extra, prog_name, complete_var)
+            with self.make_context(prog_name, argv, **extra) as ctx:
+                result = self.invoke(ctx)
+            # Data still buffered must reach its reader now, inside the boundary: a reader that went
+            # away is then a broken pipe like any other, not a complaint at interpreter exit.
+            sys.stdout.flush()
         except click.exceptions.Exit as exc:
             code = exc.exit_code
         except click.ClickException as exc:
@@ -81,35 +142,33 @@ class IsoformerGroup(click.Group):
         except (KeyboardInterrupt, click.Abort):
             click.echo("isoformer: interrupted", err=True)
             code = EXIT_INTERRUPTED
-        except IsoformerError as exc:
-            if debug:
-                traceback.print_exc()
-            click.echo(f"isoformer: error: {exc}", err=True)
-            code = exc.exit_code
-        except BrokenPipeError:
-            # The reader of stdout went away (``| head``): stop quietly, as coreutils do.
-            _silence_stdout()
-            code = EXIT_OK
-        except MemoryError:
-            if debug:
-                traceback.print_exc()
-            click.echo("isoformer: error: out of memory; use a smaller batch or fewer inputs", err=True)
-            code = EXIT_ERROR
         except Exception as exc:  # noqa: BLE001 - the boundary must not print tracebacks by default
-            if debug:
-                traceback.print_exc()
-            click.echo(
-                f"isoformer: internal error: {type(exc).__name__}: {exc} "
-                "(rerun with --debug for a traceback and report it)",
-                err=True,
-            )
-            code = EXIT_ERROR
+            code = _report(exc, debug)
         else:
             code = result if isinstance(result, int) else EXIT_OK
         finally:
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
         sys.exit(code)
+
+
+def _report(exc, debug):
+    """Print the one line for the exception that stopped a command; returns the exit code."""
+    if debug:
+        traceback.print_exc()
+    if _caused_by_broken_pipe(exc):
+        # The reader of the output went away (``| head``): stop quietly, as coreutils do.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    if isinstance(exc, IsoformerError):
+        click.echo(f"isoformer: error: {exc}", err=True)
+        return exc.exit_code
+    if isinstance(exc, MemoryError):
+        click.echo("isoformer: error: out of memory; use a smaller batch or fewer inputs", err=True)
+        return EXIT_ERROR
+    click.echo(f"isoformer: internal error: {type(exc).__name__}: {exc} "
+               "(rerun with --debug for a traceback and report it)", err=True)
+    return EXIT_ERROR
 
 
 def _in_main_thread():
@@ -138,7 +197,8 @@ def cli(verbose, quiet, debug):
     Build DNA/RNA/protein triples from a genome FASTA and a GTF/GFF3 annotation, and predict
     transcript expression across human tissues. Logs go to stderr, data to stdout or files.
 
-    Exit codes: 0 success, 1 bad input or runtime error, 2 usage error, 130 interrupted.
+    Exit codes: 0 success, 1 bad input or runtime error, 2 usage error, 130 interrupted, 141 output
+    closed by its reader (| head). Global options may also follow the command.
     """
     verbosity = -1 if quiet else (1 if (verbose or debug) else 0)
     configure_logging(verbosity)

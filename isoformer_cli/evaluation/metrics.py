@@ -31,8 +31,6 @@ from typing import List, Sequence
 import numpy as np
 
 SCOPES = ("tissue", "pooled", "mean")
-COLUMNS = ("scope", "tissue", "n_transcripts", "r2", "pearson", "spearman", "isoform_spearman",
-           "isoform_genes_used")
 
 
 def average_ranks(values):
@@ -114,14 +112,6 @@ class MetricRow:
     isoform_spearman: float
     isoform_genes_used: int
 
-    def as_strings(self):
-        """The row's cells for a TSV: numbers with 6 significant digits, NA when undefined."""
-        return [self.scope, self.tissue, str(self.n_transcripts), _cell(self.r2), _cell(self.pearson),
-                _cell(self.spearman), _cell(self.isoform_spearman), str(self.isoform_genes_used)]
-
-
-def _cell(value):
-    return "NA" if value is None or not np.isfinite(value) else f"{value:.6g}"
 
 
 def _nanmean(values):

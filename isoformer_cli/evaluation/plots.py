@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.outputs.atomic import atomic_path, check_writable
+from isoformer_cli.formats.atomic import atomic_path, check_writable
 
 FORMATS = ("png", "pdf", "svg")
 

@@ -11,9 +11,9 @@ Coordinates: genomic positions are 0-based half-open on the forward strand; ``cd
 
 from dataclasses import dataclass
 
-from isoformer_cli.errors import AnnotationError
-from isoformer_cli.io.contigs import is_mitochondrial
-from isoformer_cli.triples import flags as F
+from isoformer_cli.errors import AnnotationError, InputError
+from isoformer_cli.genomics.contigs import is_mitochondrial
+from isoformer_cli.genomics import flags as F
 from isoformer_cli.triples.cds import cds_layout
 from isoformer_cli.triples.dna_window import (
     DEFAULT_DNA_LENGTH,
@@ -24,7 +24,7 @@ from isoformer_cli.triples.dna_window import (
     window_span,
 )
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES, longest_orf
-from isoformer_cli.triples.records import Triple
+from isoformer_cli.genomics.records import Triple
 from isoformer_cli.triples.sequence import normalise, reverse_complement
 from isoformer_cli.triples.translation import MITOCHONDRIAL_CODE, STANDARD_CODE, translate_cds
 
@@ -48,9 +48,10 @@ class BuildOptions:
     def __post_init__(self):
         check_dna_length(self.dna_length)
         if self.orf not in ORF_CHOICES:
-            raise ValueError(f"orf must be one of {ORF_CHOICES}, not {self.orf!r}")
-        if self.min_orf_length < 1:
-            raise ValueError(f"min_orf_length must be at least 1, not {self.min_orf_length}")
+            raise InputError(f"--orf must be one of {', '.join(ORF_CHOICES)}, not {self.orf!r}")
+        if isinstance(self.min_orf_length, bool) or not isinstance(self.min_orf_length, int) \
+                or self.min_orf_length < 1:
+            raise InputError(f"--min-orf-length must be at least 1 amino acid, not {self.min_orf_length}")
 
 
 class _LocusCache:
@@ -84,11 +85,11 @@ class _LocusCache:
 
 
 class TripleBuilder:
-    """Builds :class:`~isoformer_cli.triples.records.Triple` objects from one genome.
+    """Builds :class:`~isoformer_cli.genomics.records.Triple` objects from one genome.
 
     Args:
         genome: object with ``length(contig)`` and ``fetch(contig, start, end)`` returning an
-            upper-cased sequence (:class:`isoformer_cli.io.genome.Genome`).
+            upper-cased sequence (:class:`isoformer_cli.genomics.genome.Genome`).
         options: :class:`BuildOptions`.
     """
 

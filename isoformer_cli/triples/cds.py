@@ -1,10 +1,10 @@
 """Where a transcript's CDS lies on its spliced RNA.
 
-Input intervals are 0-based half-open genomic (from :class:`~isoformer_cli.triples.records.Transcript`);
+Input intervals are 0-based half-open genomic (from :class:`~isoformer_cli.genomics.records.Transcript`);
 outputs are 0-based half-open *transcript* coordinates: position 0 is the first base of the RNA
 (its 5' end, the highest genomic base on ``-``).
 
-Rules (DESIGN.md section 3, checked against gffread 0.12.7):
+Rules (checked against gffread 0.12.7 on real annotations):
 
 * The coding region is the union of the ``CDS`` segments and the ``stop_codon`` features. GTF
   CDS lines exclude the stop codon and GTF carries it as ``stop_codon`` (possibly split by an

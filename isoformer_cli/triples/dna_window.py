@@ -61,7 +61,7 @@ def fetch_window(genome, contig, start, end, strand):
 
     Args:
         genome: an object with ``length(contig)`` and ``fetch(contig, start, end)`` (the
-            :class:`~isoformer_cli.io.genome.Genome` API).
+            :class:`~isoformer_cli.genomics.genome.Genome` API).
         contig: the contig name as the genome spells it.
         start, end: 0-based half-open genomic span, as from :func:`window_span`.
         strand: ``+`` or ``-``; ``-`` returns the reverse complement.

@@ -29,7 +29,7 @@ def convert_command(official, output, list_keys, preset, mapping, force):
     if list_keys:
         if output:
             raise click.UsageError("--list-keys prints the file's keys; it takes no -o/--output")
-        from isoformer_cli.model.convert import list_official_keys
+        from isoformer_cli.models.convert import list_official_keys
 
         click.echo(list_official_keys(official, preset=preset, mapping_file=mapping), nl=False)
         return
@@ -38,7 +38,7 @@ def convert_command(official, output, list_keys, preset, mapping, force):
 
     import logging
 
-    from isoformer_cli.model.convert import convert_official
+    from isoformer_cli.models.convert import convert_official
 
     plan = convert_official(official, output, preset=preset, mapping_file=mapping, overwrite=force)
     logging.getLogger("isoformer_cli").info("converted %s: %s; wrote %s", official, plan.summary(), output)

@@ -2,25 +2,34 @@
 
 import click
 
-from isoformer_cli.cli.commands.predict import build_run_config
-from isoformer_cli.cli.options import model_run_options, record_options, selection_options
+from isoformer_cli.cli.commands.predict import model_run_config
+from isoformer_cli.cli.options import (
+    chunk_options,
+    input_options,
+    model_options,
+    record_options,
+    runtime_options,
+    selection_options,
+)
 
 
 @click.command("embed")
-@model_run_options
+@input_options()
+@model_options
+@runtime_options
+@chunk_options
 @selection_options
 @record_options
 @click.option("-o", "--output", required=True, metavar="FILE.h5", help="HDF5 file of embeddings.")
 @click.option("--modalities", is_flag=True,
               help="Also write each encoder's own pooled embedding (dna, rna, protein) beside the fused one.")
-def embed_command(output, modalities, **options):
+def embed_command(**options):
     """Write the fused, pooled embedding of every transcript (the head's input) to HDF5.
 
     Same inputs, batching and resume as `isoformer predict`; datasets transcript_id and fused
     (n_transcripts x width), and with --modalities dna, rna, protein (NaN where a transcript
     lacks that modality, e.g. protein of a non-coding RNA) with has_dna / has_rna / has_protein masks.
     """
-    from isoformer_cli.pipeline.predict import EmbedConfig, run_embed
+    from isoformer_cli.app.predict import EmbedConfig, run_embed
 
-    config = build_run_config(EmbedConfig, output=output, modalities=modalities, **options)
-    run_embed(config)
+    run_embed(model_run_config(EmbedConfig, options))

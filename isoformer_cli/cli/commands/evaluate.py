@@ -2,7 +2,7 @@
 
 import click
 
-from isoformer_cli.cli.expression_options import expression_input, expression_options
+from isoformer_cli.cli.options import expression_input, expression_options
 
 
 @click.command("evaluate")
@@ -14,7 +14,7 @@ from isoformer_cli.cli.expression_options import expression_input, expression_op
 @click.option("--plot", metavar="FILE.png",
               help="Also draw per-tissue correlation bars and a predicted-vs-observed density (.png, .pdf, .svg; "
                    "needs matplotlib).")
-def evaluate_command(predictions, output, plot, **expression):
+def evaluate_command(predictions, output, plot, **options):
     """Compare predicted with observed expression, per tissue and overall.
 
     For every tissue the two tables share: R² (1 - SS_res/SS_tot), Pearson and Spearman correlation across
@@ -23,7 +23,7 @@ def evaluate_command(predictions, output, plot, **expression):
     all equal are left out). Then the same over all transcript x tissue pairs (pooled) and the mean over
     tissues. Values are compared in log(TPM+1); transcript ids match with or without version suffixes.
     """
-    from isoformer_cli.evaluation.evaluate import EvaluateConfig, run_evaluate
+    from isoformer_cli.app.evaluate import EvaluateConfig, run_evaluate
 
-    run_evaluate(EvaluateConfig(predictions=predictions, expression=expression_input(**expression), output=output,
+    run_evaluate(EvaluateConfig(predictions=predictions, expression=expression_input(options), output=output,
                                 plot=plot))

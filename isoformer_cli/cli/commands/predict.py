@@ -4,26 +4,44 @@ import sys
 
 import click
 
-from isoformer_cli.cli.options import model_run_options, record_options, selection_options, triple_source
+from isoformer_cli.cli.options import (
+    chunk_options,
+    chunk_settings,
+    input_options,
+    model_choice,
+    model_options,
+    record_options,
+    runtime_options,
+    runtime_options_from,
+    selection_options,
+    triple_source,
+    usage_errors,
+)
 
 
-def build_run_config(config_class, genome, annotation, triples_table, biotypes, on_invalid, orf,
-                     min_orf_length, transcripts, genes, region, coding_only, contig_alias, **run_options):
-    """The plain config object of ``predict`` / ``embed`` from their click options."""
-    source = triple_source(genome, annotation, triples_table, biotypes, on_invalid, orf, min_orf_length,
-                           transcripts, genes, region, coding_only, contig_alias)
-    return config_class(source=source, command_args=tuple(sys.argv[1:]), **run_options)
+def model_run_config(config_class, options):
+    """The validated config of ``predict`` / ``embed`` from the shared option groups and the command's own
+    options (whatever remains in ``options``)."""
+    source = triple_source(options)
+    model = model_choice(options)
+    runtime = runtime_options_from(options)
+    chunks = chunk_settings(options)
+    return usage_errors(config_class, source=source, runtime=runtime, command_args=tuple(sys.argv[1:]),
+                        **model, **chunks, **options)
 
 
 @click.command("predict")
-@model_run_options
+@input_options()
+@model_options
+@runtime_options
+@chunk_options
 @selection_options
 @record_options
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE",
               help="Predictions: .tsv, .tsv.gz, .h5/.h5ad (AnnData layout), or - for stdout (TSV).")
 @click.option("--gene-summary", metavar="FILE",
               help="Also write per gene and tissue the total predicted TPM and each isoform's usage fraction.")
-def predict_command(output, gene_summary, **options):
+def predict_command(**options):
     """Predict the expression of every transcript in every tissue of the model.
 
     Triples come from --genome and --annotation (built on the fly, with the same selection
@@ -32,7 +50,6 @@ def predict_command(output, gene_summary, **options):
     gene_id gene_name, the tissues, flags. Results stream into a temporary file beside the
     output, renamed when the run completes; rerun with --resume after an interruption.
     """
-    from isoformer_cli.pipeline.predict import PredictConfig, run_predict
+    from isoformer_cli.app.predict import PredictConfig, run_predict
 
-    config = build_run_config(PredictConfig, output=output, gene_summary=gene_summary, **options)
-    run_predict(config)
+    run_predict(model_run_config(PredictConfig, options))

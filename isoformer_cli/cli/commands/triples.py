@@ -2,35 +2,28 @@
 
 import click
 
-from isoformer_cli.errors import InputError
-from isoformer_cli.cli.options import record_options, selection_options, split_biotypes
-from isoformer_cli.pipeline.triples import TriplesConfig, run_triples
-from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
-
-
-def _even_positive(ctx, param, value):
-    if value <= 0 or value % 2:
-        raise click.BadParameter(f"must be a positive even number of bases, not {value}")
-    return value
+from isoformer_cli.cli.options import (
+    dna_length_option,
+    input_options,
+    record_options,
+    selection_options,
+    triple_source,
+    usage_errors,
+)
 
 
 @click.command("triples")
-@click.option("--genome", required=True, metavar="FASTA",
-              help="Genome FASTA, plain or bgzip-compressed (indexed on first use).")
-@click.option("--annotation", required=True, metavar="GTF|GFF3",
-              help="Transcript annotation: GTF or GFF3, plain or gzip.")
+@input_options(annotation_required=True, with_triples=False)
 @click.option("-o", "--output", default="-", show_default=True, metavar="TSV",
               help="Triples table: .tsv, .tsv.gz, or - for stdout.")
-@click.option("--dna-length", type=int, default=DEFAULT_DNA_LENGTH, show_default=True, callback=_even_positive,
-              help="DNA window length in bases, centred on the TSS (even).")
+@dna_length_option
 @click.option("--with-dna", is_flag=True,
               help="Also write the DNA window sequence (dna column; ~196 kb per transcript).")
 @click.option("--fasta-prefix", metavar="P",
               help="Also write P.rna.fa and P.protein.fa (and P.dna.fa with --with-dna).")
 @record_options
 @selection_options
-def triples_command(genome, annotation, output, dna_length, with_dna, fasta_prefix, on_invalid, orf,
-                    min_orf_length, transcripts, genes, region, biotypes, coding_only, contig_alias):
+def triples_command(output, fasta_prefix, **options):
     """Build the DNA window, spliced RNA and protein of every transcript.
 
     Writes a TSV with one row per transcript: transcript_id gene_id gene_name biotype chrom
@@ -40,15 +33,7 @@ def triples_command(genome, annotation, output, dna_length, with_dna, fasta_pref
     the TSS at index dna-length/2. cds_start/cds_end are 0-based half-open on the RNA, from the
     first complete codon through the stop codon. A summary goes to stderr.
     """
-    try:
-        config = TriplesConfig(
-            genome=genome, annotation=annotation, output=output, dna_length=dna_length, with_dna=with_dna,
-            fasta_prefix=fasta_prefix, on_invalid=on_invalid, orf=orf, min_orf_length=min_orf_length,
-            transcripts=transcripts, genes=genes, region=region, biotypes=split_biotypes(biotypes),
-            coding_only=coding_only, contig_alias=contig_alias,
-        )
-        config.selection()
-    except InputError as exc:
-        # Bad option values are usage errors (exit 2), caught before any input is read.
-        raise click.UsageError(str(exc)) from None
+    from isoformer_cli.app.triples import TriplesConfig, run_triples
+
+    config = usage_errors(TriplesConfig, source=triple_source(options), output=output, fasta_prefix=fasta_prefix)
     run_triples(config)

@@ -1,0 +1,240 @@
+"""``isoformer predict`` and ``isoformer embed`` as plain functions (the CLI and tests call the same ones).
+
+Each checks its outputs, starts the run (device, process group), opens the genome and the model
+(:class:`~isoformer_cli.inference.runner.ModelRunner`), opens its writer on rank 0 and hands both to the
+runner's chunk loop. Results stream into a temporary file that becomes the output only when the run
+completes (``--resume`` continues a killed run's temporary file).
+"""
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.formats.atomic import STDOUT, check_writable
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.embeddings import open_embedding_writer
+from isoformer_cli.formats.gene_summary import write_gene_summary
+from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.formats.predictions import VALUE_FORMAT, open_prediction_writer, output_format, read_predictions
+from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
+from isoformer_cli.formats.streaming import refuse_resume_of_direct
+from isoformer_cli.formats.targets import classify_output
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.inference.runner import ModelRunner
+from isoformer_cli.models.locate import checkpoint_files
+from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
+from isoformer_cli.runtime.distributed import is_main_process
+from isoformer_cli.runtime.options import RuntimeOptions
+from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.triples.source import TripleSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelRunConfig:
+    """Options shared by ``predict`` and ``embed``, validated once when built (InputError for a bad value).
+
+    Attributes:
+        source: where the triples come from (the checkpoint decides the window length).
+        checkpoint: a checkpoint folder, a name inside ``model_dir``, or ``demo``.
+        model_dir: folder of named checkpoints (default: ``$ISOFORMER_MODEL_DIR``).
+        runtime: device, precision, determinism and workers.
+        rna_truncation, protein_truncation: tokenizer policies (one of ``TRUNCATION_POLICIES``).
+        max_tokens: padded input positions per batch, or None to derive the batches from the memory there is.
+        chunk_size: transcripts per chunk (the unit of sharing, writing and resuming), or None for the default.
+        resume: continue the temporary file of a killed run.
+        dedupe: encode each distinct input once (off only for checks and benchmarks).
+        command_args: the command-line arguments to record in the provenance.
+    """
+
+    source: TripleSource
+    checkpoint: Optional[str] = None
+    model_dir: Optional[str] = None
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    rna_truncation: str = "keep_start"
+    protein_truncation: str = "keep_start"
+    max_tokens: Optional[int] = None
+    chunk_size: Optional[int] = None
+    resume: bool = False
+    dedupe: bool = True
+    command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
+
+    def __post_init__(self):
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise InputError(f"--chunk-size must be at least 1, not {self.chunk_size}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise InputError(f"--max-tokens must be at least 1, not {self.max_tokens}")
+        for option, value in (("--rna-truncation", self.rna_truncation),
+                              ("--protein-truncation", self.protein_truncation)):
+            if value not in TRUNCATION_POLICIES:
+                raise InputError(f"{option} must be one of {', '.join(TRUNCATION_POLICIES)}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class PredictConfig(ModelRunConfig):
+    """``isoformer predict``: ``output`` (``-``, ``.tsv``, ``.tsv.gz``, ``.h5``, ``.h5ad``) and an optional
+    per-gene usage table ``gene_summary``."""
+
+    output: str = STDOUT
+    gene_summary: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EmbedConfig(ModelRunConfig):
+    """``isoformer embed``: ``output`` (HDF5); ``modalities`` also writes each encoder's pooled embedding."""
+
+    output: Optional[str] = None
+    modalities: bool = False
+
+
+def _open_runner(config, context):
+    """The :class:`ModelRunner` of ``config`` on this process (opens the genome, loads the checkpoint)."""
+    return ModelRunner(context, config.checkpoint, config.model_dir, config.source, Genome(config.source.genome),
+                       config.rna_truncation, config.protein_truncation, config.max_tokens, config.chunk_size,
+                       num_workers=config.runtime.num_workers, dedupe=config.dedupe)
+
+
+def _provenance(config, runner, units):
+    inputs = {"genome": config.source.genome}
+    inputs["annotation" if config.source.annotation else "triples"] = config.source.label
+    return build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units, demo=runner.demo)
+
+
+def _writing(writer):
+    """The writer as a context manager (finish / keep for --resume / remove), or nothing on other ranks."""
+    return writer if writer is not None else contextlib.nullcontext()
+
+
+def _check_outputs(config, outputs):
+    """Before anything is read: no output is an input or another output, and each can be written."""
+    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    refuse_shared_files(inputs, outputs)
+    for path in outputs.values():
+        if path:
+            check_writable(path)
+    if config.resume and config.output == STDOUT:
+        raise OutputError("--resume needs an output file (-o FILE): standard output cannot be resumed")
+    if config.resume:
+        refuse_resume_of_direct(classify_output(config.output), resume=True)
+
+
+def _locked(*outputs):
+    """The outputs locked for the whole run (on rank 0, the only one that writes)."""
+    return lock_outputs(*outputs) if is_main_process() else contextlib.nullcontext()
+
+
+def run_predict(config):
+    """Predict expression for every selected transcript; returns the number of rows written.
+
+    Raises the typed errors of the inputs, checkpoint and outputs; after an error no output
+    exists at the target path (after Ctrl-C or SIGTERM the temporary file is kept for --resume).
+    The outputs are checked first (none may be an input: see
+    :func:`isoformer_cli.formats.collisions.refuse_shared_files`) and locked for the whole run.
+    """
+    _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary})
+    output_format(config.output)  # an unknown suffix fails before anything is loaded
+    with _locked(config.output, config.gene_summary):
+        return _predict(config)
+
+
+def _predict(config):
+    context = start_run(config.runtime)
+    completed = False
+    try:
+        runner = _open_runner(config, context)
+        model_config = runner.model.config
+        provenance = _provenance(config, runner, units_label(model_config.target_units))
+        tissues = list(model_config.tissues)
+        writer = open_prediction_writer(config.output, tissues, provenance, config.resume) \
+            if context.group.is_main else None
+        # A direct output (stdout, FIFO, device) cannot be read back for the gene summary: keep the rows.
+        kept = [] if config.gene_summary and classify_output(config.output).is_direct else None
+
+        def write(out, chunk, result):
+            out.write_chunk(chunk.obs, result.predictions)
+            if kept is not None:
+                kept.append((chunk.obs, result.predictions))
+
+        with _writing(writer):
+            rows = runner.run(writer, runner.predictor.predict, write, "predict")
+        if context.group.is_main:
+            _report(config.output, rows, provenance, runner)
+            if config.gene_summary:
+                if kept is None:
+                    # Read back what was written, so a resumed run summarises exactly the same numbers.
+                    table = read_predictions(config.output)
+                    write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values,
+                                       table.provenance)
+                else:
+                    obs, values = _as_written(kept, output_format(config.output), len(tissues))
+                    write_gene_summary(config.gene_summary, obs, tissues, values, provenance)
+                log.info("wrote gene summary %s", config.gene_summary)
+        completed = True
+        return rows
+    finally:
+        end_run(context, completed)
+
+
+def _as_written(kept, kind, n_tissues):
+    """The rows kept while writing, with values as a reader of the written table would see them."""
+    obs = [row for chunk_obs, _ in kept for row in chunk_obs]
+    values = np.concatenate([values for _, values in kept] + [np.zeros((0, n_tissues))]).astype(np.float32)
+    if kind == "tsv":
+        # The table holds the values printed with VALUE_FORMAT; summarise those, as after reading it back.
+        values = np.array([[float(VALUE_FORMAT % value) for value in row] for row in values.tolist()],
+                          dtype=np.float32).reshape(values.shape)
+    return obs, values
+
+
+def run_embed(config):
+    """Write pooled fused (and optionally per-modality) embeddings of every selected transcript to HDF5."""
+    _check_outputs(config, {"-o/--output": config.output})
+    if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
+                                                            or classify_output(config.output).is_direct):
+        raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
+    with _locked(config.output):
+        return _embed(config)
+
+
+def _embed(config):
+    context = start_run(config.runtime)
+    completed = False
+    try:
+        runner = _open_runner(config, context)
+        model_config = runner.model.config
+        provenance = _provenance(config, runner, units=None)
+        modality_dims = None
+        if config.modalities:
+            modality_dims = {name: model_config.encoder(name).width(model_config) for name in model_config.modalities}
+        writer = open_embedding_writer(config.output, model_config.query_size, provenance,
+                                       modality_dims=modality_dims, resume=config.resume) \
+            if context.group.is_main else None
+
+        def compute(chunk):
+            return runner.predictor.predict(chunk, modality_embeddings=config.modalities)
+
+        def write(out, chunk, result):
+            out.write_chunk([row["transcript_id"] for row in chunk.obs], result.fused, result.modality_pooled)
+
+        with _writing(writer):
+            rows = runner.run(writer, compute, write, "embed")
+        if context.group.is_main:
+            _report(config.output, rows, provenance, runner)
+        completed = True
+        return rows
+    finally:
+        end_run(context, completed)
+
+
+def _report(output, rows, provenance, runner):
+    log.info("%d transcripts written to %s (%d distinct inputs encoded)", rows,
+             "standard output" if output == STDOUT else output, runner.predictor.encoded_inputs)
+    warning = demo_warning(provenance)
+    if warning:
+        log.warning(warning)

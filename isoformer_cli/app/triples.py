@@ -1,0 +1,91 @@
+"""``isoformer triples`` as one plain function: genome + annotation -> triples table (+ FASTA).
+
+The pass is streaming: the annotation reader yields one contig's transcripts at a time, each
+transcript is built and written at once, and nothing grows with the annotation except counters.
+Order of checks, so that a bad run fails early and never leaves a partial file:
+
+1. option values (``--dna-length``, ``--on-invalid``, ``--orf``, selection syntax);
+2. no output is an input or another output; output folders writable; outputs locked for the run;
+3. genome FASTA opens (and is indexed) and the annotation opens and is recognised;
+4. the pass: every error raised while reading, building or writing discards all outputs;
+5. contigs: annotation contigs missing from the FASTA are logged with their transcript counts,
+   and the run fails (outputs discarded) when none matched.
+
+Selection, building and ``--on-invalid`` are shared with ``isoformer predict`` through
+:func:`isoformer_cli.triples.source.iter_triples`.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from isoformer_cli.errors import InputError
+from isoformer_cli.formats.atomic import STDOUT
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.formats.triples_table import TriplesWriter
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.runtime.progress import progress
+from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TriplesConfig:
+    """Everything ``isoformer triples`` needs, as plain values (the CLI fills it from options).
+
+    Attributes:
+        source: the genome, the annotation (a triples table is not accepted here) and the selection and
+            record options; its ``dna_length`` is the window length and ``with_dna`` adds the window sequence.
+        output: table path (``.tsv``/``.tsv.gz``) or ``-`` for stdout.
+        fasta_prefix: write ``P.rna.fa`` and ``P.protein.fa`` (and ``P.dna.fa`` with
+            ``with_dna``) when set.
+    """
+
+    source: TripleSource
+    output: str = STDOUT
+    fasta_prefix: Optional[str] = None
+
+    def __post_init__(self):
+        if self.source.annotation is None:
+            raise InputError("isoformer triples builds triples from an annotation; give --annotation")
+
+
+def run_triples(config):
+    """Build the triples of every selected transcript and write the outputs; returns a summary.
+
+    Raises:
+        InputError (and subclasses): bad option values, unreadable or malformed inputs, no
+            contig in common, or an invalid record with ``on_invalid="fail"``. No output file
+            exists after an error.
+        OutputError: an output is an input or another output, an output folder is missing or
+            not writable, or another run is writing an output.
+    """
+    source = config.source
+    writer = TriplesWriter(config.output, config.fasta_prefix, source.with_dna)
+    refuse_shared_files(source.input_files(),
+                        [("-o/--output", config.output)] + [("--fasta-prefix", path)
+                                                            for path in writer.fasta_targets.values()])
+    writer.check_targets()
+    summary = SourceSummary()
+    with lock_outputs(*writer.targets()), Genome(source.genome) as genome, writer:
+        for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
+            writer.write(triple)
+    _log_summary(summary, config)
+    return summary
+
+
+def _log_summary(summary, config):
+    log.info(
+        "transcripts: %d read, %d selected, %d written, %d skipped as invalid, %d on contigs missing "
+        "from the genome", summary.transcripts_read, summary.selected, summary.yielded,
+        summary.skipped_invalid, summary.skipped_missing_contig,
+    )
+    if summary.flag_counts:
+        log.info("flags: %s", ", ".join(f"{flag} {count}" for flag, count in summary.flag_counts.items()))
+    if summary.missing_contigs:
+        log.info("contigs missing from the genome: %s",
+                 ", ".join(f"{contig} ({count})" for contig, count in summary.missing_contigs.items()))
+    if config.output != STDOUT:
+        log.info("wrote %s", config.output)

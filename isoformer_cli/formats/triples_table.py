@@ -1,0 +1,255 @@
+"""The triples table (TSV) and FASTA side files: writer and reader.
+
+Table layout (format version 1): a header line, then one row per transcript, tab-separated,
+columns in this order::
+
+    transcript_id gene_id gene_name biotype chrom strand tss window_start window_end
+    cds_start cds_end rna protein flags [dna]
+
+* ``chrom`` is the contig as the genome FASTA names it (after the alias layer), because ``tss``
+  and the window are positions on that FASTA.
+* ``tss``, ``window_start``, ``window_end``: 0-based genomic, the window half-open; the window
+  may extend below 0 or past the contig end (those bases are N, flag ``window_padded``).
+* ``cds_start``, ``cds_end``: 0-based half-open on the RNA (stop codon included when
+  annotated); empty for a transcript without CDS.
+* ``rna``: spliced RNA 5'->3', upper-case A/C/G/T/N. ``protein``: without the terminal stop,
+  empty when there is none. ``flags``: comma-separated, sorted (``isoformer_cli.genomics.flags``).
+* ``dna``: the strand-oriented DNA window, only written with ``--with-dna``.
+
+FASTA side files for a prefix ``P``: ``P.rna.fa``, ``P.protein.fa`` (coding transcripts only) and,
+with ``--with-dna``, ``P.dna.fa``; sequences wrapped at 60 letters. Every file is written
+atomically (see :mod:`isoformer_cli.formats.atomic`): after an error none of them exists.
+"""
+
+import contextlib
+import gzip
+import io
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.formats.atomic import STDOUT, atomic_text_output, check_writable
+from isoformer_cli.genomics.flags import format_flags, parse_flags
+
+COLUMNS = (
+    "transcript_id", "gene_id", "gene_name", "biotype", "chrom", "strand", "tss",
+    "window_start", "window_end", "cds_start", "cds_end", "rna", "protein", "flags",
+)
+DNA_COLUMN = "dna"
+FASTA_WIDTH = 60
+
+_CLEAN = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+
+
+def fasta_paths(prefix, with_dna=False):
+    """``{"rna": P.rna.fa, "protein": P.protein.fa[, "dna": P.dna.fa]}`` for prefix ``P``."""
+    paths = {"rna": f"{prefix}.rna.fa", "protein": f"{prefix}.protein.fa"}
+    if with_dna:
+        paths["dna"] = f"{prefix}.dna.fa"
+    return paths
+
+
+def _text(value):
+    # Attribute values cannot hold tabs or newlines in a valid GTF, but one stray character must
+    # not shift the columns of the table. (The membership tests are the fast path.)
+    if "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_CLEAN)
+    return value
+
+
+def _optional_int(value):
+    return "" if value is None else str(value)
+
+
+def format_row(triple, with_dna=False):
+    """One table line (with its newline) for ``triple``."""
+    transcript = triple.transcript
+    fields = [
+        _text(transcript.transcript_id), _text(transcript.gene_id), _text(transcript.gene_name),
+        _text(transcript.biotype), triple.genome_chrom, transcript.strand, str(triple.tss),
+        str(triple.window_start), str(triple.window_end), _optional_int(triple.cds_start),
+        _optional_int(triple.cds_end), triple.rna, triple.protein, format_flags(triple.flags),
+    ]
+    if with_dna:
+        fields.append(triple.dna or "")
+    return "\t".join(fields) + "\n"
+
+
+def header(with_dna=False):
+    """The header line (with its newline)."""
+    return "\t".join(COLUMNS + ((DNA_COLUMN,) if with_dna else ())) + "\n"
+
+
+def _write_fasta_record(stream, name, description, sequence):
+    stream.write(f">{name} {description}\n" if description else f">{name}\n")
+    for offset in range(0, len(sequence), FASTA_WIDTH):
+        stream.write(sequence[offset:offset + FASTA_WIDTH])
+        stream.write("\n")
+
+
+class TriplesWriter:
+    """Writes the table and the optional FASTA side files, all atomically.
+
+    Use as a context manager; on an exception inside the block every output is discarded.
+
+    Args:
+        output: table path (``.tsv``, ``.tsv.gz``) or ``-`` for stdout.
+        fasta_prefix: prefix ``P`` of the FASTA side files, or None for none.
+        with_dna: add the ``dna`` column (and ``P.dna.fa``).
+    """
+
+    def __init__(self, output=STDOUT, fasta_prefix=None, with_dna=False):
+        self.output = output
+        self.with_dna = with_dna
+        self.fasta_targets = fasta_paths(fasta_prefix, with_dna) if fasta_prefix else {}
+        self.rows = 0
+        self._stack = None
+        self._table = None
+        self._fasta = {}
+
+    def targets(self):
+        """Every file this writer creates (stdout excluded)."""
+        files = [] if self.output == STDOUT else [self.output]
+        return files + list(self.fasta_targets.values())
+
+    def check_targets(self):
+        """Fail early (OutputError) when an output folder is missing or unwritable."""
+        for target in self.targets():
+            check_writable(target)
+        if len(set(self.targets())) != len(self.targets()):
+            raise OutputError(f"two outputs would be the same file: {', '.join(self.targets())}")
+
+    def __enter__(self):
+        self.check_targets()
+        stack = contextlib.ExitStack()
+        try:
+            # Level 6: a GENCODE-wide table is ~400 MB of text; level 9 is several times slower for
+            # a few per cent smaller output.
+            self._table = stack.enter_context(atomic_text_output(self.output, compresslevel=6))
+            for kind, path in self.fasta_targets.items():
+                self._fasta[kind] = stack.enter_context(atomic_text_output(path))
+            self._table.write(header(self.with_dna))
+        except BaseException:
+            stack.__exit__(*sys.exc_info())
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc_info):
+        stack, self._stack = self._stack, None
+        return stack.__exit__(*exc_info)
+
+    def write(self, triple):
+        """Write one triple to the table and the FASTA files."""
+        self._table.write(format_row(triple, self.with_dna))
+        self.rows += 1
+        if not self._fasta:
+            return
+        transcript = triple.transcript
+        name = _text(transcript.transcript_id).replace(" ", "_")
+        description = f"gene_id={_text(transcript.gene_id).replace(' ', '_')}" if transcript.gene_id else ""
+        _write_fasta_record(self._fasta["rna"], name, description, triple.rna)
+        if triple.protein:
+            _write_fasta_record(self._fasta["protein"], name, description, triple.protein)
+        if "dna" in self._fasta:
+            window = (f"window={triple.genome_chrom}:{triple.window_start}-{triple.window_end}"
+                      f"({transcript.strand})")
+            _write_fasta_record(self._fasta["dna"], name, f"{description} {window}".strip(), triple.dna or "")
+
+
+@dataclass(frozen=True)
+class TripleRow:
+    """One row of a triples table read back (types as documented in the module docstring)."""
+
+    transcript_id: str
+    gene_id: str
+    gene_name: str
+    biotype: str
+    chrom: str
+    strand: str
+    tss: int
+    window_start: int
+    window_end: int
+    cds_start: Optional[int]
+    cds_end: Optional[int]
+    rna: str
+    protein: str
+    flags: Tuple[str, ...]
+    dna: Optional[str] = None
+    line: int = 0
+
+
+def _open_text(path):
+    if path == STDOUT:
+        return contextlib.nullcontext(sys.stdin)
+    try:
+        with open(path, "rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the triples table: {exc.strerror}") from exc
+    if compressed:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline=None)
+    return open(path, encoding="utf-8", newline=None)
+
+
+def read_triples_table(path) -> Iterator[TripleRow]:
+    """Yield the rows of a triples table written by :class:`TriplesWriter` (``.gz`` or ``-`` too).
+
+    Raises:
+        InputError: the header is not a triples header, or a row has the wrong number of
+            columns or a non-integer coordinate (the message names the file and line).
+    """
+    with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
+        first = stream.readline().rstrip("\n")
+        names = tuple(first.split("\t"))
+        with_dna = names == COLUMNS + (DNA_COLUMN,)
+        if names != COLUMNS and not with_dna:
+            raise InputError(
+                f"{path}:1: not a triples table: the header must be the columns "
+                f"{' '.join(COLUMNS)} [dna] (write one with `isoformer triples`)"
+            )
+        width = len(names)
+        for number, line in enumerate(stream, start=2):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) != width:
+                raise InputError(f"{path}:{number}: expected {width} tab-separated columns, found {len(fields)}")
+            yield _parse_row(path, number, fields, with_dna)
+
+
+def _parse_row(path, number, fields, with_dna):
+    def integer(index, optional=False):
+        value = fields[index]
+        if optional and value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise InputError(
+                f"{path}:{number}: column {COLUMNS[index]} must be an integer, not {value!r}"
+            ) from None
+
+    if fields[5] not in ("+", "-"):
+        raise InputError(f"{path}:{number}: strand must be '+' or '-', not {fields[5]!r}")
+    return TripleRow(
+        transcript_id=fields[0],
+        gene_id=fields[1],
+        gene_name=fields[2],
+        biotype=fields[3],
+        chrom=fields[4],
+        strand=fields[5],
+        tss=integer(6),
+        window_start=integer(7),
+        window_end=integer(8),
+        cds_start=integer(9, optional=True),
+        cds_end=integer(10, optional=True),
+        rna=fields[11],
+        protein=fields[12],
+        flags=parse_flags(fields[13]),
+        dna=fields[14] if with_dna else None,
+        line=number,
+    )

@@ -1,0 +1,80 @@
+"""Token-budget batching of length-sorted work, with halving on out-of-memory.
+
+A batch's cost is ``len(batch) * longest item`` tokens, because padded tensors are rectangular;
+sorting by length first keeps padding (wasted compute) small. When the device runs out of memory
+the batch is split in two and retried, and the budget for later batches is halved too, so one
+oversized batch does not fail a run that smaller batches can finish.
+"""
+
+import logging
+
+from isoformer_cli.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+# Padded input positions per batch: five 196,608-bp windows, or 512 full-length RNAs.
+DEFAULT_MAX_TOKENS = 1 << 20
+
+
+def token_budget_batches(lengths, max_tokens, max_batch_size=None):
+    """Split item indices into batches whose padded size fits ``max_tokens``.
+
+    Args:
+        lengths: per-item token counts (any sequence of ints >= 1).
+        max_tokens: budget for ``len(batch) * max(length in batch)``; an item longer than the
+            budget still gets a batch of its own.
+        max_batch_size: optional cap on items per batch.
+
+    Returns:
+        A list of batches, each a list of indices into ``lengths``, longest items first; every
+        index appears exactly once.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
+    batches = []
+    current = []
+    current_longest = 0
+    for index in order:
+        longest = max(current_longest, lengths[index])
+        too_many = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (too_many or longest * (len(current) + 1) > max_tokens):
+            batches.append(current)
+            current, longest = [], lengths[index]
+        current.append(index)
+        current_longest = longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+class OutOfMemoryRetry:
+    """Run a function over index batches, halving batches (and the budget) on out-of-memory.
+
+    ``run(batch)`` must either return a result for every index of ``batch`` or raise; results
+    are returned in the same flattened order as the input batches.
+    """
+
+    def __init__(self, is_out_of_memory, release_memory=lambda: None):
+        self.is_out_of_memory = is_out_of_memory
+        self.release_memory = release_memory
+        self.halvings = 0
+
+    def map(self, run, batch):
+        """Apply ``run`` to ``batch``; on out-of-memory split it in two halves, recursively."""
+        try:
+            return [run(batch)]
+        except Exception as error:  # noqa: BLE001 - only out-of-memory errors are retried
+            if not self.is_out_of_memory(error):
+                raise
+            self.release_memory()
+            if len(batch) == 1:
+                raise DeviceError(
+                    "out of memory on a single item even at batch size 1; use --precision bf16, "
+                    "a device with more memory, or shorter inputs"
+                ) from error
+            self.halvings += 1
+            middle = len(batch) // 2
+            log.warning("out of memory on a batch of %d; retrying as two batches of %d and %d",
+                        len(batch), middle, len(batch) - middle)
+            return self.map(run, batch[:middle]) + self.map(run, batch[middle:])

@@ -1,0 +1,231 @@
+"""Running IsoFormer over prepared chunks: each distinct input encoded once, then fused per row.
+
+Stages for one :class:`~isoformer_cli.inference.prepare.PreparedChunk`:
+
+1. encode every distinct DNA window, RNA and protein of the chunk, in length-sorted batches under each
+   encoder's budget of padded input positions (from the run's memory plan,
+   :mod:`~isoformer_cli.inference.memory_plan`, or ``--max-tokens``);
+2. fuse and predict per row (isoform), in batches whose cost ``rows x (DNA positions + RNA
+   tokens + protein tokens)`` stays under the fusion budget, each row gathering the encoder
+   outputs of its own inputs.
+
+Because the encoders see each distinct input once, isoforms sharing a TSS or a protein cost
+one DNA or protein encoding, not several; the result equals the plain per-isoform forward pass
+(up to floating-point summation order). On out-of-memory a batch is split in halves and retried.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS, OutOfMemoryRetry, token_budget_batches
+from isoformer_cli.inference.memory_plan import MemoryPlan
+from isoformer_cli.runtime.device import autocast_context, is_out_of_memory
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class ChunkResult:
+    """Model outputs of one chunk, rows in the chunk's order.
+
+    Attributes:
+        predictions: ``(n_rows, n_tissues)`` float32, in the checkpoint's target units.
+        fused: ``(n_rows, D)`` float32 pooled fused embedding (the head's input).
+        modality_pooled: with ``modality_embeddings``: ``{"dna"|"rna"|"protein": (means, present)}``,
+            means ``(n_rows, width)`` float32 over each encoder's real positions (zeros where a
+            row lacks the modality) and ``present`` ``(n_rows,)`` bool.
+    """
+
+    predictions: np.ndarray
+    fused: np.ndarray
+    modality_pooled: Optional[dict] = None
+
+
+class ChunkPredictor:
+    """Runs a model over :class:`PreparedChunk` objects.
+
+    Args:
+        model: an ``IsoformerModel`` in eval mode on ``device``.
+        device: ``torch.device``.
+        precision: ``"fp32"`` or ``"bf16"``.
+        limits: batch limits, a :class:`~isoformer_cli.inference.memory_plan.MemoryPlan` (padded input
+            positions per encoder batch and fused positions per fusion batch), or an int: one budget of padded
+            positions for every batch (``--max-tokens``).
+    """
+
+    def __init__(self, model, device, precision="fp32", limits=DEFAULT_MAX_TOKENS):
+        self.model = model
+        self.config = model.config
+        self.device = device
+        self.precision = precision
+        if isinstance(limits, int):
+            limits = MemoryPlan(positions_per_batch={modality: limits for modality in self.config.modalities},
+                                fusion_positions=limits)
+        self.limits = limits
+        release = torch.cuda.empty_cache if device.type == "cuda" else (lambda: None)
+        self.retry = OutOfMemoryRetry(is_out_of_memory, release)
+        self.encoded_inputs = 0
+
+    def budget(self, modality=None):
+        """Padded positions per batch of ``modality`` (None: the fusion), halved once for every out-of-memory
+        split so far."""
+        limit = self.limits.fusion_positions if modality is None else self.limits.positions_per_batch[modality]
+        return max(1, limit >> self.retry.halvings)
+
+    @torch.inference_mode()
+    def predict(self, chunk, modality_embeddings=False):
+        """Encode the distinct inputs of ``chunk``, then fuse and predict every row."""
+        config = self.config
+        dna = self._encode_all("dna", chunk.dna_tokens, self._encode_dna_batch) if config.has_dna else []
+        rna = self._encode_all("rna", chunk.rna_tokens, self._encode_rna_batch) if config.has_rna else []
+        protein = self._encode_all("protein", chunk.protein_tokens, self._encode_protein_batch) \
+            if config.has_protein else []
+        self.encoded_inputs += len(dna) + len(rna) + len(protein)
+
+        n_rows = len(chunk)
+        cost = [
+            (dna[chunk.dna_of_row[row]][0].shape[0] if chunk.dna_of_row[row] >= 0 else 0)
+            + (rna[chunk.rna_of_row[row]].shape[0] if chunk.rna_of_row[row] >= 0 else 0)
+            + (protein[chunk.protein_of_row[row]].shape[0] if chunk.protein_of_row[row] >= 0 else 0)
+            for row in range(n_rows)
+        ]
+        predictions = [None] * n_rows
+        fused = [None] * n_rows
+        for batch in token_budget_batches(cost, self.budget()):
+            for part in self.retry.map(lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein), batch):
+                for row, prediction, pooled in part:
+                    predictions[row], fused[row] = prediction, pooled
+        result = ChunkResult(
+            predictions=torch.stack(predictions).float().cpu().numpy(),
+            fused=torch.stack(fused).float().cpu().numpy(),
+        )
+        if modality_embeddings:
+            result.modality_pooled = self._modality_pooled(chunk, dna, rna, protein)
+        return result
+
+    # -------------------------------------------------------------------------------------------
+    # Encoder stage: distinct inputs -> per-input tensors (kept on the device).
+    def _encode_all(self, modality, token_arrays, encode_batch):
+        """Encode every array of ``token_arrays``; returns per-input outputs in the same order."""
+        outputs = [None] * len(token_arrays)
+        lengths = [len(array) for array in token_arrays]
+        for batch in token_budget_batches(lengths, self.budget(modality)):
+            for part in self.retry.map(lambda items: encode_batch([token_arrays[i] for i in items], items), batch):
+                for index, output in part:
+                    outputs[index] = output
+        return outputs
+
+    def _batch(self, modality, arrays):
+        """``(input_ids, mask or None)`` on the device, collated by the modality's encoder."""
+        input_ids, mask = self.config.encoder(modality).collate(arrays, self.config)
+        return input_ids.to(self.device), None if mask is None else mask.to(self.device)
+
+    def _encode_dna_batch(self, arrays, indices):
+        input_ids, mask = self._batch("dna", arrays)
+        with autocast_context(self.device, self.precision):
+            embeddings, bin_mask = self.model.encode_dna(input_ids, mask)
+        return [
+            (index, (embeddings[row], None if bin_mask is None else bin_mask[row]))
+            for row, index in enumerate(indices)
+        ]
+
+    def _encode_rna_batch(self, arrays, indices):
+        input_ids, mask = self._batch("rna", arrays)
+        with autocast_context(self.device, self.precision):
+            hidden = self.model.encode_rna(input_ids, mask)
+        return [(index, hidden[row, : len(arrays[row])]) for row, index in enumerate(indices)]
+
+    def _encode_protein_batch(self, arrays, indices):
+        input_ids, mask = self._batch("protein", arrays)
+        with autocast_context(self.device, self.precision):
+            hidden = self.model.encode_protein(input_ids, mask)
+        return [(index, hidden[row, : len(arrays[row])]) for row, index in enumerate(indices)]
+
+    # -------------------------------------------------------------------------------------------
+    # Fusion stage: rows gather their inputs' encoder outputs.
+    def _fuse_batch(self, rows, chunk, dna, rna, protein):
+        config = self.config
+        dna_embeddings = dna_mask = None
+        if config.has_dna:
+            items = [dna[chunk.dna_of_row[row]] for row in rows]
+            dna_embeddings, dna_mask = _pad_states([embedding for embedding, _ in items],
+                                                   [mask for _, mask in items])
+        rna_embeddings, rna_mask, has_rna = _gather_optional(rows, chunk.rna_of_row, rna, self.device)
+        protein_embeddings, protein_mask, has_protein = _gather_optional(rows, chunk.protein_of_row, protein,
+                                                                         self.device)
+        with autocast_context(self.device, self.precision):
+            output = self.model.fuse_and_predict(
+                dna_embeddings=dna_embeddings, dna_mask=dna_mask,
+                rna_embeddings=rna_embeddings, rna_attention_mask=rna_mask,
+                protein_embeddings=protein_embeddings, protein_attention_mask=protein_mask,
+                has_rna=has_rna if config.has_rna else None,
+                has_protein=has_protein if config.has_protein else None,
+            )
+        return [
+            (row, output.predictions[position], output.pooled_embeddings[position])
+            for position, row in enumerate(rows)
+        ]
+
+    def _modality_pooled(self, chunk, dna, rna, protein):
+        """Per modality ``(means (n_rows, width), present (n_rows,) bool)``: each encoder's output
+        averaged over its real positions (zeros where the row lacks the modality)."""
+        config = self.config
+        pooled = {}
+        dna_means = [states[mask].mean(0) if mask is not None else states.mean(0) for states, mask in dna]
+        for name, means, of_row in (
+            ("dna", dna_means, chunk.dna_of_row),
+            ("rna", [states.mean(0) for states in rna], chunk.rna_of_row),
+            ("protein", [states.mean(0) for states in protein], chunk.protein_of_row),
+        ):
+            if name not in config.modalities:
+                continue
+            width = config.encoder(name).width(config)
+            # Every modality of the model gets its entry, even when no row of the chunk has it (a
+            # chunk of non-coding RNAs has no protein): all rows absent then.
+            rows = np.zeros((len(chunk), width), dtype=np.float32)
+            present = of_row >= 0
+            if means:
+                rows[present] = torch.stack(means).float().cpu().numpy()[of_row[present]]
+            pooled[name] = (rows, present)
+        return pooled
+
+
+def _pad_states(states, masks):
+    """Stack per-input states ``(L_i, E)`` into ``(B, L, E)`` zero-padded, and a ``(B, L)`` mask
+    (None when every input has the same length and no mask of its own)."""
+    longest = max(state.shape[0] for state in states)
+    if all(state.shape[0] == longest for state in states) and all(mask is None for mask in masks):
+        return torch.stack(states), None
+    batch = states[0].new_zeros((len(states), longest, states[0].shape[-1]))
+    mask = torch.zeros((len(states), longest), dtype=torch.bool, device=states[0].device)
+    for row, (state, own_mask) in enumerate(zip(states, masks)):
+        batch[row, : state.shape[0]] = state
+        mask[row, : state.shape[0]] = True if own_mask is None else own_mask
+    return batch, mask
+
+
+def _gather_optional(rows, of_row, outputs, device):
+    """Padded states, key mask and presence flags of an optional modality for ``rows``.
+
+    Returns ``(None, None, has)`` when no row of the batch has the modality, so the model skips
+    that fusion block outright; rows without it get one masked zero position otherwise.
+    """
+    has = torch.tensor([of_row[row] >= 0 for row in rows], dtype=torch.bool, device=device)
+    if not bool(has.any()) or not outputs:
+        return None, None, has
+    width = outputs[0].shape[-1]
+    empty = outputs[0].new_zeros((1, width))
+    states = [outputs[of_row[row]] if of_row[row] >= 0 else empty for row in rows]
+    longest = max(state.shape[0] for state in states)
+    batch = outputs[0].new_zeros((len(rows), longest, width))
+    mask = torch.zeros((len(rows), longest), dtype=torch.bool, device=device)
+    for position, (row, state) in enumerate(zip(rows, states)):
+        batch[position, : state.shape[0]] = state
+        if of_row[row] >= 0:
+            mask[position, : state.shape[0]] = True
+    return batch, mask, has

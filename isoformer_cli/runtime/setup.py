@@ -1,0 +1,62 @@
+"""Starting and ending a model run: the device, the torchrun process group, determinism, progress bars.
+
+Every command that runs the model (``predict``, ``embed``, ``finetune``) starts the same way::
+
+    context = start_run(RuntimeOptions(device="auto"))      # device, process group, precision
+    try:
+        ...
+        completed = True
+    finally:
+        end_run(context, completed)
+
+Under ``torchrun`` each process joins the process group (NCCL on GPU, gloo on CPU), takes the GPU of its
+local rank, and only rank 0 draws progress bars.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from isoformer_cli.runtime import distributed
+from isoformer_cli.runtime.determinism import make_deterministic
+from isoformer_cli.runtime.device import resolve_device
+from isoformer_cli.runtime.progress import configure_progress
+
+
+@dataclass
+class RunContext:
+    """Where this process runs: ``device`` (``torch.device``), ``group`` (its place among torchrun ranks), the
+    resolved ``precision`` (``"fp32"`` or ``"bf16"``) and ``max_memory`` (bytes, or None: see
+    :mod:`isoformer_cli.runtime.memory`)."""
+
+    device: torch.device
+    group: distributed.ProcessGroup
+    precision: str
+    max_memory: int = None
+
+
+def start_run(runtime, seed=0):
+    """Resolve the device, join the process group, set determinism; returns a :class:`RunContext`.
+
+    Args:
+        runtime: :class:`~isoformer_cli.runtime.options.RuntimeOptions`.
+        seed: seed of every generator when ``runtime.deterministic`` is set.
+
+    Raises:
+        DeviceError: CUDA asked for but absent, or more ranks than GPUs.
+    """
+    device = resolve_device(runtime.device)
+    group = distributed.init_process_group(device.type)
+    if not group.is_main:
+        configure_progress(False)  # one progress bar per run, drawn by rank 0
+    if group.is_distributed and device.type == "cuda":
+        device = torch.device("cuda", group.local_rank)
+    if runtime.deterministic:
+        make_deterministic(seed)
+    return RunContext(device=device, group=group, precision=runtime.precision_on(device),
+                      max_memory=runtime.max_memory_bytes)
+
+
+def end_run(context, completed):
+    """Leave the process group (after a barrier when the run completed)."""
+    distributed.shutdown(context.group, completed)

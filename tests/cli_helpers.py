@@ -1,0 +1,86 @@
+"""Helpers shared by the tests of output safety (targets, same-file refusal, concurrent runs)."""
+
+import hashlib
+import os
+import pathlib
+import stat
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from isoformer_cli.cli.main import cli
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
+HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
+HUMAN_GTF = str(EXAMPLES / "hg38_chr16_186964-397118.refGene.gtf")
+
+
+def invoke(*args):
+    """Run the command line in this process (quiet); the click Result."""
+    return CliRunner().invoke(cli, ["-q", *[str(arg) for arg in args]])
+
+
+def one_error_line(result, text):
+    """The command failed with exit 1 and printed exactly ``isoformer: error: <text>``."""
+    assert result.exit_code == 1, result.output
+    assert result.output == f"isoformer: error: {text}\n"
+
+
+def fingerprint(path):
+    """What must not change about a path: its type, mode, device numbers, link target and content."""
+    path = str(path)
+    info = os.lstat(path)
+    kind = stat.S_IFMT(info.st_mode)
+    content = None
+    if stat.S_ISREG(info.st_mode):
+        content = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else None
+    return kind, stat.S_IMODE(info.st_mode), info.st_rdev, info.st_ino, link, content
+
+
+def make_character_device(path):
+    """A character device node like /dev/null (major 1, minor 3) at ``path``, or skip the test."""
+    try:
+        os.mknod(str(path), stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a character device here: {exc}")
+    return str(path)
+
+
+def leftovers(*folders):
+    """Temporary or lock files of the tool left in ``folders``."""
+    return sorted(name for folder in folders for name in os.listdir(folder) if ".isoformer-" in name)
+
+
+class FifoReader:
+    """Read everything written to a FIFO in a background thread (``data`` once the block ends).
+
+    When the command never opens the FIFO, leaving the block opens it for writing once, so the
+    reader sees an empty stream instead of waiting forever.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.data = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self):
+        with open(self.path, "rb") as stream:
+            self.data = stream.read()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        deadline = time.monotonic() + 30
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                # Succeeds only once the reader has the FIFO open; closing it at once ends its read.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            self._thread.join(timeout=0.01)
+        assert not self._thread.is_alive(), "the FIFO reader did not finish"
