@@ -307,7 +307,7 @@ def test_demo_checkpoint_loads_strictly_and_matches_the_current_encoder():
     from safetensors.torch import load_file
 
     import isoformer_cli
-    from isoformer_cli.model.checkpoint import load_checkpoint
+    from isoformer_cli.models.checkpoint import load_checkpoint
 
     folder = Path(isoformer_cli.__file__).parent / "data" / "demo_checkpoint"
     config = json.loads((folder / "config.json").read_text())
