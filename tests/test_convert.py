@@ -3,8 +3,9 @@
 The synthetic "official" state dict is built from a tiny model's own tensors renamed into the documented
 layout: ``esm_model.esm.*`` + ``esm_model.lm_head.*`` (ESM-2
 EsmForMaskedLM, old per-layer rotary buffers and the unused absolute position table), ``nt_model.esm.*`` +
-``nt_model.lm_head.*`` + an NT contact head, ``enformer_model.*`` from a real enformer-pytorch ``Enformer``
-with human/mouse heads (so both the named and the ``_trunk.N`` spellings are present, sharing storage),
+``nt_model.lm_head.*`` + an NT contact head, ``enformer_model.*`` in enformer-pytorch's ``Enformer`` layout
+with human/mouse heads (both the named and the ``_trunk.N`` spellings, sharing storage; our trunk registered
+the way enformer-pytorch registers its own, see ``tests/enformer_layout.py``),
 ``cross_attention_layer_{rna,protein}.*`` and ``head_layer_{1,2}.*``.
 """
 
@@ -17,7 +18,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from enformer_pytorch import Enformer
+from enformer_layout import enformer_pytorch_module
 from safetensors import safe_open
 
 from isoformer_cli.cli.main import cli
@@ -25,7 +26,6 @@ from isoformer_cli.errors import CheckpointError
 from isoformer_cli.models import IsoformerConfig, IsoformerModel
 from isoformer_cli.models.checkpoint import load_checkpoint
 from isoformer_cli.models.convert import OFFICIAL_KEY_MAP, convert_official
-from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
 from isoformer_cli.models.key_mapping import plan_conversion
 
 EXTRA_TENSOR_SEED = 123
@@ -84,13 +84,9 @@ def official_layout(model, config, device="cpu", species_heads=TINY_SPECIES_HEAD
             "nt_model.lm_head.bias": extra(vocab),
         }
     )
-    # DNA encoder: a real enformer-pytorch Enformer with species heads carrying our trunk's tensors.
-    enformer_config = enformer_library_config(config)
-    enformer_config.output_heads = dict(species_heads)
+    # DNA encoder: enformer-pytorch's layout with species heads, carrying our trunk's tensors.
     with torch.device(device):
-        enformer = Enformer(enformer_config)
-    if device != "meta":
-        enformer.load_state_dict(model.dna_encoder.enformer.state_dict(), strict=False)
+        enformer = enformer_pytorch_module(config, species_heads, trunk=model.dna_encoder.enformer)
     for key, tensor in enformer.state_dict().items():
         state[f"enformer_model.{key}"] = tensor
     for key, tensor in model.aggregation.rna_cross_attention.state_dict().items():

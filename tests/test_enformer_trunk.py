@@ -300,30 +300,73 @@ def test_prefixed_keys_and_disagreeing_spellings(tiny_pair):
     assert trunk_key("_heads.human.0.weight") is None
 
 
-def test_demo_checkpoint_loads_strictly_and_matches_the_current_encoder():
-    """The bundled tiny checkpoint's ``dna_encoder.enformer.*`` tensors drive our trunk to the same
-    embeddings as the current enformer-pytorch based ``EnformerDNAEncoder``."""
-    pytest.importorskip("enformer_pytorch")
+def test_demo_checkpoint_matches_enformer_pytorch():
+    """The bundled tiny checkpoint's ``dna_encoder.enformer.*`` tensors load strictly into our trunk and into
+    enformer-pytorch (which the checkpoint was written with) and give the same embeddings; the encoder built by
+    ``load_checkpoint`` gives them too."""
+    enformer_pytorch = pytest.importorskip("enformer_pytorch")
     from safetensors.torch import load_file
 
-    import isoformer_cli
     from isoformer_cli.models.checkpoint import load_checkpoint
+    from isoformer_cli.models.locate import demo_checkpoint_path
 
-    folder = Path(isoformer_cli.__file__).parent / "data" / "demo_checkpoint"
+    folder = Path(demo_checkpoint_path())
     config = json.loads((folder / "config.json").read_text())
     hyper = {name: config[f"enformer_{name}"] for name in
              ("dim", "depth", "heads", "attn_dim_key", "dropout_rate", "attn_dropout", "pos_dropout",
               "target_length", "num_downsamples", "dim_divisible_by", "use_tf_gamma")}
+    tensors = load_file(folder / "model.safetensors")
     trunk = EnformerTrunk(**hyper).eval()
-    state = enformer_state_dict_to_trunk(load_file(folder / "model.safetensors"), prefix="dna_encoder.enformer.")
-    trunk.load_state_dict(state, strict=True)
+    trunk.load_state_dict(enformer_state_dict_to_trunk(tensors, prefix="dna_encoder.enformer."), strict=True)
+    oracle = enformer_pytorch.Enformer(enformer_pytorch.EnformerConfig(**hyper, output_heads={})).eval()
+    prefix = "dna_encoder.enformer."
+    missing, unexpected = oracle.load_state_dict(
+        {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=False)
+    assert not unexpected and all(k.startswith("_trunk.") for k in missing)
 
-    encoder = load_checkpoint(folder).dna_encoder
+    encoder = load_checkpoint(str(folder)).dna_encoder
     ids = random_ids(2, config["dna_length"], seed=10)
     with torch.no_grad():
-        expected, _ = encoder(ids)
-        actual = trunk(one_hot_dna(ids))
-    assert_fp32_close(actual, expected)
+        expected = oracle(one_hot_dna(ids), return_only_embeddings=True)
+        assert_fp32_close(trunk(one_hot_dna(ids)), expected)
+        assert_fp32_close(encoder(ids)[0], expected)
+
+
+def test_test_layout_of_enformer_pytorch_files_is_the_real_one(tmp_path):
+    """``tests/enformer_layout.py`` (used by the init and convert tests, which run without enformer-pytorch)
+    writes the state-dict keys, shapes, shared storage and config.json fields of a real ``Enformer``."""
+    enformer_pytorch = pytest.importorskip("enformer_pytorch")
+    from enformer_layout import enformer_pytorch_module, write_enformer_pytorch_config
+
+    from isoformer_cli.models import IsoformerConfig
+    from isoformer_cli.models.encoders.enformer import (
+        ENFORMER_FOLDER_FIELDS,
+        library_fields,
+    )
+
+    config = IsoformerConfig.from_preset("tiny", modalities="dna")
+    heads = {"human": 5, "mouse": 3}
+    fields = {key: value for key, value in library_fields(config).items() if key != "use_convnext"}
+    real = enformer_pytorch.Enformer(enformer_pytorch.EnformerConfig(**{**fields, "output_heads": heads}))
+    ours = enformer_pytorch_module(config, heads)
+
+    def layout(module):
+        state = module.state_dict()
+        return {key: tuple(tensor.shape) for key, tensor in state.items()}, {
+            key for key, tensor in state.items()
+            if any(other != key and other_tensor.data_ptr() == tensor.data_ptr()
+                   for other, other_tensor in state.items())}
+
+    assert layout(ours) == layout(real)
+    folder = tmp_path
+    real.config.save_pretrained(str(folder))
+    saved = json.loads((folder / "config.json").read_text())
+    write_enformer_pytorch_config(folder, config, heads)
+    written = json.loads((folder / "config.json").read_text())
+    assert written["model_type"] == saved["model_type"] == "enformer"
+    for name, _ in ENFORMER_FOLDER_FIELDS:
+        assert written.get(name) == saved.get(name, written.get(name)), name
+    assert written["output_heads"] == saved["output_heads"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,10 +7,12 @@ Formats written here:
 * NT-v2: the Hugging Face layout of InstaDeepAI's folders (``EsmConfig.save_pretrained`` with
   ``add_bias_fnn``; ``esm.*`` + ``lm_head.*`` + contact head in ``model.safetensors``). The NT-v2 model
   code itself is remote code, so the tensors come from our own NT module, which mirrors its names.
-* Enformer: ``EnformerConfig.save_pretrained`` plus the weights as transformers 4.x saved them
+* Enformer: enformer-pytorch's ``config.json`` plus the weights as transformers 4.x saved them
   (``torch.save`` of the state dict: named and ``_trunk.N`` spellings, species heads), or deduplicated by
   ``safetensors.torch.save_model``. ``Enformer.save_pretrained`` itself fails under transformers 5 (it
-  refuses the shared ``_trunk`` tensors), so these are the two files a user can hold.
+  refuses the shared ``_trunk`` tensors), so these are the two files a user can hold. The module is our trunk
+  registered as enformer-pytorch registers its own (``tests/enformer_layout.py``; that layout is checked
+  against enformer-pytorch in ``test_enformer_trunk.py``), so these tests do not need enformer-pytorch.
 """
 
 import json
@@ -20,7 +22,7 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
-from enformer_pytorch import Enformer
+from enformer_layout import enformer_pytorch_module, write_enformer_pytorch_config
 from safetensors import safe_open
 from safetensors.torch import save_file, save_model
 from transformers import EsmForMaskedLM
@@ -29,7 +31,6 @@ from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError, InputError
 from isoformer_cli.models import IsoformerConfig
 from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
 from isoformer_cli.models.encoders.esm import esm_config
 from isoformer_cli.models.encoders.nucleotide_transformer import (
     NucleotideTransformer,
@@ -94,13 +95,12 @@ def save_nt(folder, config=None):
 
 
 def save_enformer(folder, deduplicated=False):
-    """A tiny enformer-pytorch folder with species heads; returns the Enformer whose trunk must arrive."""
+    """A tiny enformer-pytorch folder with species heads; returns the module whose trunk must arrive."""
     torch.manual_seed(3)
-    enformer_config = enformer_library_config(CONFIG)
-    enformer_config.output_heads = {"human": 5, "mouse": 3}
-    enformer = Enformer(enformer_config)
+    heads = {"human": 5, "mouse": 3}
+    enformer = enformer_pytorch_module(CONFIG, heads)
     randomise_batch_norm_statistics(enformer)
-    enformer.config.save_pretrained(str(folder))
+    write_enformer_pytorch_config(folder, CONFIG, heads)
     if deduplicated:
         save_model(enformer, str(folder / "model.safetensors"))
     else:

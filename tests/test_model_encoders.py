@@ -1,22 +1,26 @@
 """The encoders against the libraries they mirror: our NT-v2 module vs transformers' ESM layers, Hugging Face
-NT-v2 checkpoint layout, and the Enformer wrapper vs a plain enformer-pytorch Enformer."""
+NT-v2 checkpoint layout, and the Enformer encoder vs a plain enformer-pytorch Enformer (skipped without it)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from enformer_pytorch import Enformer
 from transformers import EsmModel
 
+from isoformer_cli.errors import InputError
 from isoformer_cli.models import (
     IsoformerConfig,
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
 )
-from isoformer_cli.models.encoders.enformer import ENFORMER_DUPLICATE_KEY_PREFIXES, EnformerDNAEncoder
-from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
+from isoformer_cli.models.encoders.enformer import (
+    ENFORMER,
+    ENFORMER_DUPLICATE_KEY_PREFIXES,
+    EnformerDNAEncoder,
+    library_fields,
+)
 
 TINY_NT = dict(vocab_size=4107, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 
@@ -117,10 +121,13 @@ def test_nt_row_without_tokens_stays_finite():
 
 
 # ------------------------------------------------------------------------------------------------
-def test_enformer_wrapper_equals_plain_enformer_and_saves_each_tensor_once():
+def test_enformer_encoder_equals_plain_enformer_pytorch_and_saves_each_tensor_once():
+    """Our encoder loads a plain enformer-pytorch Enformer's named tensors strictly and gives its embeddings."""
+    enformer_pytorch = pytest.importorskip("enformer_pytorch")
     config = IsoformerConfig.from_preset("tiny", modalities="dna")
     torch.manual_seed(2)
-    plain = Enformer(enformer_library_config(config)).eval()
+    fields = {key: value for key, value in library_fields(config).items() if key != "use_convnext"}
+    plain = enformer_pytorch.Enformer(enformer_pytorch.EnformerConfig(**fields)).eval()
     plain_state = plain.state_dict()
     assert any(key.startswith("_trunk.") for key in plain_state)  # the duplicate spelling we avoid
 
@@ -131,13 +138,36 @@ def test_enformer_wrapper_equals_plain_enformer_and_saves_each_tensor_once():
     assert kept.keys() == ours.keys()
     encoder.enformer.load_state_dict(kept, strict=True)
 
-    ids = torch.randint(0, 5, (2, config.dna_length), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(-1, 5, (2, config.dna_length), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = plain(ids, return_only_embeddings=True)
         actual, mask = encoder(ids)
     assert mask is None and actual.shape == (2, 128, 384)
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
-    # The unregistered trunk still runs the registered modules: a change to a named tensor shows.
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     with torch.no_grad():
         encoder.enformer.final_pointwise[1][2].bias.add_(1.0)
-        assert not torch.equal(encoder(ids)[0], expected)
+        assert not torch.equal(encoder(ids)[0], actual)
+
+
+def test_enformer_encoder_checks_its_input_and_configuration():
+    config = IsoformerConfig.from_preset("tiny", modalities="dna")
+    encoder = EnformerDNAEncoder(config).eval()
+    with pytest.raises(InputError, match="must be torch.long"):
+        encoder(torch.zeros(1, config.dna_length, dtype=torch.int32))
+    with pytest.raises(InputError, match="outside -1..4"):
+        encoder(torch.full((1, config.dna_length), 5))
+    config.enformer_use_tf_gamma = True
+    with pytest.raises(InputError, match="enformer_use_tf_gamma=true is not supported"):
+        ENFORMER.validate(config)
+    config.enformer_use_tf_gamma, config.enformer_heads = False, 5
+    with pytest.raises(InputError, match="enformer_heads=5"):
+        ENFORMER.validate(config)
+
+
+def test_enformer_activation_checkpointing_covers_conv_stages_and_blocks_and_keeps_keys():
+    config = IsoformerConfig.from_preset("tiny", modalities="dna")
+    encoder = EnformerDNAEncoder(config)
+    keys = list(encoder.state_dict())
+    wrapped = ENFORMER.enable_activation_checkpointing(encoder)
+    assert wrapped == len(encoder.enformer.conv_tower) + len(encoder.enformer.transformer) == 4
+    assert encoder.enformer.gradient_checkpointing and list(encoder.state_dict()) == keys

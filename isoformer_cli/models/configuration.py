@@ -132,7 +132,7 @@ class IsoformerConfig(PretrainedConfig):
         dna_length: int = 196_608,
         max_rna_tokens: int = 2048,
         max_protein_residues: int = 1022,
-        # Enformer (enformer-pytorch); names as in the official config.json.
+        # Enformer trunk (models/encoders/enformer_trunk.py); names as in the official config.json.
         enformer_dim: int = 1536,
         enformer_depth: int = 11,
         enformer_heads: int = 8,

@@ -108,7 +108,8 @@ def freeze(model, specs: Sequence[FreezeSpec]) -> List[nn.Module]:
 def plain_batchnorm(model):
     """Replace ``SyncBatchNorm`` layers by ``BatchNorm1d`` with the same tensors; returns how many.
 
-    enformer-pytorch builds SyncBatchNorm whenever a process group is active (under torchrun). Fine-tuning
+    enformer-pytorch (which older versions of the DNA encoder wrapped) builds SyncBatchNorm whenever a process
+    group is active (under torchrun); our trunk builds plain BatchNorm, so this only matters for such modules. Fine-tuning
     keeps BatchNorm statistics frozen (eval mode), where both layers compute the same thing, and
     DistributedDataParallel refuses SyncBatchNorm on CPU.
     """

@@ -1,18 +1,17 @@
-"""Enformer as IsoFormer's DNA encoder (the official choice).
+"""Enformer as IsoFormer's DNA encoder (the official choice), on our own trunk (:mod:`.enformer_trunk`).
 
 Input: the TSS-centred DNA window as one id per base, ``A0 C1 G2 T3 N4`` (N becomes an all-zero one-hot),
 ``-1`` for padding (one-hot 0.25 everywhere). Every window has the model's length, so batches are stacked
 without a mask. Output: ``(B, target_length, 2 * enformer_dim)`` embeddings of 2**num_downsamples-bp bins
 over the centre of the window (896 bins of 128 bp = 114,688 bp at full size; the TSS in bin 448).
 
-State-dict spelling. ``enformer_pytorch.Enformer`` registers ``stem``, ``conv_tower``, ``transformer``,
-``crop_final`` and ``final_pointwise`` and then registers the same modules again inside its ``_trunk``
-``nn.Sequential``, so a plain ``state_dict()`` names every trunk tensor twice (``stem.0.weight`` and
-``_trunk.1.0.weight``), which safetensors refuses (shared storage). :class:`EnformerDNAEncoder` keeps
-``_trunk`` as a plain, unregistered attribute: ``Enformer.forward`` still runs through it, but every tensor is
-registered, saved and loaded once, under the named spelling ``dna_encoder.enformer.{stem,conv_tower,
-transformer,final_pointwise}.*``. :func:`enformer_key_rows` folds the ``_trunk.N.`` spelling and drops the
-human/mouse output heads when another checkpoint is read.
+State-dict spelling. The trunk's tensors are saved once, under the names of enformer-pytorch's named modules:
+``dna_encoder.enformer.{stem,conv_tower,transformer,final_pointwise}.*``, so every checkpoint written when
+the encoder wrapped ``enformer_pytorch.Enformer`` loads unchanged. ``enformer_pytorch.Enformer`` itself names
+each trunk tensor a second time inside its ``_trunk`` ``nn.Sequential`` (``_trunk.1.0.weight`` is
+``stem.0.weight``) and may carry human/mouse output heads (``_heads.*``): :func:`enformer_key_rows` folds
+the ``_trunk.N.`` spelling onto the named one and drops the heads when such a state dict is read (``isoformer
+init``, ``convert``). enformer-pytorch is not needed at run time; the tests use it as the reference.
 """
 
 from __future__ import annotations
@@ -21,17 +20,23 @@ import torch
 from torch import nn
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.encoders.base import LayerGroups, PretrainedFolder, SequenceEncoder
+from isoformer_cli.models.encoders.base import (
+    LayerGroups,
+    PretrainedFolder,
+    SequenceEncoder,
+)
+from isoformer_cli.models.encoders.enformer_trunk import (
+    OUTPUT_HEADS_PREFIX,
+    TRUNK_SEQUENTIAL_POSITIONS,
+    EnformerTrunk,
+    one_hot_dna,
+)
 from isoformer_cli.models.key_mapping import IGNORE, MappingRow
 from isoformer_cli.models.tokenizers import DnaTokenizer
 
-#: Key prefixes (relative to an ``Enformer`` module) that our checkpoints never contain: the duplicate trunk
-#: spelling and the original human/mouse output heads.
-ENFORMER_DUPLICATE_KEY_PREFIXES: tuple[str, ...] = ("_trunk.", "_heads.")
-
-# enformer-pytorch registers stem, conv_tower, transformer and final_pointwise, then registers them again
-# inside its _trunk Sequential at these positions.
-ENFORMER_TRUNK_POSITIONS = ((1, "stem"), (2, "conv_tower"), (4, "transformer"), (6, "final_pointwise"))
+#: Key prefixes (relative to an enformer-pytorch ``Enformer`` module) that our checkpoints never contain:
+#: the duplicate trunk spelling and the original human/mouse output heads.
+ENFORMER_DUPLICATE_KEY_PREFIXES: tuple[str, ...] = ("_trunk.", OUTPUT_HEADS_PREFIX)
 
 # (field of an enformer-pytorch config.json, is it part of the architecture?) for `isoformer init`.
 ENFORMER_FOLDER_FIELDS = (
@@ -47,44 +52,57 @@ ENFORMER_FOLDER_FIELDS = (
 )
 
 
-def library_config(config):
-    """The `enformer_pytorch.EnformerConfig` of the trunk described by ``config`` (no output heads)."""
-    from enformer_pytorch import EnformerConfig
+def library_fields(config) -> dict:
+    """The trunk described by ``config`` in the field names of an enformer-pytorch ``config.json`` (the
+    values a pretrained folder is compared with; ``use_convnext``: our trunk is the original, conv-block one)."""
+    return {
+        "dim": config.enformer_dim,
+        "depth": config.enformer_depth,
+        "heads": config.enformer_heads,
+        "output_heads": {},
+        "target_length": config.enformer_target_length,
+        "attn_dim_key": config.enformer_attn_dim_key,
+        "dropout_rate": config.enformer_dropout_rate,
+        "attn_dropout": config.enformer_attn_dropout,
+        "pos_dropout": config.enformer_pos_dropout,
+        "use_checkpointing": config.enformer_use_checkpointing,
+        "use_convnext": False,
+        "num_downsamples": config.enformer_num_downsamples,
+        "dim_divisible_by": config.enformer_dim_divisible_by,
+        "use_tf_gamma": config.enformer_use_tf_gamma,
+    }
 
-    return EnformerConfig(
+
+def build_trunk(config) -> EnformerTrunk:
+    """The (randomly initialised) `EnformerTrunk` described by the ``enformer_*`` fields of ``config``."""
+    trunk = EnformerTrunk(
         dim=config.enformer_dim,
         depth=config.enformer_depth,
         heads=config.enformer_heads,
-        output_heads={},
-        target_length=config.enformer_target_length,
         attn_dim_key=config.enformer_attn_dim_key,
         dropout_rate=config.enformer_dropout_rate,
         attn_dropout=config.enformer_attn_dropout,
         pos_dropout=config.enformer_pos_dropout,
-        use_checkpointing=config.enformer_use_checkpointing,
+        target_length=config.enformer_target_length,
         num_downsamples=config.enformer_num_downsamples,
         dim_divisible_by=config.enformer_dim_divisible_by,
         use_tf_gamma=config.enformer_use_tf_gamma,
     )
+    trunk.set_activation_checkpointing(config.enformer_use_checkpointing)
+    return trunk
 
 
 class EnformerDNAEncoder(nn.Module):
-    """Enformer trunk (``return_only_embeddings``, no output heads) over one-hot DNA.
+    """The Enformer trunk (no output heads) over DNA token ids.
 
     Attributes:
-        enformer: the ``Enformer`` module; its ``_trunk`` is unregistered (see the module docstring).
+        enformer: the `EnformerTrunk` (its state-dict keys are enformer-pytorch's named-module keys).
         output_size: 2 x enformer_dim (3,072 at full size).
     """
 
     def __init__(self, config):
         super().__init__()
-        from enformer_pytorch import Enformer
-
-        enformer = Enformer(library_config(config))
-        trunk = enformer._modules.pop("_trunk")
-        # Same module objects as stem/conv_tower/...; kept reachable for Enformer.forward, not registered.
-        object.__setattr__(enformer, "_trunk", trunk)
-        self.enformer = enformer
+        self.enformer = build_trunk(config)
         self.output_size = 2 * config.enformer_dim
 
     def forward(
@@ -94,18 +112,11 @@ class EnformerDNAEncoder(nn.Module):
 
         ``attention_mask`` is not used (Enformer has no padding mask; every window has the full length).
         """
-        from enformer_pytorch.data import seq_indices_to_one_hot
-
         if input_ids.dtype != torch.long:
             raise InputError(f"DNA input ids must be torch.long, got {input_ids.dtype}")
-        if input_ids.numel() and (int(input_ids.min()) < -1 or int(input_ids.max()) > 4):
-            raise InputError(
-                "DNA input ids must be A0 C1 G2 T3 N4 (or -1 for padding); found values outside -1..4"
-            )
-        # One-hot here rather than inside Enformer so it follows the model dtype (bf16 weights work too).
-        dtype = self.enformer.stem[0].weight.dtype
-        one_hot = seq_indices_to_one_hot(input_ids).to(dtype)
-        return self.enformer(one_hot, return_only_embeddings=True), None
+        # One-hot in the weights' dtype (bf16 weights work too); under autocast the trunk casts as it goes.
+        one_hot = one_hot_dna(input_ids, dtype=self.enformer.stem[0].weight.dtype)
+        return self.enformer(one_hot), None
 
 
 class _DnaIdTokenizer:
@@ -126,7 +137,7 @@ def enformer_key_rows(source_prefix: str, target_prefix: str) -> tuple:
     """
     heads = "Enformer human/mouse output heads (not used by IsoFormer)"
     rows = [MappingRow(rf"^{source_prefix}_heads\.", IGNORE, heads)]
-    for position, name in ENFORMER_TRUNK_POSITIONS:
+    for position, name in TRUNK_SEQUENTIAL_POSITIONS.items():
         rows.append(MappingRow(rf"^{source_prefix}_trunk\.{position}\.", f"{target_prefix}{name}."))
     rows.append(MappingRow(rf"^{source_prefix}", target_prefix))
     return tuple(rows)
@@ -146,6 +157,22 @@ class Enformer(SequenceEncoder):
         return EnformerDNAEncoder(config)
 
     def validate(self, config):
+        if config.enformer_use_tf_gamma:
+            raise InputError(
+                "invalid IsoFormer configuration: enformer_use_tf_gamma=true is not supported (the trunk computes "
+                "its gamma positional features; TensorFlow's precomputed table is not available); set it to false"
+            )
+        dim, heads = config.enformer_dim, config.enformer_heads
+        if dim % 2 or heads < 1 or dim % heads or (dim // heads) % 6:
+            raise InputError(
+                f"invalid IsoFormer configuration: enformer_dim={dim} must be even and divisible by "
+                f"enformer_heads={heads} into heads whose width is a multiple of 6 (positional features)"
+            )
+        if config.enformer_num_downsamples < 1:
+            raise InputError(
+                f"invalid IsoFormer configuration: enformer_num_downsamples={config.enformer_num_downsamples} "
+                "must be at least 1"
+            )
         downsample = 2**config.enformer_num_downsamples
         if config.dna_length % downsample:
             raise InputError(
@@ -197,6 +224,18 @@ class Enformer(SequenceEncoder):
         return LayerGroups(before=[enformer.stem, enformer.conv_tower], layers=list(enformer.transformer),
                            after=[enformer.final_pointwise])
 
+    def enable_activation_checkpointing(self, module):
+        """Each conv-tower stage and each transformer block recomputes its activations in the backward pass
+        (the full-resolution conv stages hold most of the memory, not the transformer); returns how many.
+
+        The trunk does it itself (`EnformerTrunk.set_activation_checkpointing`) so that BatchNorm, when it
+        trains, does not update its running statistics a second time in the recomputation. Nothing is
+        renamed: checkpoints are unchanged.
+        """
+        trunk = module.enformer
+        trunk.set_activation_checkpointing(True)
+        return len(trunk.conv_tower) + len(trunk.transformer)
+
     def parameter_groups(self, module):
         def count(*modules):
             return sum(p.numel() for part in modules for p in part.parameters())
@@ -232,8 +271,7 @@ class Enformer(SequenceEncoder):
         return enformer_key_rows(source_prefix, target_prefix)
 
     def pretrained_folder(self, config):
-        reference = library_config(config).to_dict()
-        reference.setdefault("use_convnext", False)
+        reference = library_fields(config)
         prefix = f"dna_encoder.{self.inner_prefix}"
         return PretrainedFolder(
             label="DNA (enformer-pytorch)", model_type="enformer", fields=ENFORMER_FOLDER_FIELDS,
