@@ -1,8 +1,11 @@
 """Numbers, not just shapes: the bundled demo checkpoint's predictions and embeddings on both example datasets
-equal the stored goldens (``tests/golden/make_demo_outputs.py`` writes them), and moving every DNA window by
-one base changes them."""
+equal the stored goldens (``tests/golden/make_demo_outputs.py`` writes them), also with enformer-pytorch made
+unimportable, and moving every DNA window by one base changes them."""
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -84,3 +87,33 @@ def test_a_one_base_window_shift_changes_the_predictions(tmp_path):
     moved = np.abs(results["shifted"] - golden) > ATOL + RTOL * np.abs(golden)
     # Every transcript moves (no window of this slice is entirely N).
     assert moved.any(axis=1).all(), f"{int((~moved.any(axis=1)).sum())} transcripts did not change"
+
+
+BLOCKER = '''"""Stands in for enformer-pytorch: records that something tried to import it, then refuses."""
+import os
+
+with open(os.environ["ENFORMER_IMPORT_MARKER"], "a") as marker:
+    marker.write("imported\\n")
+raise ImportError("enformer_pytorch is blocked in this test")
+'''
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_predict_runs_without_enformer_pytorch(tmp_path, name):
+    """enformer-pytorch is a test-only oracle: ``isoformer predict`` in a fresh process where importing it
+    fails (and where even a caught import attempt is recorded) still gives the golden predictions."""
+    blocked = tmp_path / "block" / "enformer_pytorch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text(BLOCKER)
+    marker = tmp_path / "enformer_import_attempts"
+    output = tmp_path / "predictions.tsv"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocked.parent), str(ROOT)]),
+                       ENFORMER_IMPORT_MARKER=str(marker))
+    done = subprocess.run([sys.executable, "-m", "isoformer_cli", "-q", "predict", *inputs(name), "-o", str(output)],
+                          env=environment, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), "something imported enformer_pytorch"
+    golden = read_predictions(str(GOLDEN / f"demo.{name}.predictions.tsv"))
+    table = read_predictions(str(output))
+    assert [row["transcript_id"] for row in table.obs] == [row["transcript_id"] for row in golden.obs]
+    np.testing.assert_allclose(table.values, golden.values, rtol=RTOL, atol=ATOL)
