@@ -11,6 +11,9 @@ have the same state-dict keys and shapes; every tensor is filled with the same s
   (``ru_maxrss``: weights + activations + Python/torch runtime) and that peak minus the resident size just
   before the forward ("forward GB", what the forward itself adds).
 
+Targets (speed-up on the CPU-time median, fp32): tiny >= 1.5x, official >= 1.25x; our forward's memory no
+higher than enformer-pytorch's (memory ratio <= 1). ``benchmarks/model_forward.py --enformer`` runs this too.
+
 Official rows need about 4 GB of RAM per process and tens of seconds per forward on 2 cores; the load average
 is printed at the start, after each geometry/precision pair and at the end.
 
@@ -46,6 +49,8 @@ GEOMETRIES = {
 PRECISIONS = ("fp32", "bf16")
 IMPLEMENTATIONS = ("ours", "enformer-pytorch")
 DEFAULT_REPEATS = {"tiny": 30, "official": 3}
+#: Speed-up targets by (geometry, precision); rows without one print "-".
+TARGET_SPEEDUP = {("tiny", "fp32"): 1.5, ("tiny", "bf16"): 1.5, ("official", "fp32"): 1.25}
 PROFILED_FORWARDS = {"tiny": 20, "official": 1}
 
 
@@ -176,7 +181,7 @@ def run_child(*arguments: str, threads: int | None = None) -> dict:
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--geometry", nargs="+", choices=sorted(GEOMETRIES), default=list(GEOMETRIES))
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
@@ -187,7 +192,7 @@ def main() -> None:
     parser.add_argument("--time-row", nargs=2, metavar=("GEOMETRY", "PRECISION"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-row", nargs=3, metavar=("IMPLEMENTATION", "GEOMETRY", "PRECISION"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,8 +238,8 @@ def main() -> None:
 
     print("\nspeed-up = enformer-pytorch time / our time; memory ratio = our forward GB / theirs; "
           "difference = max |ours - theirs| / max |theirs|")
-    header = (f"{'geometry':<9} {'precision':<9} {'best':>7} {'median':>7} {'CPU':>7} {'memory ratio':>12} "
-              f"{'difference':>10}  load 1/5/15 after the row")
+    header = (f"{'geometry':<9} {'precision':<9} {'best':>7} {'median':>7} {'CPU':>7} {'target':>7} "
+              f"{'memory ratio':>12} {'difference':>10}  load 1/5/15 after the row")
     print(header)
     print("-" * len(header))
     for geometry, precision, timing, memory, load in summary:
@@ -242,8 +247,11 @@ def main() -> None:
             key: timing[key]["enformer-pytorch"] / timing[key]["ours"] for key in ("best_s", "median_s", "median_cpu_s")
         }
         memory_ratio = memory["ours"]["forward_gb"] / max(memory["enformer-pytorch"]["forward_gb"], 1e-9)
+        target = TARGET_SPEEDUP.get((geometry, precision))
+        target_text = f"{target:.2f}x" if target else "-"
         print(f"{geometry:<9} {precision:<9} {ratio['best_s']:>6.2f}x {ratio['median_s']:>6.2f}x "
-              f"{ratio['median_cpu_s']:>6.2f}x {memory_ratio:>12.2f} {timing['difference']:>10.1e}  {load}")
+              f"{ratio['median_cpu_s']:>6.2f}x {target_text:>7} {memory_ratio:>12.2f} {timing['difference']:>10.1e}  "
+              f"{load}")
     print(f"\nload average (1, 5, 15 min) at end: {load_average()}")
     for title, table in profiles:
         print(f"\ntorch.profiler, totals over {title}\n{table}")

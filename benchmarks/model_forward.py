@@ -7,6 +7,14 @@ of CPU each; on a shared machine the timings move with the load.
 
     python benchmarks/model_forward.py                 # all rows
     python benchmarks/model_forward.py --only tiny     # one row: official-fp32 | official-bf16 | tiny
+    python benchmarks/model_forward.py --enformer [--geometry tiny|official] [--precision fp32|bf16]
+        [--repeats N] [--profile] [--threads N]
+
+``--enformer``: the DNA trunk alone, ours against enformer-pytorch (the reference implementation, needs the
+``test`` extra) on identical weights, CPU, batch 1, fp32 and bf16, tiny and official geometry: wall and CPU
+time and peak memory, with the ratios and targets (tiny >= 1.5x, official fp32 >= 1.25x, memory no higher);
+``--profile`` adds torch.profiler's top operations. The measurement itself lives in
+``benchmarks/enformer_trunk.py``.
 """
 
 from __future__ import annotations
@@ -107,7 +115,17 @@ ROWS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(ROWS), help="run one measurement in this process, print JSON")
-    args = parser.parse_args()
+    parser.add_argument("--enformer", action="store_true",
+                        help="Enformer trunk: ours vs enformer-pytorch (further options as benchmarks/enformer_trunk.py)")
+    args, rest = parser.parse_known_args()
+    if args.enformer:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import enformer_trunk
+
+        enformer_trunk.main(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.only:
         print(json.dumps(ROWS[args.only]()))
         return
