@@ -40,3 +40,16 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     assert result.returncode != 0
     assert "isoformer_cli.genomics is not allowed to import isoformer_cli.models" in result.stdout
     assert "isoformer_cli.genomics.genome -> isoformer_cli.models.configuration" in result.stdout
+
+
+def test_an_enformer_pytorch_import_breaks_its_contract(tmp_path):
+    """enformer-pytorch is the tests' reference only: a run-time import of it anywhere in the package fails CI."""
+    copy = tmp_path / "isoformer_cli"
+    shutil.copytree(ROOT / "isoformer_cli", copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    planted = copy / "models" / "encoders" / "enformer.py"
+    planted.write_text(planted.read_text() + "\n\ndef _planted():\n    import enformer_pytorch  # planted\n")
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    result = lint(tmp_path)
+    assert result.returncode != 0
+    assert "enformer-pytorch is a test-only reference" in result.stdout
+    assert "isoformer_cli.models.encoders.enformer -> enformer_pytorch" in result.stdout
