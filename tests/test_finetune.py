@@ -179,7 +179,8 @@ def test_freeze_whole_and_all_but_last_layers(tiny_model):
 
 
 def test_official_layer_stacks_are_found_for_freezing_and_checkpointing():
-    for overrides, layers in (({}, [11, 24, 30]), ({"dna_encoder_type": "nucleotide_transformer"}, [24, 24, 30])):
+    # Enformer: its 6 convolution-tower stages and 11 transformer blocks are checkpointed; NT and ESM: their layers.
+    for overrides, layers in (({}, [6 + 11, 24, 30]), ({"dna_encoder_type": "nucleotide_transformer"}, [24, 24, 30])):
         model = build_model(IsoformerConfig.from_preset("official", **overrides), device="meta")
         assert enable_activation_checkpointing(model) == sum(layers)
         freeze(model, parse_freeze(["encoders:1"]))
@@ -214,7 +215,8 @@ def test_activation_checkpointing_gives_the_same_gradients(tiny_model):
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     reference = gradients(tiny_model)
-    assert enable_activation_checkpointing(tiny_model) == 6  # 2 Enformer + 2 NT + 2 ESM layers
+    # Enformer: 2 conv-tower stages + 2 transformer blocks; 2 NT and 2 ESM layers.
+    assert enable_activation_checkpointing(tiny_model) == 8
     checkpointed = gradients(tiny_model)
     assert reference.keys() == checkpointed.keys()
     for name in reference:

@@ -395,8 +395,10 @@ class RelativePositionAttention(nn.Module):
         self.key_dim = key_dim
         self.value_dim = value_dim
         self.scale = key_dim**-0.5
-        self.attn_dropout = attn_dropout
-        self.pos_dropout = pos_dropout
+        # Dropout modules (not plain rates) so that whatever switches a model's nn.Dropout layers off or on
+        # (eval mode, or code setting ``p``) reaches these too, as it does in enformer-pytorch.
+        self.attn_dropout = nn.Dropout(attn_dropout)
+        self.pos_dropout = nn.Dropout(pos_dropout)
 
         self.to_q = nn.Linear(dim, key_dim * heads, bias=False)
         self.to_k = nn.Linear(dim, key_dim * heads, bias=False)
@@ -417,7 +419,7 @@ class RelativePositionAttention(nn.Module):
         v = self.to_v(hidden).unflatten(-1, (self.heads, self.value_dim)).transpose(1, 2)
         compute_dtype = v.dtype  # the projections' dtype (bf16 under autocast)
 
-        features = F.dropout(position_features, self.pos_dropout, self.training)
+        features = self.pos_dropout(position_features)
         rel_k = self.to_rel_k(features).unflatten(-1, (self.heads, self.key_dim)).permute(1, 2, 0)  # (h, d, W)
         position_query = torch.add(self.rel_pos_bias, q, alpha=self.scale).to(compute_dtype)  # s q + v
         relative_logits = torch.matmul(position_query, rel_k)  # (B, h, N, W)
@@ -434,7 +436,7 @@ class RelativePositionAttention(nn.Module):
             k,
             v,
             attn_mask=position_logits,
-            dropout_p=self.attn_dropout if self.training else 0.0,
+            dropout_p=self.attn_dropout.p if self.attn_dropout.training else 0.0,
             scale=1.0,  # q is already scaled; the biases u and v are not
         )
         return self.to_out(out.transpose(1, 2).reshape(batch, n, self.heads * self.value_dim))
