@@ -3,6 +3,7 @@
     python benchmarks/predict.py                 # both example datasets, demo (tiny) checkpoint
     python benchmarks/predict.py --official      # also the official preset on four human isoforms (slow on CPU)
     python benchmarks/predict.py --official-gpu  # also the official preset in bf16 on CUDA
+    python benchmarks/predict.py --memory        # only the memory tables (benchmarks/memory_runs.py)
 
 Measurements, printed as tables:
 
@@ -25,6 +26,9 @@ With ``--official``: the official preset with random weights on the first four i
 (full 196,608-bp windows), one run each of the engine and the naive official stack (needs enformer-pytorch
 and about 10 GB of RAM; minutes on a few CPU cores).
 
+With ``--memory``: only the memory tables of ``benchmarks/memory_runs.py`` (tiny preset at 1x, 20x and 200x
+the mouse example; official preset on four human isoforms against one forward, and under ``--max-memory 4G``).
+
 With ``--official-gpu`` (needs CUDA): the official preset with random weights in bf16 on
 synthetic full-length isoforms, isoforms per second and the fraction of the GPU's bf16 peak
 (from ``--peak-tflops``, e.g. 989 for an H100 SXM dense) that the forward FLOPs reach.
@@ -34,9 +38,7 @@ The naive baseline needs enformer-pytorch (the ``test`` extra); ``isoformer`` it
 
 import argparse
 import contextlib
-import gzip
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +46,12 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import memory_runs
+else:
+    from benchmarks import memory_runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -257,33 +265,6 @@ def print_overheads(overheads):
     print(f"overhead = engine wall s / model work s - 1; target: <= {TARGET_OVERHEAD:.0%}\n")
 
 
-def replicated_gtf(folder, copies):
-    source = os.path.join(EXAMPLES, "chr9.4M.gtf.gz")
-    lines = [line for line in gzip.open(source, "rt") if not line.startswith("#")]
-    path = os.path.join(folder, f"mouse_x{copies}.gtf")
-    with open(path, "w") as out:
-        for copy in range(copies):
-            for line in lines:
-                out.write(line.replace('transcript_id "', f'transcript_id "copy{copy}_'))
-    return path
-
-
-def peak_rss(copies, folder):
-    """Wall seconds and peak RSS (MB) of ``isoformer predict`` on the mouse annotation x copies."""
-    gtf = replicated_gtf(folder, copies)
-    command = [sys.executable, "-m", "isoformer_cli", "-q", "predict", "--checkpoint", "demo",
-               "--genome", os.path.join(EXAMPLES, "chr9.4M.fa.gz"), "--annotation", gtf,
-               "-o", os.path.join(folder, f"out_x{copies}.tsv")]
-    began = time.perf_counter()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"predict failed:\n{stderr.decode(errors='replace')}")
-    rows = sum(1 for line in open(os.path.join(folder, f"out_x{copies}.tsv")) if not line.startswith(("#", "transcript_id")))
-    return rows, time.perf_counter() - began, usage.ru_maxrss / 1024
-
-
 def official_gpu(batch, peak_tflops, isoforms):
     """Official preset, random weights, bf16 on CUDA: isoforms/s and fraction of the bf16 peak."""
     from isoformer_cli.inference.engine import ChunkPredictor
@@ -326,6 +307,17 @@ def official_gpu(batch, peak_tflops, isoforms):
     return n_params, rate, flops_per_isoform, fraction, torch.cuda.max_memory_allocated() / 2**30
 
 
+def print_official_gpu(args):
+    result = official_gpu(args.gpu_batch, args.peak_tflops, args.gpu_isoforms)
+    if result is None:
+        print("6. Official preset on GPU: skipped (no CUDA device)")
+    else:
+        n_params, rate, flops, fraction, memory = result
+        print("6. Official preset, bf16, CUDA, random weights, every isoform distinct")
+        print(f"parameters {n_params:,}; {rate:.2f} isoforms/s; {flops / 1e12:.2f} TFLOP per isoform; "
+              f"{fraction:.1%} of {args.peak_tflops:.0f} TFLOP/s bf16 peak; peak GPU memory {memory:.1f} GiB")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
@@ -337,10 +329,28 @@ def main(argv=None):
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU bf16 dense peak (default: H100 SXM)")
     parser.add_argument("--gpu-isoforms", type=int, default=64)
     parser.add_argument("--gpu-batch", type=int, default=16)
+    parser.add_argument("--official-gpu-only", action="store_true",
+                        help="only the official-preset GPU table (for scripts/gpu-check.sh)")
+    parser.add_argument("--memory", action="store_true", help="only the memory tables (benchmarks/memory_runs.py)")
+    parser.add_argument("--memory-copies", default="1,20,200",
+                        help="replication factors of the tiny memory table (default 1,20,200)")
+    parser.add_argument("--official-checkpoint", metavar="DIR",
+                        help="official-preset checkpoint for --memory (default: random weights from isoformer init)")
+    parser.add_argument("--skip-official", action="store_true", help="--memory without the official-preset table")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs\n")
+    if args.official_gpu_only:
+        print_official_gpu(args)
+        return
+    if args.memory:
+        copies = [int(value) for value in args.memory_copies.split(",")]
+        with tempfile.TemporaryDirectory() as folder:
+            memory_runs.print_tiny(memory_runs.tiny_rows(folder, copies))
+            if not args.skip_official:
+                memory_runs.print_official(memory_runs.official_rows(folder, args.official_checkpoint))
+        return
     rows, overheads, sharing = throughput(args.repeats)
     print("1. Throughput, tiny preset (demo checkpoint), CPU, best of", args.repeats,
           "(naive: official stack, one isoform per forward)")
@@ -363,10 +373,10 @@ def main(argv=None):
     print("4. Peak RSS of `isoformer predict` (subprocess), mouse annotation replicated")
     print(f"{'copies':>6} {'isoforms':>8} {'wall s':>7} {'peak RSS MB':>12}")
     with tempfile.TemporaryDirectory() as folder:
-        measured = [peak_rss(copies, folder) for copies in (1, args.copies)]
-    for copies, (n, seconds, rss) in zip((1, args.copies), measured):
+        measured = memory_runs.tiny_rows(folder, (1, args.copies))
+    for copies, n, seconds, rss in measured:
         print(f"{copies:>6} {n:>8} {seconds:>7.1f} {rss:>12.0f}")
-    print(f"RSS ratio {args.copies}x / 1x: {measured[1][2] / measured[0][2]:.2f} (flat = about 1)\n")
+    print(f"RSS ratio {args.copies}x / 1x: {measured[1][3] / measured[0][3]:.2f} (flat = about 1)\n")
 
     if args.official:
         n, naive_s, engine_s, work, diff, stats = official_cpu(args.official_isoforms)
@@ -377,14 +387,7 @@ def main(argv=None):
         print_overheads([("official, human", engine_s, work)])
 
     if args.official_gpu:
-        result = official_gpu(args.gpu_batch, args.peak_tflops, args.gpu_isoforms)
-        if result is None:
-            print("6. Official preset on GPU: skipped (no CUDA device)")
-        else:
-            n_params, rate, flops, fraction, memory = result
-            print("6. Official preset, bf16, CUDA, random weights, every isoform distinct")
-            print(f"parameters {n_params:,}; {rate:.2f} isoforms/s; {flops / 1e12:.2f} TFLOP per isoform; "
-                  f"{fraction:.1%} of {args.peak_tflops:.0f} TFLOP/s bf16 peak; peak GPU memory {memory:.1f} GiB")
+        print_official_gpu(args)
 
 
 if __name__ == "__main__":

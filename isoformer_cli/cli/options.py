@@ -185,6 +185,11 @@ chunk_options = stack([
 ])
 
 
+#: Every option group of a model run over triples (``predict``, ``embed``), in the order their help lists them.
+model_run_options = stack([input_options(), model_options, runtime_options, chunk_options, selection_options,
+                           record_options])
+
+
 def chunk_settings(options):
     """The chunk options (popped from ``options``) as keyword arguments of a run configuration."""
     return _pop(options, ("max_tokens", "chunk_size", "resume"))

@@ -104,27 +104,26 @@ def cgroup_headroom():
     return None
 
 
-def meminfo_available():
-    """``MemAvailable`` of the kernel in bytes, or None when it cannot be read."""
+def _kernel_kib_field(path, name):
+    """The ``name: N kB`` field of a ``/proc`` file in bytes, or None when it cannot be read."""
     try:
-        with open(MEMINFO) as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(name + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
 
 
+def meminfo_available():
+    """``MemAvailable`` of the kernel in bytes, or None when it cannot be read."""
+    return _kernel_kib_field(MEMINFO, "MemAvailable")
+
+
 def process_resident_bytes():
     """Resident memory of this process now (``VmRSS``), 0 when unknown."""
-    try:
-        with open(PROC_SELF_STATUS) as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return 0
+    return _kernel_kib_field(PROC_SELF_STATUS, "VmRSS") or 0
     return 0
 
 

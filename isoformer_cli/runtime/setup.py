@@ -53,8 +53,13 @@ def start_run(runtime, seed=0):
         device = torch.device("cuda", group.local_rank)
     if runtime.deterministic:
         make_deterministic(seed)
-    return RunContext(device=device, group=group, precision=runtime.precision_on(device),
-                      max_memory=runtime.max_memory_bytes)
+    precision = runtime.precision_on(device)
+    if device.type == "cuda" and precision == "fp32":
+        # fp32 asked for on a GPU means fp32: cuDNN convolutions (Enformer's) default to TF32, whose 10-bit
+        # mantissa would make a GPU run differ from the CPU's by about 1e-3 instead of float rounding.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+    return RunContext(device=device, group=group, precision=precision, max_memory=runtime.max_memory_bytes)
 
 
 def end_run(context, completed):

@@ -3,23 +3,11 @@
 import click
 
 from isoformer_cli.cli.commands.predict import model_run_config
-from isoformer_cli.cli.options import (
-    chunk_options,
-    input_options,
-    model_options,
-    record_options,
-    runtime_options,
-    selection_options,
-)
+from isoformer_cli.cli.options import model_run_options
 
 
 @click.command("embed")
-@input_options()
-@model_options
-@runtime_options
-@chunk_options
-@selection_options
-@record_options
+@model_run_options
 @click.option("-o", "--output", required=True, metavar="FILE.h5", help="HDF5 file of embeddings.")
 @click.option("--modalities", is_flag=True,
               help="Also write each encoder's own pooled embedding (dna, rna, protein) beside the fused one.")

@@ -5,15 +5,10 @@ import sys
 import click
 
 from isoformer_cli.cli.options import (
-    chunk_options,
     chunk_settings,
-    input_options,
     model_choice,
-    model_options,
-    record_options,
-    runtime_options,
+    model_run_options,
     runtime_options_from,
-    selection_options,
     triple_source,
     usage_errors,
 )
@@ -31,12 +26,7 @@ def model_run_config(config_class, options):
 
 
 @click.command("predict")
-@input_options()
-@model_options
-@runtime_options
-@chunk_options
-@selection_options
-@record_options
+@model_run_options
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE",
               help="Predictions: .tsv, .tsv.gz, .h5/.h5ad (AnnData layout), or - for stdout (TSV).")
 @click.option("--gene-summary", metavar="FILE",
