@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from isoformer_cli.errors import InputError
+from isoformer_cli.models.encoders import enformer_trunk
 from isoformer_cli.models.encoders.base import (
     LayerGroups,
     PretrainedFolder,
@@ -202,13 +203,25 @@ class Enformer(SequenceEncoder):
     def random_token_range(self, config):
         return 0, 4
 
-    # Measured at the official size (benchmarks/memory_model.py): 13.8 kB per base (fp32) for a width of 1,536.
-    bytes_per_position_and_width = {"fp32": 9.0, "bf16": 5.5}
+    # Working memory in inference, measured with benchmarks/memory_model.py (CPU, batches of 1 and 2). It has two
+    # regimes: windows longer than INFERENCE_SLICE run the residual block and pooling of each conv stage in slices
+    # (official: 6.2 kB per base fp32, 3.2 kB bf16, for a width of 1,536), shorter ones in one pass with every
+    # full-length temporary (tiny: 1.9 kB fp32, 0.95 kB bf16, width 192). Every window has the model's length,
+    # so the regime follows from the configuration.
+    bytes_per_position_and_width = {"fp32": 4.1, "bf16": 2.1}
+    unsliced_bytes_per_position_and_width = {"fp32": 10.0, "bf16": 5.1}
     # The convolution tower at full resolution dominates, not the transformer's depth: one "layer". Measured
     # fp32 forward + backward: 41.4 B official, 67.2 B tiny (checkpointed transformer: 37.0 B, 54.1 B); the
     # larger figures are kept.
     training_bytes_per_position_and_width = (0.0, 67.2)
     checkpointed_bytes_per_position_and_width = (0.0, 54.1)
+
+    def activation_bytes(self, config, batch, length, precision="fp32"):
+        """As `SequenceEncoder.activation_bytes`, with the coefficients of the window's regime (sliced or not)."""
+        sliced = self.max_input_length(config) > enformer_trunk.INFERENCE_SLICE
+        table = self.bytes_per_position_and_width if sliced else self.unsliced_bytes_per_position_and_width
+        coefficient = table.get(precision, table["fp32"])
+        return int(coefficient * batch * length * self.memory_width(config))
 
     def memory_width(self, config):
         return config.enformer_dim
