@@ -2,6 +2,7 @@
 
     python benchmarks/predict.py                 # both example datasets, demo (tiny) checkpoint
     python benchmarks/predict.py --official      # also the official preset on four human isoforms (slow on CPU)
+    python benchmarks/predict.py --official-only # only that table
     python benchmarks/predict.py --official-gpu  # also the official preset in bf16 on CUDA
     python benchmarks/predict.py --memory        # only the memory tables (benchmarks/memory_runs.py)
 
@@ -318,6 +319,15 @@ def print_official_gpu(args):
               f"{fraction:.1%} of {args.peak_tflops:.0f} TFLOP/s bf16 peak; peak GPU memory {memory:.1f} GiB")
 
 
+def print_official_cpu(args):
+    n, naive_s, engine_s, work, diff, stats = official_cpu(args.official_isoforms)
+    print(f"5. Official preset, fp32, CPU, random weights, the first {n} human isoforms, one run each")
+    print(f"naive official stack {naive_s:.1f} s ({n / naive_s:.3f} isoforms/s); engine {engine_s:.1f} s "
+          f"({n / engine_s:.3f} isoforms/s); speed-up {naive_s / engine_s:.2f}x; max |diff| {diff:.2e}; "
+          f"distinct windows {stats['dna']}, RNAs {stats['rna']}, proteins {stats['protein']}")
+    print_overheads([("official, human", engine_s, work)])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
@@ -325,6 +335,7 @@ def main(argv=None):
     parser.add_argument("--official", action="store_true",
                         help="also the official preset (fp32, CPU) on four human isoforms: engine vs naive official stack")
     parser.add_argument("--official-isoforms", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--official-only", action="store_true", help="only the --official table")
     parser.add_argument("--official-gpu", action="store_true", help="also time the official preset in bf16 on CUDA")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU bf16 dense peak (default: H100 SXM)")
     parser.add_argument("--gpu-isoforms", type=int, default=64)
@@ -343,6 +354,9 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs\n")
     if args.official_gpu_only:
         print_official_gpu(args)
+        return
+    if args.official_only:
+        print_official_cpu(args)
         return
     if args.memory:
         copies = [int(value) for value in args.memory_copies.split(",")]
@@ -379,12 +393,7 @@ def main(argv=None):
     print(f"RSS ratio {args.copies}x / 1x: {measured[1][3] / measured[0][3]:.2f} (flat = about 1)\n")
 
     if args.official:
-        n, naive_s, engine_s, work, diff, stats = official_cpu(args.official_isoforms)
-        print(f"5. Official preset, fp32, CPU, random weights, the first {n} human isoforms, one run each")
-        print(f"naive official stack {naive_s:.1f} s ({n / naive_s:.3f} isoforms/s); engine {engine_s:.1f} s "
-              f"({n / engine_s:.3f} isoforms/s); speed-up {naive_s / engine_s:.2f}x; max |diff| {diff:.2e}; "
-              f"distinct windows {stats['dna']}, RNAs {stats['rna']}, proteins {stats['protein']}")
-        print_overheads([("official, human", engine_s, work)])
+        print_official_cpu(args)
 
     if args.official_gpu:
         print_official_gpu(args)
