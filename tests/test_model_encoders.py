@@ -123,7 +123,7 @@ def test_nt_row_without_tokens_stays_finite():
 # ------------------------------------------------------------------------------------------------
 def test_enformer_encoder_equals_plain_enformer_pytorch_and_saves_each_tensor_once():
     """Our encoder loads a plain enformer-pytorch Enformer's named tensors strictly and gives its embeddings."""
-    enformer_pytorch = pytest.importorskip("enformer_pytorch")
+    enformer_pytorch = pytest.importorskip("enformer_pytorch", exc_type=ImportError)
     config = IsoformerConfig.from_preset("tiny", modalities="dna")
     torch.manual_seed(2)
     fields = {key: value for key, value in library_fields(config).items() if key != "use_convnext"}
