@@ -102,7 +102,8 @@ def run_pull(config):
     with lock_outputs(folders=[target, *folders]):
         fetched = []
         for repository, folder in zip(entry.repositories, folders):
-            log.info("%s (licence of the weights: %s)", repository.repo_id, repository.licence)
+            if len(entry.repositories) > 1:
+                log.info("%s (licence of the weights: %s)", repository.repo_id, repository.licence)
             fetched.append(fetch_repository(repository, folder, config.revision, progress=progress_enabled()))
         manifest = {
             "name": name,

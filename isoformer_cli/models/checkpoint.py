@@ -164,15 +164,19 @@ def build_model(config, device=None, initialise=True):
                 return IsoformerModel(config)
         if initialise:
             return IsoformerModel(config)
-        with _no_init_weights():
+        with skip_weight_initialisation():
             return IsoformerModel(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot build the model from this configuration: {exc}") from exc
 
 
 @contextlib.contextmanager
-def _no_init_weights():
-    """transformers' switch that turns every ``torch.nn.init`` call into a no-op (the location moved in v5)."""
+def skip_weight_initialisation():
+    """transformers' switch that turns every ``torch.nn.init`` call into a no-op (the location moved in v5).
+
+    For modules whose every tensor is overwritten next: random initialisation of a full-size encoder
+    costs tens of seconds on a CPU.
+    """
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers 4.x

@@ -186,9 +186,9 @@ def derive_config(official, official_path, layout, preset="official", settings=N
     if tissues is not None and "tissues" not in settings:
         named = fields.get("tissues", GTEX_TISSUES if tissues == len(GTEX_TISSUES) else None)
         if named is None or len(named) != tissues:
+            differs = "not the 30 GTEx tissues" if named is None else f"but {source} names {len(named)} tissues"
             raise CheckpointError(
-                f"the head predicts {tissues} outputs, {'not the 30 GTEx tissues' if named is None else f'but {source} names {len(named)} tissues'}; "
-                "name them in order with --set tissues=NAME1,NAME2,..."
+                f"the head predicts {tissues} outputs, {differs}; name them in order with --set tissues=NAME1,NAME2,..."
             )
         if "tissues" not in fields:
             origins["tissues"] = f"the {tissues} GTEx tissues of the official model (from the head's {tissues} outputs)"
@@ -393,7 +393,8 @@ def _convert_official(source, output, preset, mapping_file, overwrite, settings,
     metadata = {
         "converted_from": os.path.abspath(weights),
         "source_sha256": source_sha256 or sha256_file(weights),
-        "key_mapping": "found by key signatures and shapes" + (f", with the rows of {mapping_file}" if mapping_file else ""),
+        "key_mapping": "found by key signatures and shapes"
+        + (f", with the rows of {mapping_file}" if mapping_file else ""),
         "layout": "; ".join(layout.report()),
         "configuration_sources": json.dumps({key: origins[key] for key in sorted(origins)}),
         **metadata_of(checks),

@@ -237,23 +237,17 @@ def fetch_repository(repository, folder, revision=None, progress=False):
     return fetched
 
 
-def _hub_errors():
-    from huggingface_hub import errors
-
-    return errors
-
-
 def _metadata(repository, name, revision, endpoint):
-    """(metadata, None) for ``name`` at ``revision``, or (None, "absent") when the hub has no such file."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    """The hub's metadata of ``name`` at ``revision`` (commit, size, ETag, location), or None when it has no such
+    file; DownloadError, with what to do, for everything else."""
+    from huggingface_hub import errors, get_hf_file_metadata, hf_hub_url
 
-    errors = _hub_errors()
     url = hf_hub_url(repository.repo_id, name, revision=revision, endpoint=endpoint)
     where = f"{repository.repo_id} (revision {revision}) at {endpoint}"
     try:
-        return get_hf_file_metadata(url, endpoint=endpoint), None
+        return get_hf_file_metadata(url, endpoint=endpoint)
     except errors.RemoteEntryNotFoundError:
-        return None, "absent"
+        return None
     except errors.GatedRepoError as exc:
         raise DownloadError(
             f"{where}: access is restricted; accept its terms on the hub and set HF_TOKEN (or run 'hf auth login')"
@@ -287,7 +281,7 @@ def _expected_checksums(metadata):
 def _fetch_online(repository, entry, folder, revision, fetched, state, endpoint, progress):
     metadata = name = None
     for candidate in entry.candidates:
-        metadata, absent = _metadata(repository, candidate, fetched.commit or revision, endpoint)
+        metadata = _metadata(repository, candidate, fetched.commit or revision, endpoint)
         if metadata is not None:
             name = candidate
             break
@@ -402,7 +396,9 @@ def _download(repository, name, metadata, part, etag, commit, progress):
         with open(sidecar, "w", encoding="utf-8") as handle:
             json.dump({"etag": etag, "commit": commit, "size": metadata.size}, handle)
     size_text = f" ({metadata.size / 1e9:.2f} GB)" if metadata.size and metadata.size > 1e8 else ""
-    log.info("downloading %s/%s%s", repository.repo_id, name, size_text)
+    # Announce the weights, not every small text file.
+    level = logging.INFO if metadata.size is None or metadata.size > 1_000_000 else logging.DEBUG
+    log.log(level, "downloading %s/%s%s", repository.repo_id, name, size_text)
     headers = build_hf_headers()
     if urllib.parse.urlsplit(metadata.location).netloc != urllib.parse.urlsplit(hub_endpoint()).netloc:
         # A large file is served from a signed storage URL: the hub token must not leave the hub.
@@ -442,9 +438,13 @@ def _check(fetched, entry, hub_size, hub_sha256, git_sha1, repository, remove_on
         if remove_on_failure:
             _remove(fetched.path, fetched.path + ".json")
             kept, error = "; nothing of this download was kept", _VerificationFailed
+        if fetched.origin == "placed by hand":
+            fix = f"replace {fetched.path} with the file from the hub"
+        else:
+            fix = "the download was corrupted or the file changed on the hub, run the command again"
         raise error(
             f"{repository.repo_id}/{fetched.name} ({fetched.origin}) failed verification: {'; '.join(problems)}"
-            f"{kept}; the download was corrupted or the file changed on the hub, run the command again"
+            f"{kept}; {fix}"
         )
     checks = []
     if entry.size is not None:

@@ -71,8 +71,12 @@ class Layout:
         return tuple(row for component in ordered for row in component.rows)
 
     def missing(self):
-        """Kinds of the architecture neither detected nor left to the user's rows."""
-        return [kind for kind in COMPONENT_TARGETS if kind not in self.components and kind not in self.user_filled]
+        """Kinds of the architecture neither detected nor left to the user's rows (without a DNA encoder, only
+        it: the aggregation blocks and the head are recognised by its width)."""
+        missing = [kind for kind in COMPONENT_TARGETS if kind not in self.components and kind not in self.user_filled]
+        if "dna_encoder" in missing and "dna_encoder_type" not in self.fields:
+            return [kind for kind in missing if kind.endswith("_encoder")]
+        return missing
 
     def report(self):
         """One line per component: what was found where."""
@@ -255,8 +259,8 @@ def _find_cross_attention(shapes, query_width, context_widths, wanted):
     rna_width, protein_width = context_widths.get("rna_encoder"), context_widths.get("protein_encoder")
     assigned = {}
     for root, context in blocks:
-        kinds = [kind for kind, width in (("rna_cross_attention", rna_width), ("protein_cross_attention", protein_width))
-                 if width == context and kind in wanted]
+        candidates = (("rna_cross_attention", rna_width), ("protein_cross_attention", protein_width))
+        kinds = [kind for kind, width in candidates if width == context and kind in wanted]
         if len(kinds) > 1:
             named = [kind for kind in kinds if _NAME_HINTS[kind].search(root)]
             kinds = named if len(named) == 1 else kinds

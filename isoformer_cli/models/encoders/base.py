@@ -107,7 +107,8 @@ class FoundComponent:
 
 @dataclass
 class ReferenceEncoder:
-    """An independent implementation of an encoder, loaded from the source tensors (see :meth:`SequenceEncoder.reference_encoder`).
+    """An independent implementation of an encoder, loaded from the source tensors
+    (see :meth:`SequenceEncoder.reference_encoder`).
 
     Attributes:
         run: ``(input_ids (B, L) long, attention_mask (B, L) bool | None) -> (B, N, D)`` output states.

@@ -220,7 +220,10 @@ def _library_reference(config, tensors):
     from enformer_pytorch import Enformer as LibraryEnformer
     from enformer_pytorch import EnformerConfig
 
-    module = LibraryEnformer(EnformerConfig(**_reference_config_fields(config))).eval()
+    from isoformer_cli.models.checkpoint import skip_weight_initialisation
+
+    with skip_weight_initialisation():  # every tensor is loaded next
+        module = LibraryEnformer(EnformerConfig(**_reference_config_fields(config))).eval()
     trunk = {key: tensor for key, tensor in tensors.items() if not key.startswith("_heads.")}
     result = module.load_state_dict(trunk, strict=False, assign=False)
     # The named and _trunk.N spellings are one tensor: a name counts as filled when either spelling was given.
@@ -251,7 +254,10 @@ def _own_module_reference(config, tensors):
     from isoformer_cli.models.key_mapping import map_key
     from isoformer_cli.models.weights import fill_module
 
-    module = EnformerDNAEncoder(config).eval()
+    from isoformer_cli.models.checkpoint import skip_weight_initialisation
+
+    with skip_weight_initialisation():  # every tensor is loaded next
+        module = EnformerDNAEncoder(config).eval()
     rows = enformer_layout_rows("", "")
     mapped = {}
     for key, tensor in tensors.items():

@@ -139,7 +139,8 @@ class EsmStyleEncoder:
                 and not key.startswith(self.root + "lm_head.")}
 
     def details(self, lm_head_name):
-        extras = [name for name, present in ((lm_head_name, self.lm_head), ("contact head", self.contact_head)) if present]
+        present = ((lm_head_name, self.lm_head), ("contact head", self.contact_head))
+        extras = [name for name, there in present if there]
         text = f"{self.layers} layers, hidden {self.hidden}, vocabulary {self.vocab}"
         return text + (f"; {' and '.join(extras)} ignored" if extras else "")
 
@@ -307,7 +308,10 @@ class Esm2(SequenceEncoder):
         library = esm_config(config)
         # The straightforward softmax(QK^T)V path, not the fused kernel the model itself uses.
         library._attn_implementation = "eager"
-        module = EsmModel(library, add_pooling_layer=False).eval()
+        from isoformer_cli.models.checkpoint import skip_weight_initialisation
+
+        with skip_weight_initialisation():  # every tensor is loaded next
+            module = EsmModel(library, add_pooling_layer=False).eval()
         load_reference_state(module, tensors, "ESM-2 reference (transformers EsmModel)")
 
         def run(input_ids, attention_mask):

@@ -198,7 +198,10 @@ class NucleotideTransformerRNA(SequenceEncoder):
     def reference_encoder(self, config, tensors):
         # NT-v2's own implementation is remote code, which this tool never runs: the reference is our NT-v2
         # module filled straight from the source's EsmModel-style names (no key mapping involved).
-        module = NucleotideTransformer(rna_network_config(config)).eval()
+        from isoformer_cli.models.checkpoint import skip_weight_initialisation
+
+        with skip_weight_initialisation():  # every tensor is loaded next
+            module = NucleotideTransformer(rna_network_config(config)).eval()
         try:
             load_hf_nt_state_dict(module, tensors, prefix="")
         except (KeyError, ValueError) as exc:
