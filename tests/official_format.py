@@ -20,11 +20,10 @@ random. Layouts (:data:`LAYOUTS`) differ in top-level names, nesting, Enformer's
 import json
 
 import torch
-from enformer_pytorch import Enformer
+from enformer_pytorch import Enformer, EnformerConfig
+from enformer_pytorch.data import seq_indices_to_one_hot
 
 from isoformer_cli.models import IsoformerConfig, IsoformerModel
-from isoformer_cli.models.encoders.enformer import ENFORMER_TRUNK_POSITIONS
-from isoformer_cli.models.encoders.enformer import library_config as enformer_library_config
 from isoformer_cli.models.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
 
 EXTRA_TENSOR_SEED = 123
@@ -33,6 +32,48 @@ OFFICIAL_SPECIES_HEADS = {"human": 5313, "mouse": 1643}
 LAYOUTS = ("documented", "renamed", "nested")
 # A small model whose NT-v2 and ESM-2 widths differ (64 and 32), so cross-attention blocks are told apart by width.
 DISTINCT_WIDTHS = dict(esm_hidden_size=32, esm_intermediate_size=64)
+
+
+# Where enformer-pytorch's _trunk Sequential holds its named modules (stated here, from the library, not taken
+# from the code under test).
+LIBRARY_TRUNK_POSITIONS = {"stem": 1, "conv_tower": 2, "transformer": 4, "final_pointwise": 6}
+
+
+def enformer_pytorch_config(config, output_heads=None):
+    """enformer-pytorch's ``EnformerConfig`` for the ``enformer_*`` fields of ``config``."""
+    return EnformerConfig(
+        dim=config.enformer_dim, depth=config.enformer_depth, heads=config.enformer_heads,
+        output_heads=dict(output_heads or {}), target_length=config.enformer_target_length,
+        attn_dim_key=config.enformer_attn_dim_key, dropout_rate=config.enformer_dropout_rate,
+        attn_dropout=config.enformer_attn_dropout, pos_dropout=config.enformer_pos_dropout,
+        num_downsamples=config.enformer_num_downsamples, dim_divisible_by=config.enformer_dim_divisible_by,
+        use_tf_gamma=config.enformer_use_tf_gamma,
+    )
+
+
+def library_enformer_output(state, root, config, input_ids):
+    """The oracle: enformer-pytorch's own ``Enformer`` loaded (strictly) with the Enformer tensors under ``root``
+    of an official-format ``state``, whatever their spelling, run on ``input_ids`` (embeddings, float32)."""
+    own = {key[len(root):]: tensor for key, tensor in state.items() if key.startswith(root)
+           and key[len(root):].startswith(("stem.", "conv_tower.", "transformer.", "final_pointwise.", "_trunk.",
+                                           "_heads."))}
+    named = {}
+    for key, tensor in own.items():
+        for name, position in LIBRARY_TRUNK_POSITIONS.items():
+            if key.startswith(f"_trunk.{position}."):
+                key = f"{name}.{key[len(f'_trunk.{position}.'):]}"
+        named[key] = tensor
+    complete = dict(named)
+    for key, tensor in named.items():  # the library's state dict names every trunk tensor in both spellings
+        name = key.split(".", 1)[0]
+        if name in LIBRARY_TRUNK_POSITIONS:
+            complete[f"_trunk.{LIBRARY_TRUNK_POSITIONS[name]}.{key[len(name) + 1:]}"] = tensor
+    heads = {key.split(".")[1]: tensor.shape[0] for key, tensor in named.items()
+             if key.startswith("_heads.") and key.endswith(".0.weight")}
+    library = Enformer(enformer_pytorch_config(config, heads)).eval()
+    library.load_state_dict(complete, strict=True)
+    with torch.no_grad():
+        return library(seq_indices_to_one_hot(input_ids), return_only_embeddings=True)
 
 
 def small_model(seed=0, **overrides):
@@ -97,14 +138,12 @@ def _nt_parts(model, config, extra):
 
 def _enformer_parts(model, config, device, spelling, species_heads):
     """Enformer keys below its root: enformer-pytorch's state dict carrying our trunk's tensors."""
-    enformer_config = enformer_library_config(config)
-    enformer_config.output_heads = dict(species_heads or {})
     with torch.device(device):
-        enformer = Enformer(enformer_config)
+        enformer = Enformer(enformer_pytorch_config(config, species_heads))
     if device != "meta":
         enformer.load_state_dict(model.dna_encoder.enformer.state_dict(), strict=False)
     state = dict(enformer.state_dict())
-    named = tuple(f"{name}." for _, name in ENFORMER_TRUNK_POSITIONS)
+    named = tuple(f"{name}." for name in LIBRARY_TRUNK_POSITIONS)
     if spelling == "trunk":
         state = {key: tensor for key, tensor in state.items() if not key.startswith(named)}
     elif spelling == "named":

@@ -30,6 +30,7 @@ from official_format import (
     LAYOUTS,
     OFFICIAL_SPECIES_HEADS,
     example_batch,
+    library_enformer_output,
     official_config_json,
     official_state,
     small_model,
@@ -69,7 +70,8 @@ def assert_same_model(loaded, model, config):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_layout_converts_to_identical_predictions(tmp_path, distinct, layout):
     config, model = distinct
-    official = write_official(tmp_path / "official", official_state(model, config, layout), config)
+    state = official_state(model, config, layout)
+    official = write_official(tmp_path / "official", state, config)
     result = convert_official(str(official), str(tmp_path / "out"), preset="tiny")
 
     assert (result.plan.unmatched, result.plan.missing, result.plan.wrong_shape) == ([], [], [])
@@ -79,10 +81,19 @@ def test_every_layout_converts_to_identical_predictions(tmp_path, distinct, layo
     metadata = metadata_of(tmp_path / "out")
     for component in ("dna_encoder", "rna_encoder", "protein_encoder"):
         assert metadata[f"self_check_{component}"].startswith("passed: max |difference|"), component
-    assert "enformer-pytorch Enformer" in metadata["self_check_dna_encoder"]
+    assert "a new Enformer built from the source's configuration" in metadata["self_check_dna_encoder"]
     assert "transformers EsmModel" in metadata["self_check_protein_encoder"]
     assert metadata["tokenizer_files_checked"] == "dna_vocab_list.txt, rna_vocab_list.txt, protein_vocab_list.txt"
     assert len(result.layout.report()) == 6
+
+    # The oracle: enformer-pytorch itself, loaded with the file's Enformer tensors, computes what the
+    # converted DNA encoder computes.
+    root = result.layout.components["dna_encoder"].root
+    ids = example_batch(config)["dna_input_ids"]
+    with torch.no_grad():
+        ours = loaded.dna_encoder(ids)[0]
+    expected = library_enformer_output(state, root, config, ids)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_documented_layout_details(tmp_path, tiny):
@@ -250,7 +261,15 @@ def test_self_check_failure_writes_nothing(tmp_path, tiny):
                        "^nt_model\\.esm\\.encoder\\.layer\\.1\\.\trna_encoder.encoder.layer.0.\n")
     with pytest.raises(CheckpointError, match=r"self-check failed: rna_encoder FAILED"):
         convert_official(str(official), str(tmp_path / "out"), preset="tiny", mapping_file=str(mapping))
-    assert sorted(os.listdir(tmp_path)) == ["official", "swap.tsv"]
+    # Enformer's two transformer blocks swapped (named spelling only, so no second spelling contradicts the rows).
+    nested = write_official(tmp_path / "nested", official_state(model, config, "nested"), config)
+    swap = tmp_path / "swap-dna.tsv"
+    swap.write_text("^model\\.encoders\\.dna\\.transformer\\.0\\.\tdna_encoder.enformer.transformer.1.\n"
+                    "^model\\.encoders\\.dna\\.transformer\\.1\\.\tdna_encoder.enformer.transformer.0.\n")
+    with pytest.raises(CheckpointError, match=r"self-check failed: dna_encoder FAILED: max \|difference\| .* against "
+                                              r"a new Enformer built from the source's configuration"):
+        convert_official(str(nested), str(tmp_path / "out"), preset="tiny", mapping_file=str(swap))
+    assert sorted(os.listdir(tmp_path)) == ["nested", "official", "swap-dna.tsv", "swap.tsv"]
 
 
 @pytest.mark.parametrize("settings", [{"head_activation": "softplus"}, {"fusion_order": "parallel"},

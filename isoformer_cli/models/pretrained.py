@@ -13,8 +13,8 @@ Accepted folders (each downloaded by the user; ``config.json`` plus ``model.safe
   heads are ignored. With ``dna_encoder_type="nucleotide_transformer"`` the DNA folder is an NT-v2 one.
 
 Self-checks: once filled, each loaded encoder is run against a reference built from the folder's own tensors
-(:mod:`isoformer_cli.models.self_check`: ESM-2 against ``transformers.EsmModel``, Enformer against
-enformer-pytorch or its source spelling, NT-v2 against our module loaded without key mapping); a
+(:mod:`isoformer_cli.models.self_check`: ESM-2 against ``transformers.EsmModel``, Enformer against a new
+Enformer loaded in its source layout, NT-v2 against our module loaded without key mapping); a
 disagreement refuses the new checkpoint, and the results are recorded in its provenance.
 
 Configuration policy: the preset decides the architecture. Each encoder folder's ``config.json`` must

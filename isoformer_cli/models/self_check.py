@@ -6,8 +6,10 @@ implementation loaded from the *source* tensors under their *source* names, not 
 (:meth:`SequenceEncoder.reference_encoder`):
 
 * ESM-2: ``transformers.EsmModel`` with eager attention;
-* Enformer: enformer-pytorch's ``Enformer`` when it is installed, else our own Enformer module filled by the
-  source spelling (``_trunk.N`` folded);
+* Enformer: against its source layout. A new Enformer encoder, built with what the source states, loaded
+  strictly with the source tensors under their own names (``_trunk.N`` duplicates folded onto the named
+  modules; :mod:`isoformer_cli.models.encoders.enformer_layout`). enformer-pytorch is not used at run time
+  (a test oracle only): the trunk's arithmetic is checked against it by the tests, not here;
 * NT-v2: our NT-v2 module filled directly from the source's names (NT-v2 has no implementation outside
   remote code).
 

@@ -17,19 +17,11 @@ human/mouse output heads when another checkpoint is read.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
-from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.encoders.base import (
-    FoundComponent,
-    LayerGroups,
-    PretrainedFolder,
-    ReferenceEncoder,
-    SequenceEncoder,
-)
+from isoformer_cli.errors import InputError
+from isoformer_cli.models.encoders.base import LayerGroups, PretrainedFolder, SequenceEncoder
 from isoformer_cli.models.key_mapping import IGNORE, MappingRow
 from isoformer_cli.models.tokenizers import DnaTokenizer
 
@@ -140,138 +132,6 @@ def enformer_key_rows(source_prefix: str, target_prefix: str) -> tuple:
     return tuple(rows)
 
 
-# ------------------------------------------------------------------------------------------------
-# Finding an Enformer in a foreign state dict, and the reference it is checked against
-# ------------------------------------------------------------------------------------------------
-
-# The stem's first convolution reads the 4-channel one-hot: "<root>stem.0.weight" or "<root>_trunk.1.0.weight".
-_STEM_KEY = re.compile(r"^(?P<root>.*?)(?:stem\.0|_trunk\.1\.0)\.weight$")
-_NAMED_PARTS = tuple(name for _, name in ENFORMER_TRUNK_POSITIONS)
-
-
-def _enformer_part(shapes, root, name, rest):
-    """The shape of ``<root><name>.<rest>`` in either spelling (named, or ``_trunk.N.``), or None."""
-    position = dict((part, index) for index, part in ENFORMER_TRUNK_POSITIONS)[name]
-    return shapes.get(f"{root}{name}.{rest}") or shapes.get(f"{root}_trunk.{position}.{rest}")
-
-
-def _count_blocks(shapes, root, name):
-    position = dict((part, index) for index, part in ENFORMER_TRUNK_POSITIONS)[name]
-    pattern = re.compile(rf"^{re.escape(root)}(?:{name}|_trunk\.{position})\.(\d+)\.")
-    return len({m.group(1) for key in shapes if (m := pattern.match(key))})
-
-
-def find_enformer(shapes):
-    """Every enformer-pytorch ``Enformer`` (trunk in the named and/or ``_trunk.N`` spelling, with or without
-    the human/mouse heads) in ``shapes``, anchored on the stem convolution over the 4-letter one-hot."""
-    found = []
-    roots = {m["root"] for key, shape in shapes.items() if (m := _STEM_KEY.match(key)) and len(shape) == 3
-             and shape[1] == 4}
-    for root in sorted(roots):
-        owned = re.compile(rf"^{re.escape(root)}(?:{'|'.join(_NAMED_PARTS)}|crop_final|_trunk|_heads)\.")
-        keys = tuple(key for key in shapes if owned.match(key))
-        stem = _enformer_part(shapes, root, "stem", "0.weight")
-        bias = _enformer_part(shapes, root, "transformer", "0.0.fn.1.rel_content_bias")
-        depth = _count_blocks(shapes, root, "transformer")
-        tower = _count_blocks(shapes, root, "conv_tower")
-        if stem is None or bias is None or len(bias) != 4 or not depth:
-            continue
-        spellings = [name for name, present in (
-            ("named", any(key.startswith(root + "stem.") for key in keys)),
-            ("_trunk.N", any(key.startswith(root + "_trunk.") for key in keys))) if present]
-        species = sorted({m.group(1) for key in keys if (m := re.match(rf"^{re.escape(root)}_heads\.(\w+)\.", key))})
-        found.append({
-            "root": root, "keys": keys, "spellings": spellings, "species": species,
-            "fields": {
-                "enformer_dim": 2 * stem[0],
-                "enformer_depth": depth,
-                "enformer_heads": bias[1],
-                "enformer_attn_dim_key": bias[3],
-                "enformer_num_downsamples": tower + 1,
-            },
-        })
-    return found
-
-
-def enformer_layout_rows(root, target_prefix):
-    """Rows for an Enformer found at the literal ``root`` (which may be empty): heads ignored, ``_trunk.N``
-    folded onto the named modules, the named modules mapped, nothing else claimed."""
-    escaped = re.escape(root)
-    rows = [MappingRow(rf"^{escaped}_heads\.", IGNORE, "Enformer human/mouse output heads (not used by IsoFormer)")]
-    for position, name in ENFORMER_TRUNK_POSITIONS:
-        rows.append(MappingRow(rf"^{escaped}_trunk\.{position}\.", f"{target_prefix}{name}."))
-    rows.append(MappingRow(rf"^{escaped}(?=(?:{'|'.join(_NAMED_PARTS)})\.)", target_prefix))
-    return tuple(rows)
-
-
-def _reference_config_fields(config):
-    return dict(
-        dim=config.enformer_dim, depth=config.enformer_depth, heads=config.enformer_heads, output_heads={},
-        target_length=config.enformer_target_length, attn_dim_key=config.enformer_attn_dim_key,
-        dropout_rate=config.enformer_dropout_rate, attn_dropout=config.enformer_attn_dropout,
-        pos_dropout=config.enformer_pos_dropout, use_checkpointing=False,
-        num_downsamples=config.enformer_num_downsamples, dim_divisible_by=config.enformer_dim_divisible_by,
-        use_tf_gamma=config.enformer_use_tf_gamma,
-    )
-
-
-def _library_reference(config, tensors):
-    """enformer-pytorch's ``Enformer`` (the source implementation), filled from the source spelling."""
-    from enformer_pytorch import Enformer as LibraryEnformer
-    from enformer_pytorch import EnformerConfig
-
-    from isoformer_cli.models.checkpoint import skip_weight_initialisation
-
-    with skip_weight_initialisation():  # every tensor is loaded next
-        module = LibraryEnformer(EnformerConfig(**_reference_config_fields(config))).eval()
-    trunk = {key: tensor for key, tensor in tensors.items() if not key.startswith("_heads.")}
-    result = module.load_state_dict(trunk, strict=False, assign=False)
-    # The named and _trunk.N spellings are one tensor: a name counts as filled when either spelling was given.
-    alias = {}
-    for position, name in ENFORMER_TRUNK_POSITIONS:
-        alias[f"{name}."] = f"_trunk.{position}."
-        alias[f"_trunk.{position}."] = f"{name}."
-    given = set(trunk)
-    unfilled = []
-    for key in result.missing_keys:
-        other = next((alias[prefix] + key[len(prefix):] for prefix in alias if key.startswith(prefix)), None)
-        if other is None or other not in given:
-            unfilled.append(key)
-    if unfilled or result.unexpected_keys:
-        raise CheckpointError(
-            f"Enformer reference (enformer-pytorch): the source tensors do not load: missing {sorted(unfilled)[:5]}, "
-            f"unexpected {sorted(result.unexpected_keys)[:5]}"
-        )
-    return ReferenceEncoder(
-        lambda input_ids, attention_mask: module(input_ids, return_only_embeddings=True),
-        "enformer-pytorch Enformer loaded from the source tensors in their own spelling",
-    )
-
-
-def _own_module_reference(config, tensors):
-    """Our Enformer module filled from the source spelling remapped by the ``_trunk.N`` rows (used when
-    enformer-pytorch is not installed)."""
-    from isoformer_cli.models.key_mapping import map_key
-    from isoformer_cli.models.weights import fill_module
-
-    from isoformer_cli.models.checkpoint import skip_weight_initialisation
-
-    with skip_weight_initialisation():  # every tensor is loaded next
-        module = EnformerDNAEncoder(config).eval()
-    rows = enformer_layout_rows("", "")
-    mapped = {}
-    for key, tensor in tensors.items():
-        target, _ = map_key(key, rows)
-        if target:
-            mapped[target] = tensor
-    fill_module(module.enformer, mapped, "Enformer reference")
-    return ReferenceEncoder(
-        lambda input_ids, attention_mask: module(input_ids)[0],
-        "this tool's Enformer module filled from the source tensors by their own spelling (enformer-pytorch "
-        "not installed)",
-    )
-
-
 class Enformer(SequenceEncoder):
     """The Enformer DNA encoder (``dna_encoder_type="enformer"``); reads the ``enformer_*`` fields."""
 
@@ -371,28 +231,17 @@ class Enformer(SequenceEncoder):
     def key_rows(self, source_prefix, target_prefix):
         return enformer_key_rows(source_prefix, target_prefix)
 
+    # Finding an Enformer in a foreign file and its self-check reference live in enformer_layout, imported on
+    # use: that module builds on this one's key rows.
     def find_in_checkpoint(self, shapes):
-        found = []
-        for item in find_enformer(shapes):
-            heads = f"; {'/'.join(item['species'])} output heads ignored" if item["species"] else ""
-            fields = item["fields"]
-            found.append(FoundComponent(
-                kind="dna_encoder", label=self.label, root=item["root"], keys=item["keys"],
-                rows=enformer_layout_rows(item["root"], f"dna_encoder.{self.inner_prefix}"),
-                fields=fields, width=fields["enformer_dim"] * 2,
-                sub_keys={key[len(item["root"]):]: key for key in item["keys"]},
-                details=(f"dim {fields['enformer_dim']}, {fields['enformer_depth']} layers, "
-                         f"{fields['enformer_heads']} heads, {' and '.join(item['spellings'])} spelling{heads}"),
-                encoder=self,
-            ))
-        return found
+        from isoformer_cli.models.encoders.enformer_layout import found_components
+
+        return found_components(self, shapes)
 
     def reference_encoder(self, config, tensors):
-        try:
-            import enformer_pytorch  # noqa: F401 - a test-time oracle, not a run-time dependency
-        except ImportError:
-            return _own_module_reference(config, tensors)
-        return _library_reference(config, tensors)
+        from isoformer_cli.models.encoders.enformer_layout import source_layout_reference
+
+        return source_layout_reference(self, config, tensors)
 
     def check_inputs(self, config, generator):
         # The shortest window that still fills the cropped output: target_length bins (or 4 without a crop).
