@@ -229,7 +229,7 @@ def test_a_checksum_mismatch_keeps_nothing(tmp_path, hub, official_files, monkey
 
 
 def test_offline_says_what_to_copy_where_then_works_from_copied_files(tmp_path, hub, official_files, monkeypatch):
-    files, model = official_files
+    files, _ = official_files
     hub.add(OFFICIAL, files)
     go_offline(monkeypatch)
     result = invoke("models", "pull", "official", "--preset", "tiny")

@@ -17,7 +17,6 @@ the network.
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 from isoformer_cli.errors import CheckpointError, InputError
 from isoformer_cli.models.checkpoint import check_folder_target
@@ -55,12 +54,12 @@ class PullConfig:
     """
 
     model: str
-    name: Optional[str] = None
-    model_dir: Optional[str] = None
-    revision: Optional[str] = None
+    name: str | None = None
+    model_dir: str | None = None
+    revision: str | None = None
     preset: str = "official"
     settings: dict = field(default_factory=dict)
-    mapping: Optional[str] = None
+    mapping: str | None = None
     force: bool = False
     keep_downloads: bool = False
 

@@ -27,6 +27,7 @@ field before loading, and checks against its own configuration.
 """
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -109,7 +110,7 @@ def check_encoders(model, sources, reference_config=None):
         if mask is not None:
             ours, theirs = ours[mask], theirs[mask]
         difference = float((ours - theirs).abs().max()) if ours.numel() else 0.0
-        if difference != difference:  # NaN on either side
+        if math.isnan(difference):  # NaN on either side
             difference = float("inf")
         bound = ATOL + RTOL * float(theirs.abs().max()) if theirs.numel() else ATOL
         shape = "x".join(str(size) for size in input_ids.shape)

@@ -61,7 +61,7 @@ def write_manifest(folder, manifest):
 
     manifest = dict(manifest)
     manifest.setdefault("manifest_version", MANIFEST_VERSION)
-    manifest.setdefault("created", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    manifest.setdefault("created", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     manifest.setdefault("isoformer_version", __version__)
     manifest.setdefault("command_line", shlex.join(sys.argv))
     manifest["files"] = {name: file_record(os.path.join(folder, name)) for name in CHECKPOINT_FILES}
