@@ -228,6 +228,25 @@ def test_a_checksum_mismatch_keeps_nothing(tmp_path, hub, official_files, monkey
     assert downloads(tmp_path) == [] and not (tmp_path / "models" / "official").exists()
 
 
+def test_a_failed_self_check_stores_nothing_and_keeps_the_downloads(tmp_path, hub, official_files):
+    """A --set that changes what ESM-2 computes: the conversion's self-check fails, no checkpoint appears, and
+    the verified downloads stay for the next pull, which needs no download."""
+    files, _ = official_files
+    hub.add(OFFICIAL, files)
+    result = invoke("models", "pull", "official", "--preset", "tiny", "--set", "esm_token_dropout=false")
+    assert result.exit_code == 1
+    assert last_line(result).startswith("isoformer: error: self-check failed: protein_encoder FAILED: ")
+    assert last_line(result).endswith("nothing was written")
+    assert not (tmp_path / "models" / "official").exists()
+    assert "InstaDeepAI__isoformer/pytorch_model.bin" in downloads(tmp_path)
+    gets = len(hub.requests("GET"))
+    result = invoke("models", "pull", "official", "--preset", "tiny")
+    assert result.exit_code == 0, result.output
+    assert len(hub.requests("GET")) == gets
+    manifest = json.loads((tmp_path / "models" / "official" / MANIFEST_FILE).read_text())
+    assert {item["origin"] for item in manifest["sources"][0]["files"]} == {"earlier download"}
+
+
 def test_offline_says_what_to_copy_where_then_works_from_copied_files(tmp_path, hub, official_files, monkeypatch):
     files, _ = official_files
     hub.add(OFFICIAL, files)
