@@ -2,11 +2,11 @@
 
 The tensors are a small model's own, renamed into a layout; official-only extras (ESM-2 and NT-v2 masked-LM
 heads and contact heads, per-layer rotary buffers, absolute position tables, Enformer's species heads) are
-random. Layouts (:data:`LAYOUTS`) differ in top-level names, nesting, Enformer's spelling (named modules,
+random. Nothing here needs enformer-pytorch, except the oracle :func:`library_enformer_output`. Layouts (:data:`LAYOUTS`) differ in top-level names, nesting, Enformer's spelling (named modules,
 ``_trunk.N`` duplicates, or both) and whether the species heads are there:
 
-* ``documented``: ``esm_model.esm.*`` / ``nt_model.esm.*`` masked-LM wrappers, ``enformer_model.*`` from a
-  real enformer-pytorch ``Enformer`` (both spellings sharing storage, with species heads),
+* ``documented``: ``esm_model.esm.*`` / ``nt_model.esm.*`` masked-LM wrappers, ``enformer_model.*`` as
+  enformer-pytorch's ``Enformer`` names it (both spellings sharing storage, with species heads),
   ``cross_attention_layer_{rna,protein}.*``, ``head_layer_{1,2}.*``;
 * ``renamed``: a bare ``EsmModel`` under ``protein_model.`` (its masked-LM head beside it), NT-v2 under
   ``rna_lm.esm.``, Enformer under ``dna_trunk.`` in the ``_trunk.N`` spelling only, no species heads,
@@ -20,8 +20,6 @@ random. Layouts (:data:`LAYOUTS`) differ in top-level names, nesting, Enformer's
 import json
 
 import torch
-from enformer_pytorch import Enformer, EnformerConfig
-from enformer_pytorch.data import seq_indices_to_one_hot
 
 from isoformer_cli.models import IsoformerConfig, IsoformerModel
 from isoformer_cli.models.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
@@ -39,21 +37,15 @@ DISTINCT_WIDTHS = dict(esm_hidden_size=32, esm_intermediate_size=64)
 LIBRARY_TRUNK_POSITIONS = {"stem": 1, "conv_tower": 2, "transformer": 4, "final_pointwise": 6}
 
 
-def enformer_pytorch_config(config, output_heads=None):
-    """enformer-pytorch's ``EnformerConfig`` for the ``enformer_*`` fields of ``config``."""
-    return EnformerConfig(
-        dim=config.enformer_dim, depth=config.enformer_depth, heads=config.enformer_heads,
-        output_heads=dict(output_heads or {}), target_length=config.enformer_target_length,
-        attn_dim_key=config.enformer_attn_dim_key, dropout_rate=config.enformer_dropout_rate,
-        attn_dropout=config.enformer_attn_dropout, pos_dropout=config.enformer_pos_dropout,
-        num_downsamples=config.enformer_num_downsamples, dim_divisible_by=config.enformer_dim_divisible_by,
-        use_tf_gamma=config.enformer_use_tf_gamma,
-    )
-
-
 def library_enformer_output(state, root, config, input_ids):
     """The oracle: enformer-pytorch's own ``Enformer`` loaded (strictly) with the Enformer tensors under ``root``
-    of an official-format ``state``, whatever their spelling, run on ``input_ids`` (embeddings, float32)."""
+    of an official-format ``state``, whatever their spelling, run on ``input_ids`` (embeddings, float32).
+    Skips the calling test when enformer-pytorch (a test extra) is not installed."""
+    import pytest
+
+    enformer_pytorch = pytest.importorskip("enformer_pytorch")
+    from enformer_pytorch.data import seq_indices_to_one_hot
+
     own = {key[len(root):]: tensor for key, tensor in state.items() if key.startswith(root)
            and key[len(root):].startswith(("stem.", "conv_tower.", "transformer.", "final_pointwise.", "_trunk.",
                                            "_heads."))}
@@ -70,7 +62,13 @@ def library_enformer_output(state, root, config, input_ids):
             complete[f"_trunk.{LIBRARY_TRUNK_POSITIONS[name]}.{key[len(name) + 1:]}"] = tensor
     heads = {key.split(".")[1]: tensor.shape[0] for key, tensor in named.items()
              if key.startswith("_heads.") and key.endswith(".0.weight")}
-    library = Enformer(enformer_pytorch_config(config, heads)).eval()
+    library_config = enformer_pytorch.EnformerConfig(
+        dim=config.enformer_dim, depth=config.enformer_depth, heads=config.enformer_heads, output_heads=heads,
+        target_length=config.enformer_target_length, attn_dim_key=config.enformer_attn_dim_key,
+        num_downsamples=config.enformer_num_downsamples, dim_divisible_by=config.enformer_dim_divisible_by,
+        use_tf_gamma=False,
+    )
+    library = enformer_pytorch.Enformer(library_config).eval()
     library.load_state_dict(complete, strict=True)
     with torch.no_grad():
         return library(seq_indices_to_one_hot(input_ids), return_only_embeddings=True)
@@ -136,20 +134,21 @@ def _nt_parts(model, config, extra):
     return state
 
 
-def _enformer_parts(model, config, device, spelling, species_heads):
-    """Enformer keys below its root: enformer-pytorch's state dict carrying our trunk's tensors."""
-    with torch.device(device):
-        enformer = Enformer(enformer_pytorch_config(config, species_heads))
-    if device != "meta":
-        enformer.load_state_dict(model.dna_encoder.enformer.state_dict(), strict=False)
-    state = dict(enformer.state_dict())
-    named = tuple(f"{name}." for name in LIBRARY_TRUNK_POSITIONS)
-    if spelling == "trunk":
-        state = {key: tensor for key, tensor in state.items() if not key.startswith(named)}
-    elif spelling == "named":
-        state = {key: tensor for key, tensor in state.items() if not key.startswith("_trunk.")}
-    if not species_heads:
-        state = {key: tensor for key, tensor in state.items() if not key.startswith("_heads.")}
+def _enformer_parts(model, config, extra, spelling, species_heads):
+    """Enformer keys below its root, as enformer-pytorch's ``Enformer.state_dict()`` names our trunk's tensors:
+    the named modules and/or the ``_trunk.N.`` duplicates (the same tensors), and random species heads
+    (``Linear(2 dim, n)`` at ``_heads.<species>.0``)."""
+    named = model.dna_encoder.enformer.state_dict()
+    state = {}
+    if spelling in ("named", "both"):
+        state.update(named)
+    if spelling in ("trunk", "both"):
+        for key, tensor in named.items():
+            module, rest = key.split(".", 1)
+            state[f"_trunk.{LIBRARY_TRUNK_POSITIONS[module]}.{rest}"] = tensor
+    for species, outputs in (species_heads or {}).items():
+        state[f"_heads.{species}.0.weight"] = extra(outputs, 2 * config.enformer_dim)
+        state[f"_heads.{species}.0.bias"] = extra(outputs)
     return state
 
 
@@ -168,7 +167,7 @@ def official_state(model, config, layout="documented", device="cpu", species_hea
     if layout == "documented":
         state = _prefixed("esm_model.", _esm_parts(model, config, extra, "esm."))
         state.update(_prefixed("nt_model.", _nt_parts(model, config, extra)))
-        state.update(_prefixed("enformer_model.", _enformer_parts(model, config, device, "both", species_heads)))
+        state.update(_prefixed("enformer_model.", _enformer_parts(model, config, extra, "both", species_heads)))
         state.update(_block(aggregation.rna_cross_attention, "cross_attention_layer_rna."))
         state.update(_block(aggregation.protein_cross_attention, "cross_attention_layer_protein."))
         state.update(_block(model.head.dense, "head_layer_1."))
@@ -176,7 +175,7 @@ def official_state(model, config, layout="documented", device="cpu", species_hea
     elif layout == "renamed":
         state = _prefixed("protein_model.", _esm_parts(model, config, extra, ""))
         state.update(_prefixed("rna_lm.", _nt_parts(model, config, extra)))
-        state.update(_prefixed("dna_trunk.", _enformer_parts(model, config, device, "trunk", None)))
+        state.update(_prefixed("dna_trunk.", _enformer_parts(model, config, extra, "trunk", None)))
         state.update(_block(aggregation.protein_cross_attention, "fusion.0."))
         state.update(_block(aggregation.rna_cross_attention, "fusion.1."))
         state.update(_block(model.head.dense, "regressor.0."))
@@ -184,7 +183,7 @@ def official_state(model, config, layout="documented", device="cpu", species_hea
     elif layout == "nested":
         state = _esm_parts(model, config, extra, "esm.")
         state.update(_prefixed("model.encoders.rna.", _nt_parts(model, config, extra)))
-        state.update(_prefixed("model.encoders.dna.", _enformer_parts(model, config, device, "named",
+        state.update(_prefixed("model.encoders.dna.", _enformer_parts(model, config, extra, "named",
                                                                       species_heads)))
         state.update(_block(aggregation.rna_cross_attention, "model.omics_attention.rna."))
         state.update(_block(aggregation.protein_cross_attention, "model.omics_attention.protein."))
