@@ -153,4 +153,3 @@ class LocalHub:
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(body)
-        return None

@@ -29,7 +29,7 @@ TINY_SPECIES_HEADS = {"human": 5, "mouse": 3}
 OFFICIAL_SPECIES_HEADS = {"human": 5313, "mouse": 1643}
 LAYOUTS = ("documented", "renamed", "nested")
 # A small model whose NT-v2 and ESM-2 widths differ (64 and 32), so cross-attention blocks are told apart by width.
-DISTINCT_WIDTHS = dict(esm_hidden_size=32, esm_intermediate_size=64)
+DISTINCT_WIDTHS = {"esm_hidden_size": 32, "esm_intermediate_size": 64}
 
 
 # Where enformer-pytorch's _trunk Sequential holds its named modules (stated here, from the library, not taken
