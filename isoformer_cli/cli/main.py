@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     ("inspect", "inspect_command"),
     ("init", "init_command"),
     ("convert", "convert_command"),
+    ("models", "models_command"),
     ("predict", "predict_command"),
     ("embed", "embed_command"),
     ("finetune", "finetune_command"),
