@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     ("convert", "convert_command"),
     ("predict", "predict_command"),
     ("embed", "embed_command"),
+    ("variants", "variants_command"),
     ("finetune", "finetune_command"),
     ("evaluate", "evaluate_command"),
 ]
