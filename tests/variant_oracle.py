@@ -197,6 +197,13 @@ def pick_variants(genome_seq, contig, triples, per_strand=3, seed=7):
     for strand, items in sorted(by_strand.items()):
         for triple in items[:per_strand]:
             picked += _noncoding_variants(genome_seq, triple, rng, all_exonic, spans)
+    non_coding = collections.defaultdict(list)
+    for triple in triples:
+        if triple.cds_start is None and len(triple.exons) > 1:
+            non_coding[triple.strand].append(triple)
+    for strand, items in sorted(non_coding.items()):
+        for triple in items[:per_strand]:
+            picked += _noncoding_variants(genome_seq, triple, rng, all_exonic, spans)
     return picked
 
 
@@ -267,7 +274,9 @@ def _noncoding_variants(genome_seq, triple, rng, all_exonic, spans):
     exons, strand = triple.exons, triple.strand
     rna, cds_start, cds_end = triple.rna, triple.cds_start, triple.cds_end
     variants = []
-    for klass, positions in (("5_prime_utr", range(0, cds_start)), ("3_prime_utr", range(cds_end, len(rna)))):
+    regions = ((("5_prime_utr", range(0, cds_start)), ("3_prime_utr", range(cds_end, len(rna))))
+               if cds_start is not None else (("non_coding", range(len(rna))),))
+    for klass, positions in regions:
         good = [p for p in positions if _far_from_boundaries(exons, strand, p, 10)]
         if good:
             position = _tx_to_genome(exons, strand, good[len(good) // 2])
