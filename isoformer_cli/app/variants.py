@@ -38,9 +38,16 @@ from isoformer_cli.formats.variants import (
     vcf_kind,
 )
 from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.genomics.vcf import STATUS_DESCRIPTIONS, STDIN, VcfReader
+from isoformer_cli.genomics.vcf import STATUS_DESCRIPTIONS, STDIN, VcfReader, check_vcf
 from isoformer_cli.inference.runner import ModelRunner
-from isoformer_cli.inference.variants import VariantChunkDataset, VariantOptions, VariantScorer, check_max_indel
+from isoformer_cli.genomics.contigs import ContigAliases
+from isoformer_cli.inference.variants import (
+    VariantChunkDataset,
+    VariantOptions,
+    VariantScorer,
+    check_header_contigs,
+    check_max_indel,
+)
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.setup import end_run, start_run
 
@@ -120,9 +127,14 @@ def _variants(config, vcf_label):
     context = start_run(config.runtime)
     completed = False
     try:
+        genome = Genome(config.source.genome)
+        aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
         with VcfReader(config.vcf) as reader:  # fails fast on a missing or malformed file
             header_lines = reader.header_lines
-        genome = Genome(config.source.genome)
+            check_header_contigs(reader, aliases)
+        # One streaming pass first: a truncated, unsorted or foreign VCF fails before the model loads.
+        records = check_vcf(config.vcf, aliases) if is_main_process() else 0
+        log.debug("%s: %d records", vcf_label, records)
         runner = ModelRunner(context, config.checkpoint, config.model_dir, config.source, genome,
                              config.rna_truncation, config.protein_truncation, config.max_tokens, config.chunk_size,
                              num_workers=config.runtime.num_workers, dedupe=config.dedupe)

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import ContigError, InputError
 from isoformer_cli.genomics.compressed import compressed_read_errors
 
 log = logging.getLogger(__name__)
@@ -282,3 +282,25 @@ class VcfReader:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def check_vcf(path, aliases):
+    """Read the whole VCF once, before any work: the number of records.
+
+    Raises what reading raises (truncated or corrupt file, bad columns, unsorted records), and ContigError
+    when the VCF has records and none of their contigs is in the genome (``aliases``: a ContigAliases of
+    the genome), so a run fails before it loads a model or writes anything.
+    """
+    records = resolved = 0
+    with VcfReader(path) as reader:
+        for record in reader:
+            records += 1
+            if aliases.resolve(record.chrom) is not None:
+                resolved += 1
+        label = reader.label
+    if records and not resolved:
+        raise ContigError(
+            f"{label}: no contig of the VCF is in the genome FASTA ({', '.join(aliases.target_contigs[:5])}), even "
+            "through the chr1<->1 / chrM<->MT rules; check that both are from the same assembly or give "
+            "--contig-alias FILE")
+    return records

@@ -104,6 +104,8 @@ class VariantChunk:
         pairs: the scored (allele, transcript) pairs, record by record.
         genes: gene key -> :class:`PreparedChunk` of the reference rows of all its isoforms.
         alt: :class:`PreparedChunk` of the alternative rows.
+        gene_ends: gene key -> end of its span (0-based exclusive), for dropping cached predictions.
+        frontier: ``(genome contig, 0-based position)`` of the chunk's last record (None when none resolved).
         error: a typed error raised while preparing.
     """
 
@@ -112,6 +114,8 @@ class VariantChunk:
     statuses: List[list] = field(default_factory=list)
     pairs: List[Pair] = field(default_factory=list)
     genes: Dict[str, PreparedChunk] = field(default_factory=dict)
+    gene_ends: Dict[str, int] = field(default_factory=dict)
+    frontier: Optional[Tuple[str, int]] = None
     alt: Optional[PreparedChunk] = None
     error: Optional[IsoformerError] = None
 
@@ -183,7 +187,7 @@ class VariantChunkDataset(ChunkDataset):
         aliases = ContigAliases(genome.contigs, alias_file=self.source.contig_alias)
         index = TranscriptIndex(self.source, genome, aliases)
         reader = V.VcfReader(self.options.vcf)
-        _check_header_contigs(reader, aliases)
+        check_header_contigs(reader, aliases)
         state = {"contig": None, "sweep": None, "resolved": 0, "records": 0}
         pending, chunk_index = [], 0
         try:
@@ -234,6 +238,7 @@ class VariantChunkDataset(ChunkDataset):
                 record_status = V.CONTIG_END
             elif not ref_matches(genome.fetch(contig, record.start, record.start + len(record.ref)), record.ref):
                 record_status = V.REF_MISMATCH
+            chunk.frontier = (contig, record.start)
             if contig != state["contig"]:
                 state["contig"], state["sweep"] = contig, index.sweep(contig)
             sweep = state["sweep"]
@@ -255,6 +260,7 @@ class VariantChunkDataset(ChunkDataset):
                             statuses.append((number, triple.transcript.transcript_id, V.TSS_DELETED))
                             continue
                         touched.setdefault(_gene_name(gene.key), triples)
+                        chunk.gene_ends[_gene_name(gene.key)] = gene.end
                         chunk.pairs.append(self._pair(position, number, allele, gene, isoform, triple, alternative,
                                                       rows))
         for key, triples in touched.items():
@@ -308,7 +314,7 @@ def _gene_name(key):
     return f"{key[0]}\t{key[1]}"
 
 
-def _check_header_contigs(reader, aliases):
+def check_header_contigs(reader, aliases):
     """ContigError at once when the header declares contigs and none is in the genome."""
     declared = reader.header_contigs
     if declared and all(aliases.resolve(name) is None for name in declared):
@@ -351,6 +357,7 @@ class VariantScorer:
         self.n_tissues = n_tissues
         self.log1p_units = log1p_units
         self.reference = {}
+        self.ends = {}
         self.reference_predictions = 0
 
     def __call__(self, chunk):
@@ -365,7 +372,15 @@ class VariantScorer:
                 predictions = self.predictor.predict(gene_chunk).predictions
                 self.reference_predictions += len(gene_chunk)
             kept[key] = predictions
-        self.reference = kept  # genes the next chunks no longer touch are dropped
+        self.ends.update(chunk.gene_ends)
+        # Keep a gene while later records (positions only grow along a contig) may still reach it.
+        if chunk.frontier is not None:
+            contig, position = chunk.frontier
+            for key, predictions in self.reference.items():
+                if key not in kept and key.split("\t", 1)[0] == contig and self.ends.get(key, 0) > position:
+                    kept[key] = predictions
+        self.reference = kept
+        self.ends = {key: self.ends[key] for key in kept}
         empty = np.zeros((0, self.n_tissues), dtype=np.float32)
         alt_rows = self.predictor.predict(chunk.alt).predictions if chunk.alt is not None and len(chunk.alt) else empty
         n_pairs = len(chunk.pairs)
