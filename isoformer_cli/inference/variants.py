@@ -180,7 +180,6 @@ class VariantChunkDataset(ChunkDataset):
         super().__init__(runner.source, runner.genome, runner.settings, runner.chunk_size, start_row=start_row,
                          rank=runner.group.rank, world_size=runner.group.world_size, dedupe=runner.dedupe)
         self.options = options
-        self.counts = {}
 
     def _chunks(self, worker_id, num_workers):
         genome = self.genome
