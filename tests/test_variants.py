@@ -411,3 +411,28 @@ def test_interrupted_run_resumes_to_the_same_files(human, reference_run, tmp_pat
     for key in outputs:
         assert open(outputs[key], "rb").read() == open(whole[key], "rb").read(), key
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(human, reference_run, tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch.distributed")
+    vcf, _ = reference_run
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["-q", "variants", "--checkpoint", "demo", "-I", vcf, "--genome", human["genome_path"],
+              "--annotation", HUMAN_GTF, "--chunk-size", "3"]
+    single = [sys.executable, "-m", "isoformer_cli", *common, "-O", str(tmp_path / "one.vcf"),
+              "--table", str(tmp_path / "one.tsv")]
+    assert subprocess.run(single, env=env, capture_output=True, timeout=600).returncode == 0
+    double = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "-m", "isoformer_cli", *common, "-O", str(tmp_path / "two.vcf"), "--table", str(tmp_path / "two.tsv")]
+    completed = subprocess.run(double, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    body = lambda path: [line for line in open(path) if "provenance" not in line]
+    assert body(tmp_path / "one.vcf") == body(tmp_path / "two.vcf")
+    one, two = _values(_table(tmp_path / "one.tsv")), _values(_table(tmp_path / "two.tsv"))
+    assert one.keys() == two.keys()
+    for key, values in one.items():
+        np.testing.assert_allclose(two[key], values, rtol=1e-4, atol=1e-5)
