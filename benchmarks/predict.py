@@ -187,7 +187,7 @@ def official_gpu(batch, peak_tflops, isoforms):
     chunk.protein_tokens = [np.concatenate(([0], rng.integers(4, 24, 1000), [2])) for _ in range(isoforms)]
     chunk.obs = [{} for _ in range(isoforms)]
     chunk.dna_of_row = chunk.rna_of_row = chunk.protein_of_row = np.arange(isoforms)
-    predictor = ChunkPredictor(model, device, precision="bf16", max_tokens=batch * model.config.dna_length)
+    predictor = ChunkPredictor(model, device, precision="bf16", limits=batch * model.config.dna_length)
     predictor.predict(chunk)  # warm-up
     torch.cuda.synchronize()
     began = time.perf_counter()

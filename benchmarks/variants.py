@@ -115,7 +115,12 @@ def naive_rate(genome, triples, records):
     from isoformer_cli.models.locate import resolve_checkpoint
     from isoformer_cli.triples.affected import affects
     from isoformer_cli.triples.dna_window import fetch_window
-    from isoformer_cli.triples.variants import Allele, TssDeleted, alternative_triple, alternative_window
+    from isoformer_cli.triples.variants import (
+        Allele,
+        TssDeleted,
+        alternative_triple,
+        alternative_window,
+    )
 
     torch.manual_seed(0)
     model = load_checkpoint(resolve_checkpoint("demo", None), device=torch.device("cpu"))

@@ -69,6 +69,12 @@ class BinnedConvolutionEncoder(SequenceEncoder):
     def positions(self, config):
         return config.dna_length // config.toy_bin_bp
 
+    def max_input_length(self, config):
+        return config.dna_length
+
+    def output_length(self, config, input_length):
+        return input_length // config.toy_bin_bp
+
     def tokenizer(self, config, truncation="keep_start"):
         return _BaseTokenizer()
 

@@ -13,15 +13,14 @@ import shutil
 
 import numpy as np
 import pytest
+from cli_helpers import HUMAN_GENOME, HUMAN_GTF, leftovers
 from click.testing import CliRunner
 
 from isoformer_cli.app.variants import VariantsConfig, run_variants
 from isoformer_cli.cli.main import cli
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.triples.source import TripleSource, iter_triples
-from isoformer_cli.triples.variants import AlternativeGenome, Allele, alternative_triple, lift_interval
-
-from cli_helpers import EXAMPLES, HUMAN_GENOME, HUMAN_GTF, leftovers
+from isoformer_cli.triples.variants import Allele, AlternativeGenome, lift_interval
 
 WINDOW = 2048
 

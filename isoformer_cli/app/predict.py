@@ -25,8 +25,7 @@ from isoformer_cli.formats.provenance import build_provenance, demo_warning, uni
 from isoformer_cli.formats.streaming import refuse_resume_of_direct
 from isoformer_cli.formats.targets import classify_output
 from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
-from isoformer_cli.inference.runner import DEFAULT_CHUNK_SIZE, ModelRunner
+from isoformer_cli.inference.runner import ModelRunner
 from isoformer_cli.models.locate import checkpoint_files
 from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.distributed import is_main_process
@@ -47,8 +46,8 @@ class ModelRunConfig:
         model_dir: folder of named checkpoints (default: ``$ISOFORMER_MODEL_DIR``).
         runtime: device, precision, determinism and workers.
         rna_truncation, protein_truncation: tokenizer policies (one of ``TRUNCATION_POLICIES``).
-        max_tokens: padded input positions per batch.
-        chunk_size: transcripts per chunk (the unit of sharing, writing and resuming).
+        max_tokens: padded input positions per batch, or None to derive the batches from the memory there is.
+        chunk_size: transcripts per chunk (the unit of sharing, writing and resuming), or None for the default.
         resume: continue the temporary file of a killed run.
         dedupe: encode each distinct input once (off only for checks and benchmarks).
         command_args: the command-line arguments to record in the provenance.
@@ -60,16 +59,16 @@ class ModelRunConfig:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     rna_truncation: str = "keep_start"
     protein_truncation: str = "keep_start"
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_tokens: Optional[int] = None
+    chunk_size: Optional[int] = None
     resume: bool = False
     dedupe: bool = True
     command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
 
     def __post_init__(self):
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise InputError(f"--chunk-size must be at least 1, not {self.chunk_size}")
-        if self.max_tokens < 1:
+        if self.max_tokens is not None and self.max_tokens < 1:
             raise InputError(f"--max-tokens must be at least 1, not {self.max_tokens}")
         for option, value in (("--rna-truncation", self.rna_truncation),
                               ("--protein-truncation", self.protein_truncation)):

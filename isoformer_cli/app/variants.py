@@ -37,10 +37,10 @@ from isoformer_cli.formats.variants import (
     table_kind,
     vcf_kind,
 )
+from isoformer_cli.genomics.contigs import ContigAliases
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.genomics.vcf import STATUS_DESCRIPTIONS, STDIN, VcfReader, check_vcf
 from isoformer_cli.inference.runner import ModelRunner
-from isoformer_cli.genomics.contigs import ContigAliases
 from isoformer_cli.inference.variants import (
     VariantChunkDataset,
     VariantOptions,
@@ -135,8 +135,10 @@ def _variants(config, vcf_label):
         # One streaming pass first: a truncated, unsorted or foreign VCF fails before the model loads.
         records = check_vcf(config.vcf, aliases) if is_main_process() else 0
         log.debug("%s: %d records", vcf_label, records)
+        # The memory plan (the same as predict's: up-front refusal, batches from --max-memory) sizes the model
+        # calls in isoform rows; --chunk-size here counts VCF records, so the plan gets its default.
         runner = ModelRunner(context, config.checkpoint, config.model_dir, config.source, genome,
-                             config.rna_truncation, config.protein_truncation, config.max_tokens, config.chunk_size,
+                             config.rna_truncation, config.protein_truncation, config.max_tokens, None,
                              num_workers=config.runtime.num_workers, dedupe=config.dedupe)
         model_config = runner.model.config
         tissues = list(model_config.tissues)
@@ -146,7 +148,8 @@ def _variants(config, vcf_label):
             inputs["vcf"] = config.vcf
         provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
                                       demo=runner.demo)
-        options = VariantOptions(vcf=config.vcf, max_indel=config.max_indel, keep_sequences=bool(config.alt_triples))
+        options = VariantOptions(vcf=config.vcf, max_indel=config.max_indel, records_per_chunk=config.chunk_size,
+                                 keep_sequences=bool(config.alt_triples))
         scorer = VariantScorer(runner.predictor, len(tissues), log1p_units=model_config.target_units == "log1p_tpm")
         writers = _open_writers(config, header_lines, tissues, provenance) if context.group.is_main else None
         counts = collections.Counter()

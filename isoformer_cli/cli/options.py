@@ -21,8 +21,7 @@ import click
 from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.expression import VALUE_KINDS
 from isoformer_cli.genomics.flags import ON_INVALID_CHOICES
-from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
-from isoformer_cli.inference.runner import DEFAULT_CHUNK_SIZE
+from isoformer_cli.inference.memory_plan import DEFAULT_CHUNK_ROWS
 from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import PRECISION_CHOICES
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
@@ -157,6 +156,9 @@ runtime_options = stack([
     click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower on GPU)."),
     click.option("--num-workers", type=int, default=0, show_default=True,
                  help="Worker processes fetching DNA windows and tokenising (0: in the main process)."),
+    click.option("--max-memory", metavar="SIZE",
+                 help="Cap on the memory of the run on its device (4G, 512M); batches and chunks are sized to fit "
+                      "[default: what the device, container or job allocation has free]."),
 ])
 
 
@@ -164,18 +166,20 @@ def runtime_options_from(options):
     """The :class:`~isoformer_cli.runtime.options.RuntimeOptions` of the runtime group (popped from ``options``)."""
     from isoformer_cli.runtime.options import RuntimeOptions
 
-    return usage_errors(RuntimeOptions, **_pop(options, ("device", "precision", "deterministic", "num_workers")))
+    return usage_errors(RuntimeOptions, **_pop(options, ("device", "precision", "deterministic", "num_workers",
+                                                         "max_memory")))
 
 
 # ----------------------------------------------------------------------------------------- chunks
 
 
 chunk_options = stack([
-    click.option("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, show_default=True,
-                 help="Padded input positions per batch (DNA bases, RNA tokens, protein residues); "
-                      "halved automatically on out-of-memory."),
-    click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
-                 help="Transcripts per chunk: the unit of input sharing, writing and resuming."),
+    click.option("--max-tokens", type=int,
+                 help="Expert override: padded input positions per batch (DNA bases, RNA tokens, protein residues) "
+                      "instead of batches sized from --max-memory and the device; halved on out-of-memory."),
+    click.option("--chunk-size", type=int,
+                 help="Transcripts per chunk: the unit of input sharing, writing and resuming; made smaller when a "
+                      f"chunk's encoder outputs would not fit in memory [default: {DEFAULT_CHUNK_ROWS}]."),
     click.option("--resume", is_flag=True,
                  help="Continue the partial output of an interrupted run of the same command."),
 ])

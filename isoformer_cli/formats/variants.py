@@ -46,7 +46,12 @@ import numpy as np
 from isoformer_cli.errors import OutputError
 from isoformer_cli.formats import h5ad
 from isoformer_cli.formats.atomic import STDOUT, replace_into_place
-from isoformer_cli.formats.predictions import GZIP_LEVEL, VALUE_FORMAT, _complete_gzip_members, tsv_header
+from isoformer_cli.formats.predictions import (
+    GZIP_LEVEL,
+    VALUE_FORMAT,
+    _complete_gzip_members,
+    tsv_header,
+)
 from isoformer_cli.formats.streaming import (
     JournalWriter,
     StreamingWriter,
@@ -55,7 +60,11 @@ from isoformer_cli.formats.streaming import (
     fsync_file,
     refuse_resume_of_direct,
 )
-from isoformer_cli.formats.targets import classify_output, open_direct, resumable_partial_path
+from isoformer_cli.formats.targets import (
+    classify_output,
+    open_direct,
+    resumable_partial_path,
+)
 
 log = logging.getLogger(__name__)
 

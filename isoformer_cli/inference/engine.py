@@ -2,10 +2,11 @@
 
 Stages for one :class:`~isoformer_cli.inference.prepare.PreparedChunk`:
 
-1. encode every distinct DNA window, RNA and protein of the chunk, in length-sorted batches
-   under the token budget (``max_tokens`` padded input positions per batch);
+1. encode every distinct DNA window, RNA and protein of the chunk, in length-sorted batches under each
+   encoder's budget of padded input positions (from the run's memory plan,
+   :mod:`~isoformer_cli.inference.memory_plan`, or ``--max-tokens``);
 2. fuse and predict per row (isoform), in batches whose cost ``rows x (DNA positions + RNA
-   tokens + protein tokens)`` stays under the same budget, each row gathering the encoder
+   tokens + protein tokens)`` stays under the fusion budget, each row gathering the encoder
    outputs of its own inputs.
 
 Because the encoders see each distinct input once, isoforms sharing a TSS or a protein cost
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS, OutOfMemoryRetry, token_budget_batches
+from isoformer_cli.inference.memory_plan import MemoryPlan
 from isoformer_cli.runtime.device import autocast_context, is_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -51,31 +53,38 @@ class ChunkPredictor:
         model: an ``IsoformerModel`` in eval mode on ``device``.
         device: ``torch.device``.
         precision: ``"fp32"`` or ``"bf16"``.
-        max_tokens: padded input positions per batch (see the module docstring).
+        limits: batch limits, a :class:`~isoformer_cli.inference.memory_plan.MemoryPlan` (padded input
+            positions per encoder batch and fused positions per fusion batch), or an int: one budget of padded
+            positions for every batch (``--max-tokens``).
     """
 
-    def __init__(self, model, device, precision="fp32", max_tokens=DEFAULT_MAX_TOKENS):
+    def __init__(self, model, device, precision="fp32", limits=DEFAULT_MAX_TOKENS):
         self.model = model
         self.config = model.config
         self.device = device
         self.precision = precision
-        self.max_tokens = int(max_tokens)
+        if isinstance(limits, int):
+            limits = MemoryPlan(positions_per_batch={modality: limits for modality in self.config.modalities},
+                                fusion_positions=limits)
+        self.limits = limits
         release = torch.cuda.empty_cache if device.type == "cuda" else (lambda: None)
         self.retry = OutOfMemoryRetry(is_out_of_memory, release)
         self.encoded_inputs = 0
 
-    @property
-    def budget(self):
-        """The token budget, halved once for every out-of-memory split so far."""
-        return max(1, self.max_tokens >> self.retry.halvings)
+    def budget(self, modality=None):
+        """Padded positions per batch of ``modality`` (None: the fusion), halved once for every out-of-memory
+        split so far."""
+        limit = self.limits.fusion_positions if modality is None else self.limits.positions_per_batch[modality]
+        return max(1, limit >> self.retry.halvings)
 
     @torch.inference_mode()
     def predict(self, chunk, modality_embeddings=False):
         """Encode the distinct inputs of ``chunk``, then fuse and predict every row."""
         config = self.config
-        dna = self._encode_all(chunk.dna_tokens, self._encode_dna_batch) if config.has_dna else []
-        rna = self._encode_all(chunk.rna_tokens, self._encode_rna_batch) if config.has_rna else []
-        protein = self._encode_all(chunk.protein_tokens, self._encode_protein_batch) if config.has_protein else []
+        dna = self._encode_all("dna", chunk.dna_tokens, self._encode_dna_batch) if config.has_dna else []
+        rna = self._encode_all("rna", chunk.rna_tokens, self._encode_rna_batch) if config.has_rna else []
+        protein = self._encode_all("protein", chunk.protein_tokens, self._encode_protein_batch) \
+            if config.has_protein else []
         self.encoded_inputs += len(dna) + len(rna) + len(protein)
 
         n_rows = len(chunk)
@@ -87,7 +96,7 @@ class ChunkPredictor:
         ]
         predictions = [None] * n_rows
         fused = [None] * n_rows
-        for batch in token_budget_batches(cost, self.budget):
+        for batch in token_budget_batches(cost, self.budget()):
             for part in self.retry.map(lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein), batch):
                 for row, prediction, pooled in part:
                     predictions[row], fused[row] = prediction, pooled
@@ -101,11 +110,11 @@ class ChunkPredictor:
 
     # -------------------------------------------------------------------------------------------
     # Encoder stage: distinct inputs -> per-input tensors (kept on the device).
-    def _encode_all(self, token_arrays, encode_batch):
+    def _encode_all(self, modality, token_arrays, encode_batch):
         """Encode every array of ``token_arrays``; returns per-input outputs in the same order."""
         outputs = [None] * len(token_arrays)
         lengths = [len(array) for array in token_arrays]
-        for batch in token_budget_batches(lengths, self.budget):
+        for batch in token_budget_batches(lengths, self.budget(modality)):
             for part in self.retry.map(lambda items: encode_batch([token_arrays[i] for i in items], items), batch):
                 for index, output in part:
                     outputs[index] = output

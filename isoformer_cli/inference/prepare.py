@@ -1,8 +1,9 @@
 """Preparing model inputs chunk by chunk, in DataLoader workers: triples, DNA windows, tokens.
 
 The triple stream of a run (input order, after selection and ``--on-invalid``) is cut into
-consecutive chunks of ``chunk_size`` transcripts; chunk ``i`` holds output rows
-``[i * chunk_size, (i + 1) * chunk_size)``. Inside a chunk every distinct DNA window, RNA and
+consecutive chunks of ``chunk_size`` transcripts after the ``start_row`` rows a resumed run already
+wrote; chunk ``i`` holds output rows ``[start_row + i * chunk_size, start_row + (i + 1) * chunk_size)``. Inside
+a chunk every distinct DNA window, RNA and
 protein is fetched and tokenised once, and each row points at its distinct inputs: isoforms of a
 gene often share a TSS (hence a window) or a protein, and the encoders, the expensive part, then
 run once per distinct input.
@@ -83,6 +84,28 @@ class PreparedChunk:
 
     def __len__(self):
         return len(self.obs)
+
+    def rows(self, start, stop):
+        """The chunk of rows ``start`` to ``stop`` (0-based, half-open), holding only the distinct inputs those
+        rows use, re-numbered in order of first use (a caller that must keep fewer encoder outputs in memory
+        at once predicts a large chunk piece by piece)."""
+        part = PreparedChunk(index=self.index, obs=self.obs[start:stop], error=self.error)
+        for name in ("dna", "rna", "protein"):
+            tokens, of_row = getattr(self, f"{name}_tokens"), getattr(self, f"{name}_of_row")
+            if of_row is None:
+                continue
+            renumbered, kept = {}, []
+            column = np.full(len(part.obs), -1, dtype=np.int64)
+            for row, index in enumerate(of_row[start:stop]):
+                if index < 0:
+                    continue
+                if index not in renumbered:
+                    renumbered[index] = len(kept)
+                    kept.append(tokens[index])
+                column[row] = renumbered[index]
+            setattr(part, f"{name}_tokens", kept)
+            setattr(part, f"{name}_of_row", column)
+        return part
 
 
 class _Distinct:
@@ -170,7 +193,8 @@ class ChunkDataset(IterableDataset):
             process uses its own copy; a ``Genome`` reopens its file handle after a fork).
         settings: :class:`TokenizerSettings`.
         chunk_size: rows per chunk.
-        start_row: rows already written (``--resume``); must be a multiple of ``chunk_size``.
+        start_row: rows already written (``--resume``): they are skipped, and chunks start after them
+            (whatever chunk size the interrupted run used).
         rank, world_size: this process's place among torchrun ranks.
         dedupe: share identical inputs within a chunk.
     """
@@ -183,7 +207,7 @@ class ChunkDataset(IterableDataset):
         self.genome = genome
         self.settings = settings
         self.chunk_size = chunk_size
-        self.start_chunk = start_row // chunk_size
+        self.start_row = start_row
         self.rank = rank
         self.world_size = world_size
         self.dedupe = dedupe
@@ -202,7 +226,9 @@ class ChunkDataset(IterableDataset):
     def _chunks(self, worker_id, num_workers):
         genome = self.genome
         pending, chunk_index = [], 0
-        for triple in iter_triples(self.source, genome):
+        for row, triple in enumerate(iter_triples(self.source, genome)):
+            if row < self.start_row:
+                continue
             pending.append(triple)
             if len(pending) == self.chunk_size:
                 result = self._maybe_prepare(chunk_index, pending, genome, worker_id, num_workers)
@@ -215,15 +241,14 @@ class ChunkDataset(IterableDataset):
                 yield result
 
     def owner(self, chunk_index, num_workers=1):
-        """``(rank, worker)`` that prepares chunk ``chunk_index``, or None before ``start_row``."""
-        if chunk_index < self.start_chunk:
-            return None
+        """``(rank, worker)`` that prepares chunk ``chunk_index`` (counted from ``start_row``).
+
+        Chunk ``i`` belongs to rank ``i % world_size``; within a rank, its ``j``-th chunk to worker
+        ``j % num_workers``, so worker 0 always holds the rank's next chunk, as the DataLoader's round-robin
+        expects.
+        """
         rank = chunk_index % self.world_size
-        # Number the rank's chunks from the first one at or after the start, so that worker 0
-        # always holds the rank's next chunk, as the DataLoader's round-robin expects.
-        first_of_rank = self.start_chunk + (rank - self.start_chunk) % self.world_size
-        position_in_rank = (chunk_index - first_of_rank) // self.world_size
-        return rank, position_in_rank % num_workers
+        return rank, (chunk_index // self.world_size) % num_workers
 
     def _maybe_prepare(self, chunk_index, triples, genome, worker_id, num_workers):
         if self.owner(chunk_index, num_workers) != (self.rank, worker_id):

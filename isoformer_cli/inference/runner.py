@@ -17,19 +17,20 @@ pickles (DataLoader workers each get a copy).
 """
 
 import logging
+import os
 
 from torch.utils.data import DataLoader
 
 from isoformer_cli.inference.engine import ChunkPredictor
+from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
-from isoformer_cli.models.checkpoint import load_checkpoint
+from isoformer_cli.models.checkpoint import check_checkpoint, load_checkpoint
 from isoformer_cli.models.locate import is_demo_checkpoint, resolve_checkpoint
 from isoformer_cli.runtime import distributed
+from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CHUNK_SIZE = 256
 
 
 class ModelRunner:
@@ -41,21 +42,31 @@ class ModelRunner:
         source: a :class:`~isoformer_cli.triples.source.TripleSource`; its window length becomes the model's.
         genome: the genome of ``source`` (see the module docstring).
         rna_truncation, protein_truncation: tokenizer policies for inputs longer than the model maximum.
-        max_tokens: padded input positions per batch (see :mod:`~isoformer_cli.inference.engine`).
-        chunk_size: transcripts per chunk (the unit of sharing, writing and resuming).
+        max_tokens: ``--max-tokens``, one budget of padded input positions for every batch, or None to derive
+            the batches from the memory there is (:mod:`~isoformer_cli.inference.memory_plan`).
+        chunk_size: transcripts per chunk (the unit of sharing, writing and resuming), or None for the default;
+            made smaller when a chunk's outputs would not fit in memory.
         num_workers: DataLoader worker processes preparing chunks (0: in the main process).
         dedupe: encode each distinct input once (off only for checks and benchmarks).
 
     Attributes:
-        checkpoint_dir, demo, model, source, settings, predictor.
+        checkpoint_dir, demo, model, source, settings, plan (the memory plan), predictor.
+
+    Raises:
+        DeviceError: the memory of the device (or ``--max-memory``) cannot hold the model and one full-length
+            isoform; checked before the weights are read.
     """
 
     def __init__(self, context, checkpoint, model_dir, source, genome, rna_truncation, protein_truncation,
-                 max_tokens, chunk_size, num_workers=0, dedupe=True):
+                 max_tokens=None, chunk_size=None, num_workers=0, dedupe=True):
         self.context = context
         self.group = context.group
         self.checkpoint_dir = resolve_checkpoint(checkpoint, model_dir)
         self.demo = is_demo_checkpoint(self.checkpoint_dir)
+        config, weights, _ = check_checkpoint(self.checkpoint_dir)
+        # A run that cannot fit is refused here, with the figures, rather than killed by the kernel later.
+        check_fits(config, context.precision, memory_budget(context.device, context.max_memory),
+                   weights_bytes=os.path.getsize(weights))
         self.model = load_checkpoint(self.checkpoint_dir, device=context.device)
         if self.demo and self.group.is_main:
             log.warning("using the bundled DEMO checkpoint: random weights, its numbers are NOT "
@@ -65,8 +76,12 @@ class ModelRunner:
         self.source = source.with_dna_length(model_config.dna_length)
         self.genome = genome
         self.settings = TokenizerSettings.for_model_config(model_config, rna_truncation, protein_truncation)
-        self.predictor = ChunkPredictor(self.model, context.device, context.precision, max_tokens)
-        self.chunk_size = chunk_size
+        budget = memory_budget(context.device, context.max_memory)
+        self.plan = plan_memory(model_config, context.device, context.precision, budget, chunk_size, max_tokens)
+        if self.group.is_main:
+            log.info("memory: %s for the run; %s", budget.describe(), self.plan.describe())
+        self.predictor = ChunkPredictor(self.model, context.device, context.precision, self.plan)
+        self.chunk_size = self.plan.chunk_size
         self.num_workers = num_workers
         self.dedupe = dedupe
 

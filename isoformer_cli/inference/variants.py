@@ -21,6 +21,11 @@ The main process (:class:`VariantScorer`) predicts each gene's reference rows on
 (so its numbers do not depend on which chunk or rank asked first, and a resumed run writes the same
 values), keeps them while the chunks still touch the gene, predicts the chunk's alternative rows, and
 computes the scores of :class:`ScoredChunk`.
+
+Memory: a chunk of ``chunk_size`` VCF records can hold many more model rows than records (every affected
+isoform, up to three stages each). The scorer therefore predicts a chunk's rows in pieces of at most the
+memory plan's rows per chunk (:mod:`~isoformer_cli.inference.memory_plan`, the number of isoforms whose
+encoder outputs fit beside the batches), as ``predict`` does with its chunks of transcripts.
 """
 
 import logging
@@ -33,11 +38,21 @@ from isoformer_cli.errors import ContigError, InputError, IsoformerError
 from isoformer_cli.formats.gene_summary import isoform_usage
 from isoformer_cli.genomics import vcf as V
 from isoformer_cli.genomics.contigs import ContigAliases
-from isoformer_cli.inference.prepare import ChunkDataset, PreparedChunk, _Distinct, prepare_chunk
+from isoformer_cli.inference.prepare import (
+    ChunkDataset,
+    PreparedChunk,
+    _Distinct,
+    prepare_chunk,
+)
 from isoformer_cli.triples.affected import TranscriptIndex, affects
 from isoformer_cli.triples.consequence import consequence
 from isoformer_cli.triples.dna_window import fetch_window
-from isoformer_cli.triples.variants import Allele, TssDeleted, alternative_triple, alternative_window
+from isoformer_cli.triples.variants import (
+    Allele,
+    TssDeleted,
+    alternative_triple,
+    alternative_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +61,13 @@ REFERENCE = -1  # a stage row equal to the reference prediction
 
 @dataclass(frozen=True)
 class VariantOptions:
-    """What the dataset needs beyond the runner: the VCF, the longest allele scored, whether to keep the
-    alternative sequences (``--alt-triples``)."""
+    """What the dataset needs beyond the runner: the VCF, the longest allele scored, VCF records per chunk
+    (``--chunk-size``: the unit of writing, resuming and torchrun ranks), whether to keep the alternative
+    sequences (``--alt-triples``)."""
 
     vcf: str
     max_indel: int
+    records_per_chunk: int = 64
     keep_sequences: bool = False
 
 
@@ -168,7 +185,8 @@ def ref_matches(genome_bases, ref):
 
 
 class VariantChunkDataset(ChunkDataset):
-    """Yields the :class:`VariantChunk` objects this rank and worker own (ownership as in ``predict``).
+    """Yields the :class:`VariantChunk` objects this rank and worker own (ownership as in ``predict``): chunks
+    of ``options.records_per_chunk`` records, counted from the first record after ``start_row``.
 
     Args:
         runner: the :class:`~isoformer_cli.inference.runner.ModelRunner` (source, genome, settings, chunks).
@@ -177,7 +195,8 @@ class VariantChunkDataset(ChunkDataset):
     """
 
     def __init__(self, runner, start_row, options):
-        super().__init__(runner.source, runner.genome, runner.settings, runner.chunk_size, start_row=start_row,
+        super().__init__(runner.source, runner.genome, runner.settings, options.records_per_chunk,
+                         start_row=start_row,
                          rank=runner.group.rank, world_size=runner.group.world_size, dedupe=runner.dedupe)
         self.options = options
 
@@ -190,7 +209,12 @@ class VariantChunkDataset(ChunkDataset):
         state = {"contig": None, "sweep": None, "resolved": 0, "records": 0}
         pending, chunk_index = [], 0
         try:
-            for record in reader:
+            for row, record in enumerate(reader):
+                if row < self.start_row:
+                    # Written by the interrupted run (--resume); counted for the contig check all the same.
+                    state["records"] += 1
+                    state["resolved"] += aliases.resolve(record.chrom) is not None
+                    continue
                 pending.append(record)
                 if len(pending) == self.chunk_size:
                     yield from self._maybe(chunk_index, pending, index, aliases, state, worker_id, num_workers)
@@ -355,6 +379,8 @@ class VariantScorer:
         self.predictor = predictor
         self.n_tissues = n_tissues
         self.log1p_units = log1p_units
+        # Rows whose encoder outputs the memory plan lets one predict call hold at once.
+        self.rows_per_call = max(1, predictor.limits.chunk_size)
         self.reference = {}
         self.ends = {}
         self.reference_predictions = 0
@@ -368,7 +394,7 @@ class VariantScorer:
         for key, gene_chunk in chunk.genes.items():
             predictions = self.reference.get(key)
             if predictions is None:
-                predictions = self.predictor.predict(gene_chunk).predictions
+                predictions = self._predict(gene_chunk)
                 self.reference_predictions += len(gene_chunk)
             kept[key] = predictions
         self.ends.update(chunk.gene_ends)
@@ -381,7 +407,7 @@ class VariantScorer:
         self.reference = kept
         self.ends = {key: self.ends[key] for key in kept}
         empty = np.zeros((0, self.n_tissues), dtype=np.float32)
-        alt_rows = self.predictor.predict(chunk.alt).predictions if chunk.alt is not None and len(chunk.alt) else empty
+        alt_rows = self._predict(chunk.alt) if chunk.alt is not None and len(chunk.alt) else empty
         n_pairs = len(chunk.pairs)
         ref = np.zeros((n_pairs, self.n_tissues), dtype=np.float32)
         stages = [np.zeros_like(ref) for _ in range(3)]
@@ -391,6 +417,14 @@ class VariantScorer:
                 stage[row] = ref[row] if index == REFERENCE else alt_rows[index]
         share = self._share_delta(chunk, kept, stages[2])
         return ScoredChunk(ref=ref, alt=stages[2], dna=stages[0], dna_rna=stages[1], share_delta=share)
+
+    def _predict(self, prepared):
+        """``(len(prepared), n_tissues)`` predictions of a :class:`PreparedChunk`, in pieces of at most
+        ``rows_per_call`` rows (see the module docstring)."""
+        if len(prepared) <= self.rows_per_call:
+            return self.predictor.predict(prepared).predictions
+        return np.concatenate([self.predictor.predict(prepared.rows(start, start + self.rows_per_call)).predictions
+                               for start in range(0, len(prepared), self.rows_per_call)])
 
     def _share_delta(self, chunk, reference, alt):
         share = np.full((len(chunk.pairs), self.n_tissues), np.nan, dtype=np.float32)

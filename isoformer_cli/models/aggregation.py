@@ -142,12 +142,12 @@ class CrossAttentionAggregation(nn.Module):
         heads = config.num_heads_omics_cross_attention
         dropout = config.cross_attention_dropout
         self.rna_cross_attention = (
-            CrossAttention(config.query_size, config.nt_hidden_size, heads, dropout)
+            CrossAttention(config.query_size, config.encoder("rna").width(config), heads, dropout)
             if config.has_rna and query != "rna"
             else None
         )
         self.protein_cross_attention = (
-            CrossAttention(config.query_size, config.esm_hidden_size, heads, dropout)
+            CrossAttention(config.query_size, config.encoder("protein").width(config), heads, dropout)
             if config.has_protein and query != "protein"
             else None
         )
@@ -232,10 +232,10 @@ class PerceiverAggregation(nn.Module):
         self.latents = nn.Parameter(torch.empty(config.perceiver_num_latents, size))
         nn.init.normal_(self.latents, std=config.initializer_range)
         self.rna_projection = (
-            nn.Linear(config.nt_hidden_size, size) if config.has_rna and query != "rna" else None
+            nn.Linear(config.encoder("rna").width(config), size) if config.has_rna and query != "rna" else None
         )
         self.protein_projection = (
-            nn.Linear(config.esm_hidden_size, size) if config.has_protein and query != "protein" else None
+            nn.Linear(config.encoder("protein").width(config), size) if config.has_protein and query != "protein" else None
         )
         self.layers = nn.ModuleList(
             PerceiverLayer(size, config.perceiver_num_heads, config.perceiver_ff_mult)
@@ -276,10 +276,10 @@ class LinearAggregation(nn.Module):
         query = config.query_modality
         self.query_projection = nn.Linear(size, size)
         self.rna_projection = (
-            nn.Linear(config.nt_hidden_size, size) if config.has_rna and query != "rna" else None
+            nn.Linear(config.encoder("rna").width(config), size) if config.has_rna and query != "rna" else None
         )
         self.protein_projection = (
-            nn.Linear(config.esm_hidden_size, size) if config.has_protein and query != "protein" else None
+            nn.Linear(config.encoder("protein").width(config), size) if config.has_protein and query != "protein" else None
         )
         self.pooling = WindowMeanPooling(config)
 

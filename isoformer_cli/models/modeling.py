@@ -147,7 +147,7 @@ class IsoformerModel(IsoformerPreTrainedModel):
         if self.rna_encoder is None:
             raise InputError("this model has no RNA encoder (modalities: " + ",".join(self.config.modalities) + ")")
         if rna_attention_mask is None:
-            rna_attention_mask = rna_input_ids != self.config.nt_pad_token_id
+            rna_attention_mask = rna_input_ids != self.config.encoder("rna").pad_id(self.config)
         return self.rna_encoder(rna_input_ids, rna_attention_mask.bool())
 
     def encode_protein(
@@ -163,7 +163,7 @@ class IsoformerModel(IsoformerPreTrainedModel):
                 "this model has no protein encoder (modalities: " + ",".join(self.config.modalities) + ")"
             )
         if protein_attention_mask is None:
-            protein_attention_mask = protein_input_ids != self.config.esm_pad_token_id
+            protein_attention_mask = protein_input_ids != self.config.encoder("protein").pad_id(self.config)
         mask = protein_attention_mask.bool()
         mask = mask | ~mask.any(dim=-1, keepdim=True)
         return self.protein_encoder(input_ids=protein_input_ids, attention_mask=mask.long()).last_hidden_state
@@ -277,11 +277,11 @@ class IsoformerModel(IsoformerPreTrainedModel):
             dna, dna_mask = self.encode_dna(dna_input_ids, dna_attention_mask)
         if config.has_rna and rna_input_ids is not None:
             if rna_attention_mask is None:
-                rna_attention_mask = rna_input_ids != config.nt_pad_token_id
+                rna_attention_mask = rna_input_ids != config.encoder("rna").pad_id(config)
             rna = self.encode_rna(rna_input_ids, rna_attention_mask)
         if config.has_protein and protein_input_ids is not None:
             if protein_attention_mask is None:
-                protein_attention_mask = protein_input_ids != config.esm_pad_token_id
+                protein_attention_mask = protein_input_ids != config.encoder("protein").pad_id(config)
             protein = self.encode_protein(protein_input_ids, protein_attention_mask)
         output = self.fuse_and_predict(
             dna_embeddings=dna,

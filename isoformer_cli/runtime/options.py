@@ -5,8 +5,10 @@ read by every command that runs the model (``predict``, ``embed``, ``finetune``)
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from isoformer_cli.errors import InputError
+from isoformer_cli.runtime.memory import parse_size
 
 #: ``--precision`` values: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU.
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
@@ -22,18 +24,27 @@ class RuntimeOptions:
         precision: one of :data:`PRECISION_CHOICES`.
         deterministic: ask torch for deterministic kernels (slower on GPU).
         num_workers: DataLoader worker processes that fetch DNA windows and tokenise (0: the main process).
+        max_memory: ``--max-memory`` (``4G``, ``512M``...): a cap on the process's memory on its device, or None
+            for what the device has (see :mod:`isoformer_cli.runtime.memory`).
     """
 
     device: str = "auto"
     precision: str = "auto"
     deterministic: bool = False
     num_workers: int = 0
+    max_memory: Optional[str] = None
 
     def __post_init__(self):
         if self.precision not in PRECISION_CHOICES:
             raise InputError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
         if self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, not {self.num_workers}")
+        self.max_memory_bytes  # noqa: B018 - the size's syntax is checked here, once
+
+    @property
+    def max_memory_bytes(self):
+        """``max_memory`` in bytes, or None."""
+        return None if self.max_memory in (None, "") else parse_size(self.max_memory)
 
     def precision_on(self, device):
         """The precision used on ``device`` (a ``torch.device``): ``auto`` is bf16 on CUDA, fp32 elsewhere."""

@@ -25,12 +25,14 @@ from isoformer_cli.runtime.progress import configure_progress
 
 @dataclass
 class RunContext:
-    """Where this process runs: ``device`` (``torch.device``), ``group`` (its place among torchrun ranks) and
-    the resolved ``precision`` (``"fp32"`` or ``"bf16"``)."""
+    """Where this process runs: ``device`` (``torch.device``), ``group`` (its place among torchrun ranks), the
+    resolved ``precision`` (``"fp32"`` or ``"bf16"``) and ``max_memory`` (bytes, or None: see
+    :mod:`isoformer_cli.runtime.memory`)."""
 
     device: torch.device
     group: distributed.ProcessGroup
     precision: str
+    max_memory: int = None
 
 
 def start_run(runtime, seed=0):
@@ -51,7 +53,8 @@ def start_run(runtime, seed=0):
         device = torch.device("cuda", group.local_rank)
     if runtime.deterministic:
         make_deterministic(seed)
-    return RunContext(device=device, group=group, precision=runtime.precision_on(device))
+    return RunContext(device=device, group=group, precision=runtime.precision_on(device),
+                      max_memory=runtime.max_memory_bytes)
 
 
 def end_run(context, completed):

@@ -36,10 +36,12 @@ from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.models.checkpoint import load_checkpoint
 from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
+from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.setup import end_run, start_run
 from isoformer_cli.training.batches import BatchPlan
 from isoformer_cli.training.examples import check_lengths, load_examples, split_examples
 from isoformer_cli.training.freezing import freeze, parse_freeze, plain_batchnorm
+from isoformer_cli.training.memory import micro_batch_from_memory
 from isoformer_cli.training.model_setup import adapt_modalities, fit_head
 from isoformer_cli.training.run_folder import RunFolder, compare_settings, on_main, run_settings
 from isoformer_cli.training.trainer import Trainer, TrainingJob
@@ -91,6 +93,26 @@ def _finetune(config):
         end_run(context, completed)
 
 
+def _micro_batch(training, model, context, saved):
+    """Rows per forward pass of this process: ``--micro-batch-size``, the resumed run's own (its dropout masks
+    follow it), or the largest that fits the memory there is (:mod:`isoformer_cli.training.memory`)."""
+    per_process = training.batch_size // context.group.world_size
+    if saved is not None and training.micro_batch_size is None:
+        return saved["training"]["micro_batch_size"]
+    budget = memory_budget(context.device, context.max_memory)
+    weights_to_move = 0
+    if context.device.type == "cuda":  # the model moves to the GPU later; its weights count against its memory
+        weights_to_move = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    fits = micro_batch_from_memory(model, per_process, context.precision, training.activation_checkpointing,
+                                   budget, weights_to_move)
+    if training.micro_batch_size is None:
+        return fits
+    if training.micro_batch_size > fits:
+        log.warning("--micro-batch-size %d is more than the %d examples that fit in %s: the run may run out of "
+                    "memory", training.micro_batch_size, fits, budget.describe())
+    return training.micro_batch_size
+
+
 def _prepare(config, context):
     """Check every input, build the model and the examples, then create the run folder; a TrainingJob."""
     training = config.training
@@ -125,7 +147,8 @@ def _prepare(config, context):
     frozen = freeze(model, freeze_specs)
     world = context.group.world_size
     plan = BatchPlan(train_rows=tuple(int(row) for row in rows["train"]), batch_size=training.batch_size,
-                     micro_batch_size=training.micro_batch_for(world), world_size=world, seed=training.seed)
+                     micro_batch_size=_micro_batch(training, model, context, saved), world_size=world,
+                     seed=training.seed)
     total_steps = plan.steps_per_epoch * training.epochs
     warmup_steps = int(round(training.warmup_fraction * total_steps))
     check_lengths(examples, model.config, config.rna_truncation, config.protein_truncation)

@@ -18,8 +18,6 @@ import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from isoformer_cli.errors import InputError
@@ -145,26 +143,13 @@ def parameter_counts(model):
     return trainable, total
 
 
-def _checkpointed(forward):
-    def run(*args, **kwargs):
-        if torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
-        return forward(*args, **kwargs)
-
-    return run
-
-
 def enable_activation_checkpointing(model):
-    """Recompute every encoder layer's activations in the backward pass; returns the number of layers.
+    """Recompute every encoder layer's activations in the backward pass (each encoder says which of its
+    modules: ``SequenceEncoder.enable_activation_checkpointing``); returns the number of modules wrapped.
 
-    The layer modules keep their names (only their ``forward`` is wrapped), so checkpoints are unchanged.
+    The modules keep their names (only their ``forward`` is wrapped), so checkpoints are unchanged.
     """
     count = 0
-    for encoder in ALL_MODALITIES:
-        if getattr(model, f"{encoder}_encoder", None) is None:
-            continue
-        _, layers, _ = encoder_parts(model, encoder)
-        for layer in layers:
-            layer.forward = _checkpointed(layer.forward)
-            count += 1
+    for modality in model.config.modalities:
+        count += model.config.encoder(modality).enable_activation_checkpointing(getattr(model, f"{modality}_encoder"))
     return count

@@ -29,7 +29,7 @@ those of the VCF REF as written, its anchor base included (``CGTG>C`` shows the 
 """
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 from isoformer_cli.triples.cds import ExonMap
 from isoformer_cli.triples.sequence import reverse_complement

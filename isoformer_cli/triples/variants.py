@@ -35,14 +35,22 @@ The alternative triple (:func:`alternative_triple`):
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 from isoformer_cli.errors import AnnotationError
 from isoformer_cli.genomics.contigs import is_mitochondrial
 from isoformer_cli.triples.cds import cds_layout
-from isoformer_cli.triples.dna_window import fetch_window, transcription_start_site, window_span
+from isoformer_cli.triples.dna_window import (
+    fetch_window,
+    transcription_start_site,
+    window_span,
+)
 from isoformer_cli.triples.sequence import normalise, reverse_complement
-from isoformer_cli.triples.translation import MITOCHONDRIAL_CODE, STANDARD_CODE, translate_cds
+from isoformer_cli.triples.translation import (
+    MITOCHONDRIAL_CODE,
+    STANDARD_CODE,
+    translate_cds,
+)
 
 
 @dataclass(frozen=True)

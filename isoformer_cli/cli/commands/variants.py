@@ -16,7 +16,6 @@ from isoformer_cli.cli.options import (
     triple_source,
     usage_errors,
 )
-from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
 
 # Defaults of the command (kept here so --help works without importing the model stack).
 DEFAULT_MAX_INDEL = 50
@@ -40,11 +39,12 @@ DEFAULT_CHUNK_SIZE = 64
 @input_options(annotation_required=True, with_triples=False)
 @model_options
 @runtime_options
-@click.option("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, show_default=True,
-              help="Padded input positions per batch (DNA bases, RNA tokens, protein residues); "
-                   "halved automatically on out-of-memory.")
+@click.option("--max-tokens", type=int,
+              help="Expert override: padded input positions per batch (DNA bases, RNA tokens, protein residues) "
+                   "instead of batches sized from --max-memory and the device; halved on out-of-memory.")
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
-              help="VCF records per chunk: the unit of input sharing, writing and resuming.")
+              help="VCF records per chunk: the unit of input sharing, writing and resuming (the model runs a "
+                   "chunk's isoforms in pieces sized from memory).")
 @click.option("--resume", is_flag=True, help="Continue the partial outputs of an interrupted run of the same command.")
 @selection_options
 @record_options

@@ -71,6 +71,10 @@ class PretrainedFolder:
     prefix: str
 
 
+#: bf16 autocast holds about this share of a float32 pass's activations (measured in inference: 0.6).
+BF16_TRAINING_SHARE = 0.65
+
+
 class SequenceEncoder:
     """One kind of sequence encoder (see the module docstring); subclasses override every method.
 
@@ -95,7 +99,7 @@ class SequenceEncoder:
     # -- building ---------------------------------------------------------------------------------
     def build(self, config) -> nn.Module:
         """The encoder module for ``config`` (randomly initialised)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define build()")
 
     def validate(self, config) -> None:
         """Raise ``InputError`` when ``config`` describes an encoder that cannot be built or fed."""
@@ -107,21 +111,56 @@ class SequenceEncoder:
 
     def width(self, config) -> int:
         """D, the width of each output position."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define width()")
 
     def positions(self, config) -> int:
         """N, the number of output positions for a full-length input of plain A/C/G/T."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define positions()")
+
+    def max_input_length(self, config) -> int:
+        """The longest input in tokens (special tokens included) that the model takes."""
+        raise NotImplementedError(f"{type(self).__name__} must define max_input_length()")
+
+    def output_length(self, config, input_length: int) -> int:
+        """Output positions for an input of ``input_length`` tokens (default: one per token)."""
+        return input_length
+
+    def random_token_range(self, config) -> tuple[int, int]:
+        """``(low, high)``: token ids in ``[low, high)`` make a valid input, for measurements and tests."""
+        raise NotImplementedError(f"{type(self).__name__} must define random_token_range()")
+
+    # -- memory -------------------------------------------------------------------------------------
+    #: Working memory of one forward pass in inference mode, in bytes per input position and per unit of
+    #: :meth:`memory_width`, by precision: measured on the CPU with ``benchmarks/memory_model.py``. An encoder
+    #: that has not been measured gets a generous default (about twice the largest measured encoder's), so a
+    #: plan made for it errs on the side of smaller batches rather than an out-of-memory kill.
+    bytes_per_position_and_width: dict = {"fp32": 48.0, "bf16": 29.0}
+
+    def memory_width(self, config) -> int:
+        """The width that the encoder's working memory per position grows with (its widest layer; default:
+        the output width)."""
+        return self.width(config)
+
+    def activation_bytes(self, config, batch: int, length: int, precision: str = "fp32") -> int:
+        """Working memory (bytes) of one forward pass over ``batch`` inputs of ``length`` tokens, in inference
+        mode: the model measured per position, times the positions and the width (a linear model: the
+        attention kernels used never hold a length x length matrix)."""
+        coefficient = self.bytes_per_position_and_width.get(precision, self.bytes_per_position_and_width["fp32"])
+        return int(coefficient * batch * length * self.memory_width(config))
+
+    def output_bytes(self, config, length: int) -> int:
+        """Bytes the engine holds for one input's output (float32 states of every output position)."""
+        return 4 * self.output_length(config, length) * self.width(config)
 
     # -- inputs -------------------------------------------------------------------------------------
     def tokenizer(self, config, truncation: str = "keep_start"):
         """An object whose ``encode(sequence, name) -> (ids (L,) int64, truncated bool)`` tokenises one
         sequence for this encoder (``truncation``: policy for inputs longer than the model maximum)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define tokenizer()")
 
     def pad_id(self, config) -> int:
         """The token id that pads a batch."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define pad_id()")
 
     def collate(self, arrays: list[np.ndarray], config) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(input_ids (B, L) long, attention_mask (B, L) bool or None)`` from 1-D token arrays.
@@ -139,18 +178,48 @@ class SequenceEncoder:
     # -- training -----------------------------------------------------------------------------------
     def layer_groups(self, module: nn.Module) -> LayerGroups:
         """The built ``module``'s parts: before the layer stack, the layers, after them."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define layer_groups()")
+
+    def enable_activation_checkpointing(self, module: nn.Module) -> int:
+        """Recompute the activations of ``module``'s layers in the backward pass instead of storing them;
+        returns how many modules were wrapped. The modules keep their names, so checkpoints are unchanged."""
+        layers = self.layer_groups(module).layers
+        for layer in layers:
+            layer.forward = checkpointed(layer.forward)
+        return len(layers)
+
+    #: Working memory of a forward + backward pass in float32, per input position and unit of
+    #: :meth:`memory_width`, as ``(base, per layer)`` with :meth:`training_layers` layers: without and with
+    #: activation checkpointing; measured like ``bytes_per_position_and_width``. bf16 autocast takes
+    #: :data:`BF16_TRAINING_SHARE` of it.
+    training_bytes_per_position_and_width: tuple = (0.0, 0.0)
+    checkpointed_bytes_per_position_and_width: tuple = (0.0, 0.0)
+
+    def training_layers(self, config) -> int:
+        """The layers whose activations a backward pass keeps, each at the per-layer cost (default 1)."""
+        return 1
+
+    def training_activation_bytes(self, config, batch: int, length: int, precision: str = "fp32",
+                                  checkpointing: bool = False) -> int:
+        """Working memory (bytes) of a training step's forward and backward pass over ``batch`` inputs of
+        ``length`` tokens (activations kept for the backward pass and the gradients of the activations)."""
+        base, per_layer = (self.checkpointed_bytes_per_position_and_width if checkpointing
+                           else self.training_bytes_per_position_and_width)
+        coefficient = base + per_layer * self.training_layers(config)
+        if precision == "bf16":
+            coefficient *= BF16_TRAINING_SHARE
+        return int(coefficient * batch * length * self.memory_width(config))
 
     # -- description --------------------------------------------------------------------------------
     def summary(self, config) -> dict:
         """JSON-ready facts for ``isoformer inspect`` (must include ``"type": self.summary_type``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define summary()")
 
     summary_type: str = ""
 
     def describe(self, summary: dict) -> str:
         """One line of text from :meth:`summary`'s dictionary."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define describe()")
 
     def parameter_groups(self, module: nn.Module) -> dict:
         """Parameters per named part of the module, for detailed counts (empty: no breakdown)."""
@@ -161,11 +230,24 @@ class SequenceEncoder:
         """Key-mapping rows (:class:`~isoformer_cli.models.key_mapping.MappingRow`) from this encoder's
         tensors saved by its own library under ``source_prefix`` (a regular expression) to the model's
         keys under ``target_prefix``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define key_rows()")
 
     def pretrained_folder(self, config) -> PretrainedFolder:
         """How ``isoformer init`` reads a folder of this encoder saved by its own library."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define pretrained_folder()")
+
+
+def checkpointed(forward):
+    """``forward`` recomputed in the backward pass when gradients are on (``torch.utils.checkpoint``,
+    non-reentrant); called as is otherwise."""
+    import torch.utils.checkpoint
+
+    def run(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    return run
 
 
 def pad_token_arrays(arrays: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -166,6 +166,26 @@ class Enformer(SequenceEncoder):
             return config.dna_length // 2**config.enformer_num_downsamples
         return config.enformer_target_length
 
+    def max_input_length(self, config):
+        return config.dna_length
+
+    def output_length(self, config, input_length):
+        return self.positions(config)
+
+    def random_token_range(self, config):
+        return 0, 4
+
+    # Measured at the official size (benchmarks/memory_model.py): 13.8 kB per base (fp32) for a width of 1,536.
+    bytes_per_position_and_width = {"fp32": 9.0, "bf16": 5.5}
+    # The convolution tower at full resolution dominates, not the transformer's depth: one "layer". Measured
+    # fp32 forward + backward: 41.4 B official, 67.2 B tiny (checkpointed transformer: 37.0 B, 54.1 B); the
+    # larger figures are kept.
+    training_bytes_per_position_and_width = (0.0, 67.2)
+    checkpointed_bytes_per_position_and_width = (0.0, 54.1)
+
+    def memory_width(self, config):
+        return config.enformer_dim
+
     def tokenizer(self, config, truncation="keep_start"):
         return _DnaIdTokenizer()
 

@@ -100,6 +100,26 @@ class Esm2(SequenceEncoder):
     def positions(self, config):
         return config.max_protein_residues + 2
 
+    def max_input_length(self, config):
+        return config.max_protein_residues + 2
+
+    def random_token_range(self, config):
+        return 4, 24  # the 20 standard residues
+
+    # Measured (benchmarks/memory_model.py): 20.1 B (fp32) and 12.1 B (bf16) at the official size, 24.0 B (fp32)
+    # at the tiny one; the larger figure is kept.
+    bytes_per_position_and_width = {"fp32": 24.0, "bf16": 14.5}
+    # Fitted to the tiny (2 layers: 84.7 B, checkpointed 54.3 B) and the official size (30 layers: 741 B,
+    # checkpointed 71.7 B), fp32 forward + backward.
+    training_bytes_per_position_and_width = (37.8, 23.5)
+    checkpointed_bytes_per_position_and_width = (53.1, 0.62)
+
+    def training_layers(self, config):
+        return config.esm_num_hidden_layers
+
+    def memory_width(self, config):
+        return max(config.esm_hidden_size, config.esm_intermediate_size)
+
     def tokenizer(self, config, truncation="keep_start"):
         return ProteinTokenizer(max_residues=config.max_protein_residues, truncation=truncation)
 

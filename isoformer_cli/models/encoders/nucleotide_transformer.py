@@ -138,6 +138,27 @@ class NucleotideTransformerRNA(SequenceEncoder):
     def positions(self, config):
         return config.max_rna_tokens + 1
 
+    def max_input_length(self, config):
+        return config.max_rna_tokens + 1
+
+    def random_token_range(self, config):
+        return 6, 4102  # the 6-mers
+
+    # Measured on the RNA encoder (benchmarks/memory_model.py): 10.1 B (fp32) and 6.1 B (bf16) at the official size
+    # (61.9 kB per token for a gated width of 6,144), 12.0 B (fp32) at the tiny one; the larger figure is kept.
+    bytes_per_position_and_width = {"fp32": 12.0, "bf16": 7.3}
+    # Fitted to the tiny (2 layers: 38.2 B, checkpointed 23.2 B) and the official size (24 layers: 298 B,
+    # checkpointed 33.1 B), fp32 forward + backward.
+    training_bytes_per_position_and_width = (14.5, 11.8)
+    checkpointed_bytes_per_position_and_width = (22.3, 0.45)
+
+    def training_layers(self, config):
+        return config.nt_num_hidden_layers
+
+    def memory_width(self, config):
+        # The gated feed-forward projects each position to twice the intermediate size.
+        return 2 * config.nt_intermediate_size
+
     def tokenizer(self, config, truncation="keep_start"):
         return RnaTokenizer(max_tokens=config.max_rna_tokens, truncation=truncation)
 
@@ -201,6 +222,26 @@ class NucleotideTransformerDNA(SequenceEncoder):
 
     def positions(self, config):
         return config.dna_length // 6 + config.dna_length % 6
+
+    def max_input_length(self, config):
+        return 1 + self.positions(config)
+
+    def output_length(self, config, input_length):
+        return input_length - 1  # <cls> is dropped
+
+    def random_token_range(self, config):
+        return 6, 4102
+
+    # The same network as the RNA encoder: its measurements apply.
+    bytes_per_position_and_width = NucleotideTransformerRNA.bytes_per_position_and_width
+    training_bytes_per_position_and_width = NucleotideTransformerRNA.training_bytes_per_position_and_width
+    checkpointed_bytes_per_position_and_width = NucleotideTransformerRNA.checkpointed_bytes_per_position_and_width
+
+    def training_layers(self, config):
+        return config.dna_nt_num_hidden_layers
+
+    def memory_width(self, config):
+        return 2 * config.dna_nt_intermediate_size
 
     def tokenizer(self, config, truncation="keep_start"):
         # No length cap: the window length is set by the configuration (checked in validate()).
