@@ -9,7 +9,8 @@ picked from the annotations' own coordinates (tests/variant_oracle.py) and norma
   transcripts is compared; csq names no transcript for an upstream-only variant, nor a non-coding
   transcript when the variant hits another transcript's CDS or UTR: those pairs are not compared);
 * alternative RNA and protein == ``bcftools consensus`` + chain + ``CrossMap bed`` + ``gffread --adj-stop``
-  for every (variant, transcript) whose span holds the variant (start lost: the oracle translates the
+  for every (variant, transcript) within 1 kb of the transcript's span (upstream-only variants included: both
+  sides must leave the RNA and protein as they are; start lost: the oracle translates the
   non-ATG start, the tool gives no protein, so only the RNA is compared);
 * the same, read back from ``isoformer variants --alt-triples`` (the whole command, demo checkpoint) on
   the human dataset (the mouse one too with ``-m slow``).
@@ -137,7 +138,21 @@ def test_consequences_equal_bcftools_csq(data):
     assert not problems, "\n".join(problems[:20])
     missing = _expected_classes(dataset) - set(compared)
     assert not missing, f"classes not compared: {sorted(missing)}"
-    print(f"{dataset}: csq compared {sum(compared.values())} pairs: {dict(sorted(compared.items()))}")
+    # Upstream-only variants: csq names nothing; ours is upstream (or downstream) on every transcript whose
+    # window holds them.
+    upstream = collections.Counter()
+    for variant_id, pos, ref, alt in data["variants"]:
+        if data["klass"][variant_id] != "upstream":
+            continue
+        assert not any(key[0] == variant_id for key in data["csq"]), f"csq names {variant_id}"
+        for triple in data["triples"]:
+            if triple.window_start < pos - 1 < triple.window_end:
+                terms, _ = ours(variant_id, triple)
+                assert terms <= {"upstream", "downstream"}, (variant_id, triple.transcript.transcript_id, terms)
+                upstream[(triple.transcript.strand, tuple(sorted(terms)))] += 1
+    assert any(terms == ("upstream",) for _, terms in upstream), upstream
+    print(f"{dataset}: csq compared {sum(compared.values())} pairs: {dict(sorted(compared.items()))}; "
+          f"upstream-only (csq: nothing) {dict(upstream)}")
 
 
 def _compare_sequences(data, ours):
@@ -168,8 +183,9 @@ def test_alternative_rna_and_protein_equal_consensus_crossmap_gffread(data):
 
     compared, problems = _compare_sequences(data, ours)
     assert not problems, "\n".join(problems[:20])
-    expected = _expected_classes(dataset) | ({("start_lost", "+"), ("start_lost", "-")} if dataset == "hg38_chr16"
-                                             else {("start_lost", "+")})
+    expected = _expected_classes(dataset) | ({("start_lost", "+"), ("start_lost", "-"), ("upstream", "+"),
+                                              ("upstream", "-")} if dataset == "hg38_chr16"
+                                             else {("start_lost", "+"), ("upstream", "+")})
     missing = expected - set(compared)
     assert not missing, f"classes not compared: {sorted(missing)}"
     print(f"{dataset}: consensus compared {sum(compared.values())} pairs: {dict(sorted(compared.items()))}")

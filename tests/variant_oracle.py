@@ -22,6 +22,9 @@ import subprocess
 import sys
 
 TOOLS = ("bcftools", "tabix", "bgzip", "gffread", "CrossMap")
+#: Bases around a transcript within which the consensus pipeline's RNA and protein are read for a variant
+#: (upstream-only variants picked up to this far from the TSS are compared: both sides must leave them as they are).
+NEAR = 1000
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 
 
@@ -279,24 +282,32 @@ def _noncoding_variants(genome_seq, triple, rng, all_exonic, spans):
     for klass, positions in regions:
         good = [p for p in positions if _far_from_boundaries(exons, strand, p, 10)]
         if good:
-            position = _tx_to_genome(exons, strand, good[len(good) // 2])
+            middle = good[len(good) // 2]
+            position = _tx_to_genome(exons, strand, middle)
             ref = genome_seq[position - 1]
             variants.append((klass, position, ref, "A" if ref != "A" else "G", triple.transcript_id))
+            # A 2-base deletion too, when the region holds the bases around it (VCF style: anchor first).
+            if middle - 4 in positions and middle + 4 in positions:
+                variants.append((klass, position, genome_seq[position - 1:position + 2], ref, triple.transcript_id))
     for (_, end), (start, _) in zip(exons, exons[1:]):
         if start - end > 40:
             position = (start + end) // 2
             ref = genome_seq[position - 1]
             if ref in "ACGT":
                 variants.append(("intron", position, ref, "T" if ref != "T" else "C", triple.transcript_id))
+                variants.append(("intron", position + 5, genome_seq[position + 4], genome_seq[position + 4] + "TG",
+                                 triple.transcript_id))
                 break
     tss = exons[0][0] if strand == "+" else exons[-1][1]
-    for distance in (300, 400, 600, 800):
+    for distance in range(300, NEAR - 100, 100):
         position = tss - distance if strand == "+" else tss + distance
-        if position < 1 or any(low <= position <= high for low, high in spans):
+        if position < 1 or any(low - 10 <= position <= high + 10 for low, high in spans):
             continue
         ref = genome_seq[position - 1]
         if ref in "ACGT":
             variants.append(("upstream", position, ref, "C" if ref != "C" else "G", triple.transcript_id))
+            variants.append(("upstream", position + 3, genome_seq[position + 2:position + 5], genome_seq[position + 2],
+                             triple.transcript_id))
             break
     return variants
 
@@ -375,7 +386,8 @@ def _batches(variants, gff):
     batches = []
     for variant in sorted(variants, key=lambda item: item[1]):
         _, pos, ref, _ = variant
-        touched = {tid for tid, (low, high) in spans.items() if pos <= high + 1 and pos + len(ref) - 1 >= low - 1}
+        touched = {tid for tid, (low, high) in spans.items()
+                   if pos <= high + NEAR and pos + len(ref) - 1 >= low - NEAR}
         for batch in batches:
             if not touched & batch[1]:
                 batch[0].append(variant)
@@ -450,6 +462,6 @@ def consensus_sequences(genome, contig, length, gffread_gff3, variants, workdir)
         for variant_id, pos, ref, _ in batch:
             for tid in gff:
                 low, high = (min(s for s, _ in gff[tid]["exons"]), max(e for _, e in gff[tid]["exons"]))
-                if pos <= high + 1 and pos + len(ref) - 1 >= low - 1:
+                if pos <= high + NEAR and pos + len(ref) - 1 >= low - NEAR:
                     results[(variant_id, tid)] = (rnas.get(tid, ""), proteins.get(tid, "").replace(".", "*"))
     return results
