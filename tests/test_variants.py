@@ -223,10 +223,13 @@ def test_a_variant_outside_every_window_yields_no_rows(human, tmp_path):
     assert "ISOFORMER" not in line
 
 
-def test_scores_do_not_depend_on_batching_or_chunking(human, reference_run, tmp_path):
-    """One record per chunk, one DNA window per batch, no sharing of inputs: the same scores (up to float
-    summation order) as the reference run (several records per chunk, batches from memory, sharing), for
-    the first records of its VCF."""
+def test_scores_do_not_depend_on_batching_or_chunking(human, reference_run, tmp_path, monkeypatch):
+    """One record per chunk, one DNA window per batch, no sharing of inputs, model calls of two isoform rows:
+    the same scores (up to float summation order) as the reference run (several records per chunk, batches
+    from memory, sharing), for the first records of its VCF."""
+    from isoformer_cli.inference import memory_plan
+
+    monkeypatch.setattr(memory_plan, "DEFAULT_CHUNK_ROWS", 2)  # rows per model call: genes take several
     vcf, reference = reference_run
     with open(vcf) as handle:
         lines = handle.readlines()
@@ -298,7 +301,30 @@ def test_hdf5_table_has_ref_alt_delta_layers(human, reference_run, tmp_path):
     assert list(data.obs["transcript_id"]) == [row["transcript_id"] for row in rows]
 
 
+def test_prepared_rows_keep_only_their_inputs():
+    from isoformer_cli.inference.prepare import PreparedChunk
+
+    tokens = [np.array([i]) for i in range(4)]
+    chunk = PreparedChunk(index=3, obs=[{}] * 4, dna_tokens=tokens[:3], dna_of_row=np.array([0, 1, 1, 2]),
+                          rna_tokens=tokens[:2], rna_of_row=np.array([-1, 1, 0, 1]),
+                          protein_tokens=tokens[:1], protein_of_row=np.array([0, -1, -1, 0]))
+    part = chunk.rows(1, 3)
+    assert len(part) == 2 and part.index == 3
+    assert [int(t[0]) for t in part.dna_tokens] == [1] and list(part.dna_of_row) == [0, 0]
+    assert [int(t[0]) for t in part.rna_tokens] == [1, 0] and list(part.rna_of_row) == [0, 1]
+    assert part.protein_tokens == [] and list(part.protein_of_row) == [-1, -1]
+
+
 # --------------------------------------------------------------------------- statuses, bad inputs
+
+
+def test_max_memory_below_one_isoform_refuses_before_the_model_loads(human, tmp_path):
+    vcf = _write_vcf(tmp_path / "in.vcf", _variants(human)[:2])
+    out = tmp_path / "out.vcf"
+    result = _invoke("-I", vcf, "--genome", human["genome_path"], "--annotation", HUMAN_GTF, "-O", out,
+                     "--table", tmp_path / "out.tsv", "--max-memory", "1M")
+    _one_error(result, "not enough memory: one full-length isoform", "--max-memory 1.0 MB")
+    assert sorted(os.listdir(tmp_path)) == ["in.vcf"]
 
 
 def test_records_that_cannot_be_scored_are_kept_with_a_status(human, tmp_path, caplog):
