@@ -132,8 +132,9 @@ def _variants(config, vcf_label):
         with VcfReader(config.vcf) as reader:  # fails fast on a missing or malformed file
             header_lines = reader.header_lines
             check_header_contigs(reader, aliases)
-        # One streaming pass first: a truncated, unsorted or foreign VCF fails before the model loads.
-        records = check_vcf(config.vcf, aliases) if is_main_process() else 0
+        # One streaming pass first: a truncated, unsorted or foreign VCF fails before the model loads. Every
+        # torchrun rank makes it, so all stop with the same error rather than wait for rank 0 in the loop.
+        records = check_vcf(config.vcf, aliases)
         log.debug("%s: %d records", vcf_label, records)
         # The memory plan (the same as predict's: up-front refusal, batches from --max-memory) sizes the model
         # calls in isoform rows; --chunk-size here counts VCF records, so the plan gets its default.
