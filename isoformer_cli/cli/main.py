@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     ("models", "models_command"),
     ("predict", "predict_command"),
     ("embed", "embed_command"),
+    ("variants", "variants_command"),
     ("finetune", "finetune_command"),
     ("evaluate", "evaluate_command"),
 ]
