@@ -8,17 +8,13 @@ chunks of records in workers (:class:`~isoformer_cli.inference.variants.VariantC
 """
 
 import collections
-import contextlib
 import dataclasses
 import logging
-import os
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
 from isoformer_cli.app.predict import ModelRunConfig, _check_outputs, _locked, _writing
+from isoformer_cli.app.standard_input import spooled_standard_input
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.collisions import refuse_shared_files
@@ -48,7 +44,6 @@ from isoformer_cli.inference.variants import (
     check_header_contigs,
     check_max_indel,
 )
-from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.setup import end_run, start_run
 
 log = logging.getLogger(__name__)
@@ -91,7 +86,8 @@ def run_variants(config):
     if config.alt_triples and not config.alt_triples.endswith((".tsv", ".tsv.gz")) \
             and not classify_output(config.alt_triples).is_direct:
         raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
-    with _locked(config.output, config.table, config.alt_triples), _spooled(config.vcf) as vcf:
+    with _locked(config.output, config.table, config.alt_triples), \
+            spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
         return _variants(dataclasses.replace(config, vcf=vcf), config.vcf)
 
 
@@ -102,25 +98,6 @@ def _check_outputs_of(config, outputs):
         vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
                      ("-I/--input (index)", f"{config.vcf}.csi")]
         refuse_shared_files(vcf_files, outputs)
-
-
-@contextlib.contextmanager
-def _spooled(vcf):
-    """The VCF path to read: standard input is copied to a temporary file first (workers and ranks each
-    read the VCF from the start); a file is used as it is."""
-    if vcf != STDIN:
-        yield vcf
-        return
-    if not is_main_process():
-        raise InputError("-I - (standard input) cannot be shared among torchrun ranks; give the VCF file")
-    handle, path = tempfile.mkstemp(prefix="isoformer-stdin-", suffix=".vcf")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(path)
 
 
 def _variants(config, vcf_label):
