@@ -58,3 +58,13 @@ def test_standard_input_is_refused_under_torchrun(tmp_path, monkeypatch):
                                       "-o", str(tmp_path / "out.h5")], input="")
     assert result.exit_code == 1
     assert "--triples - (standard input) cannot be shared among torchrun ranks; give a file" in result.output
+
+
+def test_finetune_refuses_triples_from_standard_input(tmp_path):
+    expression = tmp_path / "expression.tsv"
+    expression.write_text("transcript_id\tLiver\nNM_1\t1\n")
+    result = CliRunner().invoke(cli, ["-q", "finetune", "--genome", GENOME, "--triples", "-", "--expression",
+                                      str(expression), "--checkpoint", "demo", "-o", str(tmp_path / "run")], input="")
+    assert result.exit_code == 2
+    assert "--triples - (standard input) cannot be fine-tuned on" in result.output
+    assert not (tmp_path / "run").exists()
