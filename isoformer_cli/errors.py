@@ -33,6 +33,10 @@ class CheckpointError(IsoformerError, ValueError):
     """A model checkpoint is missing, corrupted or does not match its configuration."""
 
 
+class DownloadError(IsoformerError, OSError):
+    """Model files cannot be downloaded or fail verification (offline, network, size or checksum)."""
+
+
 class OutputError(IsoformerError, OSError):
     """An output file cannot be written (unwritable folder, bad suffix, would overwrite)."""
 

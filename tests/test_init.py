@@ -157,6 +157,32 @@ def test_every_encoder_tensor_arrives_bit_exact(tmp_path, encoder_folders):
         metadata = handle.metadata()
     assert metadata["init_protein_encoder"].startswith(str(folders["esm"] / "model.safetensors"))
     assert metadata["init_seed"] == "0"
+    # Each encoder was run against a reference built from its folder's own tensors.
+    assert "transformers EsmModel" in metadata["self_check_protein_encoder"]
+    assert "a new Enformer built from the source's configuration" in metadata["self_check_dna_encoder"]
+    assert "NT-v2 module" in metadata["self_check_rna_encoder"]
+    assert all(metadata[f"self_check_{name}"].startswith("passed") for name in report.loaded)
+    assert [check.component for check in report.checks] == ["dna_encoder", "rna_encoder", "protein_encoder"]
+
+
+def test_an_encoder_that_fails_its_self_check_writes_nothing(tmp_path, encoder_folders, monkeypatch):
+    """A key mapping that put ESM-2's layers in the wrong order: every shape fits, the outputs do not."""
+    from isoformer_cli.models.encoders import esm
+    from isoformer_cli.models.key_mapping import MappingRow
+
+    folders, _ = encoder_folders
+    original = esm.Esm2.pretrained_folder
+
+    def swapped(self, config):
+        spec = original(self, config)
+        rows = (MappingRow(r"^esm\.encoder\.layer\.0\.", "protein_encoder.encoder.layer.1."),
+                MappingRow(r"^esm\.encoder\.layer\.1\.", "protein_encoder.encoder.layer.0."))
+        return type(spec)(**{**spec.__dict__, "rows": rows + spec.rows})
+
+    monkeypatch.setattr(esm.Esm2, "pretrained_folder", swapped)
+    with pytest.raises(CheckpointError, match=r"self-check failed: protein_encoder FAILED: .*nothing was written$"):
+        init_tiny(tmp_path, folders)
+    assert sorted(os.listdir(tmp_path)) == ["enformer", "esm", "nt"]
 
 
 def test_hub_layouts_of_esm_and_deduplicated_enformer(tmp_path):

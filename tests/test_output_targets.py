@@ -68,14 +68,14 @@ def official_weights(inputs, tmp_path_factory):
     """An official-looking pytorch_model.bin of the tiny preset, for ``convert``."""
     import torch
 
-    from test_convert import official_layout, write_official
+    from official_format import official_state, write_official
 
     from isoformer_cli.models import IsoformerConfig, IsoformerModel
 
     torch.manual_seed(0)
     config = IsoformerConfig.from_preset("tiny")
     model = IsoformerModel(config).eval()
-    return str(write_official(pathlib.Path(inputs["official"]), official_layout(model, config)))
+    return str(write_official(pathlib.Path(inputs["official"]), official_state(model, config), config))
 
 
 @dataclass

@@ -7,6 +7,7 @@ completes (``--resume`` continues a killed run's temporary file).
 """
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from isoformer_cli.app.standard_input import spooled_standard_input
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT, check_writable
 from isoformer_cli.formats.collisions import refuse_shared_files
@@ -129,6 +131,17 @@ def _locked(*outputs):
     return lock_outputs(*outputs) if is_main_process() else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _triples_from_file(config):
+    """``config`` with ``--triples -`` replaced by a temporary copy of standard input (read twice: once for
+    the provenance's checksum, once for the triples)."""
+    with spooled_standard_input(config.source.triples, "--triples", ".tsv") as path:
+        if path == config.source.triples:
+            yield config
+        else:
+            yield dataclasses.replace(config, source=dataclasses.replace(config.source, triples=path))
+
+
 def run_predict(config):
     """Predict expression for every selected transcript; returns the number of rows written.
 
@@ -139,7 +152,7 @@ def run_predict(config):
     """
     _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary})
     output_format(config.output)  # an unknown suffix fails before anything is loaded
-    with _locked(config.output, config.gene_summary):
+    with _locked(config.output, config.gene_summary), _triples_from_file(config) as config:
         return _predict(config)
 
 
@@ -198,7 +211,7 @@ def run_embed(config):
     if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
                                                             or classify_output(config.output).is_direct):
         raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
-    with _locked(config.output):
+    with _locked(config.output), _triples_from_file(config) as config:
         return _embed(config)
 
 

@@ -42,8 +42,10 @@ COMMAND_MODULES = [
     ("inspect", "inspect_command"),
     ("init", "init_command"),
     ("convert", "convert_command"),
+    ("models", "models_command"),
     ("predict", "predict_command"),
     ("embed", "embed_command"),
+    ("variants", "variants_command"),
     ("finetune", "finetune_command"),
     ("evaluate", "evaluate_command"),
 ]

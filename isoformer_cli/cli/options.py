@@ -125,10 +125,12 @@ def split_list(values):
 
 model_options = stack([
     click.option("--checkpoint", metavar="DIR|NAME",
-                 help="Model: a checkpoint folder (isoformer init/convert/finetune), a name inside --model-dir, or "
-                      "'demo' for the bundled demo (random weights, not biological predictions)."),
+                 help="Model: a checkpoint folder (isoformer init/convert/finetune), a name in the model folder "
+                      "(isoformer models pull official, then --checkpoint official), or 'demo' for the bundled demo "
+                      "(random weights, not biological predictions)."),
     click.option("--model-dir", type=click.Path(file_okay=False), envvar="ISOFORMER_MODEL_DIR", metavar="DIR",
-                 help="Folder holding named checkpoints [env: ISOFORMER_MODEL_DIR]."),
+                 help="Folder of named checkpoints [env: ISOFORMER_MODEL_DIR; default: the per-user data folder, "
+                      "~/.local/share/isoformer/models on Linux]."),
     click.option("--rna-truncation", type=click.Choice(TRUNCATION_POLICIES), default="keep_start", show_default=True,
                  help="RNA longer than the model maximum: which tokens to keep (flag rna_truncated)."),
     click.option("--protein-truncation", type=click.Choice(TRUNCATION_POLICIES), default="keep_start",

@@ -222,6 +222,11 @@ class JournalWriter(StreamingWriter):
     def _build(self, path):
         raise NotImplementedError
 
+    def truncate_rows(self, rows):
+        """Drop the rows after the first ``rows`` (see :meth:`Journal.truncate`)."""
+        self._journal.truncate(rows)
+        self.completed_rows = self.written_rows = rows
+
     def _finish(self):
         self._journal.close()
         building = building_path_for(self.target)
@@ -264,6 +269,8 @@ class Journal:
         self.path = path
         self.rows = 0
         self.chunks = []
+        self.chunk_rows = []
+        self._identity_end = None
         self._stream = None
         if resume and os.path.exists(path):
             end = self._scan_existing(target, identity)
@@ -273,6 +280,7 @@ class Journal:
             if end is None:
                 self._stream = open(path, "wb")
                 self._write_frame(canonical_json(identity).encode("utf-8"))
+                self._identity_end = self._stream.tell()
             else:
                 os.truncate(path, end)
                 self._stream = open(path, "ab")
@@ -288,6 +296,7 @@ class Journal:
         if not frames:
             return None
         (offset, length), chunk_frames = frames[0], frames[1:]
+        self._identity_end = offset + length
         with open(self.path, "rb") as stream:
             stream.seek(offset)
             found_text = stream.read(length)
@@ -299,7 +308,9 @@ class Journal:
                 raise foreign_partial_error(target, self.path, found, identity)
             for offset, length in chunk_frames:
                 stream.seek(offset)
-                self.rows += _chunk_header(stream.readline())["rows"]
+                rows = _chunk_header(stream.readline())["rows"]
+                self.rows += rows
+                self.chunk_rows.append(rows)
         self.chunks = chunk_frames
         last_offset, last_length = frames[-1]
         return last_offset + last_length
@@ -323,7 +334,27 @@ class Journal:
         payload = b"".join([canonical_json(header).encode("utf-8"), b"\n"] + [a.tobytes() for _, a in arrays])
         offset = self._write_frame(payload)
         self.chunks.append((offset, len(payload)))
+        self.chunk_rows.append(rows)
         self.rows += rows
+
+    def truncate(self, rows):
+        """Keep only the chunks holding the first ``rows`` rows (which must end at a chunk boundary).
+
+        Used when a run keeps two outputs in step (``isoformer variants``: the VCF and its table) and a
+        kill came between writing one and the other: the one ahead is cut back to the other.
+        """
+        kept, total = 0, 0
+        while kept < len(self.chunks) and total + self.chunk_rows[kept] <= rows:
+            total += self.chunk_rows[kept]
+            kept += 1
+        if total != rows:
+            raise ValueError(f"{self.path}: {rows} rows do not end at a chunk boundary")
+        end = self._identity_end if kept == 0 else self.chunks[kept - 1][0] + self.chunks[kept - 1][1]
+        self._stream.flush()
+        self._stream.truncate(end)
+        self._stream.seek(end)
+        del self.chunks[kept:], self.chunk_rows[kept:]
+        self.rows = rows
 
     def iter_chunks(self):
         """Yield ``(rows, meta, {name: array})`` for every complete chunk, in order."""

@@ -85,6 +85,28 @@ class PreparedChunk:
     def __len__(self):
         return len(self.obs)
 
+    def rows(self, start, stop):
+        """The chunk of rows ``start`` to ``stop`` (0-based, half-open), holding only the distinct inputs those
+        rows use, re-numbered in order of first use (a caller that must keep fewer encoder outputs in memory
+        at once predicts a large chunk piece by piece)."""
+        part = PreparedChunk(index=self.index, obs=self.obs[start:stop], error=self.error)
+        for name in ("dna", "rna", "protein"):
+            tokens, of_row = getattr(self, f"{name}_tokens"), getattr(self, f"{name}_of_row")
+            if of_row is None:
+                continue
+            renumbered, kept = {}, []
+            column = np.full(len(part.obs), -1, dtype=np.int64)
+            for row, index in enumerate(of_row[start:stop]):
+                if index < 0:
+                    continue
+                if index not in renumbered:
+                    renumbered[index] = len(kept)
+                    kept.append(tokens[index])
+                column[row] = renumbered[index]
+            setattr(part, f"{name}_tokens", kept)
+            setattr(part, f"{name}_of_row", column)
+        return part
+
 
 class _Distinct:
     """Assigns consecutive ids to distinct keys and keeps the value built for each key once."""

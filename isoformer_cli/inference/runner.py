@@ -1,4 +1,5 @@
-"""The one chunk loop of every command that runs IsoFormer over a stream of triples (``predict``, ``embed``).
+"""The one chunk loop of every command that runs IsoFormer over a stream of triples (``predict``, ``embed``,
+``variants``, whose rows are VCF records).
 
 One pass: triples stream from the source (an annotation built on the fly, or a triples table) in chunks of
 ``chunk_size`` transcripts; DataLoader workers fetch the DNA windows from the genome and tokenise
@@ -84,20 +85,27 @@ class ModelRunner:
         self.num_workers = num_workers
         self.dedupe = dedupe
 
-    def chunks(self, start_row):
-        """This rank's prepared chunks after ``start_row``, in order (errors from workers re-raised later)."""
-        dataset = ChunkDataset(self.source, self.genome, self.settings, self.chunk_size, start_row=start_row,
-                               rank=self.group.rank, world_size=self.group.world_size, dedupe=self.dedupe)
+    def chunks(self, start_row, dataset_class=None):
+        """This rank's prepared chunks after ``start_row``, in order (errors from workers re-raised later).
+
+        ``dataset_class`` (default :class:`ChunkDataset`) is called with the runner and the start row and
+        returns the dataset; ``isoformer variants`` passes its own, whose rows are VCF records.
+        """
+        if dataset_class is not None:
+            dataset = dataset_class(self, start_row)
+        else:
+            dataset = ChunkDataset(self.source, self.genome, self.settings, self.chunk_size, start_row=start_row,
+                                   rank=self.group.rank, world_size=self.group.world_size, dedupe=self.dedupe)
         loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=lambda chunk: chunk)
         yield from loader
 
-    def rounds(self, start_row, compute):
+    def rounds(self, start_row, compute, dataset_class=None):
         """Apply ``compute`` to every chunk and yield ``(chunk, result)`` in chunk order, on every rank.
 
         Distributed: each round, every rank computes its next chunk and all results are exchanged, so
         rank 0 can write them in order. An error on any rank is raised on all.
         """
-        mine = iter(self.chunks(start_row))
+        mine = iter(self.chunks(start_row, dataset_class))
         while True:
             chunk = next(mine, None)
             outcome = None
@@ -115,9 +123,10 @@ class ModelRunner:
             for item in sorted((item for item in gathered if item is not None), key=lambda item: item[1].index):
                 yield item[1], item[2]
 
-    def run(self, writer, compute, write, label):
+    def run(self, writer, compute, write, label, dataset_class=None, unit=" transcripts"):
         """The chunk loop: ``write(writer, chunk, compute(chunk))`` for every chunk after the writer's completed
-        rows, with a progress bar; returns the number of rows the output holds at the end.
+        rows, with a progress bar; returns the number of rows the output holds at the end. ``dataset_class``:
+        see :meth:`chunks`; ``unit`` names the rows on the progress bar.
 
         ``writer`` is None on ranks other than 0 (they compute, rank 0 writes); its life cycle (finish, keep
         for ``--resume``, remove) belongs to the caller.
@@ -126,8 +135,8 @@ class ModelRunner:
         if start_row:
             log.info("resuming after the %d rows already written", start_row)
         rows = start_row
-        with progress(desc=label, unit=" transcripts", initial=start_row) as bar:
-            for chunk, result in self.rounds(start_row, compute):
+        with progress(desc=label, unit=unit, initial=start_row) as bar:
+            for chunk, result in self.rounds(start_row, compute, dataset_class):
                 if writer is not None:
                     write(writer, chunk, result)
                 rows += len(chunk)

@@ -14,7 +14,8 @@ cross-attention block, no term for the linear sum, no keys for the Perceiver), a
 - ``cross-attention`` (official): DNA queries attend to RNA (`CrossAttention` ``rna_cross_attention``), then the
   result attends to protein (``protein_cross_attention``); each block is q/k/v/dense linears with bias,
   scaled dot-product attention with a key padding mask and a residual, no LayerNorm (reconstructed from two
-  independent third-party copies of the official code).
+  independent third-party copies of the official code). ``config.fusion_order`` can put protein first, or run
+  both blocks from the same DNA stream and add their updates ("parallel"), since the official order is unknown.
   Pooled = mean over the pool window of the fused stream.
 - ``perceiver`` (paper ablation): a Perceiver resampler (Flamingo style): ``perceiver_num_latents`` learned
   latents attend, in ``perceiver_depth`` layers, to the concatenation of the query stream, the RNA and the
@@ -133,7 +134,8 @@ class CrossAttentionAggregation(nn.Module):
     """Official fusion: query stream <- RNA (``rna_cross_attention``), then <- protein (``protein_cross_attention``).
 
     A block exists only for a modality that is configured and is not the query stream itself; absent blocks
-    are None.
+    are None. ``config.fusion_order``: "rna,protein" (sequential, RNA first), "protein,rna", or "parallel"
+    (each block reads the unfused stream; the updates ``block(x) - x`` are added to it).
     """
 
     def __init__(self, config: IsoformerConfig):
@@ -152,13 +154,24 @@ class CrossAttentionAggregation(nn.Module):
             else None
         )
         self.pooling = WindowMeanPooling(config)
+        self.fusion_order = config.fusion_order
 
     def forward(self, query, query_mask, rna, rna_mask, protein, protein_mask):
-        fused = query
+        steps = []
         if self.rna_cross_attention is not None and rna is not None:
-            fused = self.rna_cross_attention(fused, rna, rna_mask)
+            steps.append((self.rna_cross_attention, rna, rna_mask))
         if self.protein_cross_attention is not None and protein is not None:
-            fused = self.protein_cross_attention(fused, protein, protein_mask)
+            steps.append((self.protein_cross_attention, protein, protein_mask))
+        if self.fusion_order == "protein,rna":
+            steps.reverse()
+        fused = query
+        if self.fusion_order == "parallel" and len(steps) > 1:
+            # Each block adds its own residual update to the same input stream.
+            for block, context, mask in steps:
+                fused = fused + (block(query, context, mask) - query)
+        else:
+            for block, context, mask in steps:
+                fused = block(fused, context, mask)
         return fused, self.pooling(fused, query_mask)
 
 

@@ -95,6 +95,46 @@ def _config_field_kinds():
     return kinds
 
 
+def config_field_names():
+    """Names of every field an :class:`IsoformerConfig` takes (its own and the encoders' declared ones)."""
+    return set(_config_field_kinds())
+
+
+def parse_config_settings(texts):
+    """``{field: value}`` from ``KEY=VALUE`` strings (``--set``), each value checked against the field's type.
+
+    A value is read as JSON when it is valid JSON (``8``, ``1e-5``, ``true``, ``null``, ``["a", "b"]``) and
+    as a plain string otherwise; a list field (``tissues``, ``modalities``) also takes a comma-separated
+    string. Raises :class:`InputError` naming the setting for an unknown field or a wrong type.
+    """
+    import json
+
+    from isoformer_cli.errors import InputError
+
+    kinds = _config_field_kinds()
+    settings = {}
+    for text in texts or ():
+        key, separator, raw = text.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise InputError(f"--set {text!r}: expected KEY=VALUE, e.g. --set head_activation=softplus")
+        if key not in kinds:
+            close = sorted(name for name in kinds if key.split("_")[0] in name)[:6]
+            hint = f" (fields like it: {', '.join(close)})" if close else ""
+            raise InputError(f"--set {text!r}: {key!r} is not a configuration field{hint}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if "strings" in kinds[key] and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if kinds[key] == ("number",) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        check_field_types({key: value}, {key: kinds[key]}, f"--set {text!r}", error=InputError)
+        settings[key] = value
+    return settings
+
+
 def load_config(folder):
     """The :class:`IsoformerConfig` of a checkpoint folder (``config.json``), with clear errors."""
     folder = os.fspath(folder)
@@ -124,15 +164,19 @@ def build_model(config, device=None, initialise=True):
                 return IsoformerModel(config)
         if initialise:
             return IsoformerModel(config)
-        with _no_init_weights():
+        with skip_weight_initialisation():
             return IsoformerModel(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot build the model from this configuration: {exc}") from exc
 
 
 @contextlib.contextmanager
-def _no_init_weights():
-    """transformers' switch that turns every ``torch.nn.init`` call into a no-op (the location moved in v5)."""
+def skip_weight_initialisation():
+    """transformers' switch that turns every ``torch.nn.init`` call into a no-op (the location moved in v5).
+
+    For modules whose every tensor is overwritten next: random initialisation of a full-size encoder
+    costs tens of seconds on a CPU.
+    """
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers 4.x
@@ -211,11 +255,14 @@ def checkpoint_state(model):
     }
 
 
-def save_checkpoint(model, folder, overwrite=False, metadata=None):
+def save_checkpoint(model, folder, overwrite=False, metadata=None, on_written=None):
     """Write ``model`` as ``folder/config.json`` + ``folder/model.safetensors``, atomically.
 
     Refuses an existing non-empty ``folder`` unless ``overwrite``. The safetensors header records
     ``format: pt``, the tool version and the command line, plus ``metadata`` (str -> str: provenance).
+    ``on_written(partial_folder)``, when given, runs after both files are written and before the folder is
+    moved into place (to add files that describe them, such as a manifest with their checksums); if it
+    raises, nothing is written.
     """
     from safetensors.torch import save_file
 
@@ -226,6 +273,8 @@ def save_checkpoint(model, folder, overwrite=False, metadata=None):
     with atomic_folder(folder, overwrite=overwrite) as partial:
         model.config.to_json_file(os.path.join(partial, CONFIG_FILE), use_diff=False)
         save_file(checkpoint_state(model), os.path.join(partial, WEIGHTS_FILE), metadata=header)
+        if on_written is not None:
+            on_written(partial)
     log.info("wrote checkpoint %s", folder)
 
 

@@ -34,11 +34,25 @@ position ``n // 2`` of the ``n`` DNA positions for a TSS-centred window (bin 448
 ``None`` side then means "to that end of the sequence"); ``"absolute"`` counts from position 0. Without DNA
 the window is ignored and the mean runs over the non-padding tokens (including ``<cls>`` and ``<eos>``).
 
+Fusion order
+------------
+``fusion_order`` says how the two cross-attention blocks combine (``aggregation="cross-attention"``): the
+official code is not public, so this is a configuration field rather than a fact of the code.
+
+- ``"rna,protein"`` (default, the best reconstruction): DNA attends to RNA, then the result attends to protein;
+- ``"protein,rna"``: the other way round;
+- ``"parallel"``: both blocks attend from the same DNA stream and their residual updates are added:
+  ``dna + update_rna(dna) + update_protein(dna)``.
+
 Head
 ----
 Linear(D -> head_hidden_size), activation, dropout, Linear(head_hidden_size -> n_tissues). The official
-activation is not published: we use GELU by default (``head_activation``; "relu", "silu",
-"gelu", "tanh" accepted). Sizes 3072 -> 6144 -> 30 reproduce the checkpoint's parameter budget.
+activation is not published: we use GELU by default (``head_activation``; "relu", "silu", "gelu", "tanh",
+"softplus" accepted). Sizes 3072 -> 6144 -> 30 reproduce the checkpoint's parameter budget.
+
+These three unknowns of the official architecture (fusion order, head activation, pooled DNA bins) are plain
+fields: ``isoformer convert --set head_activation=softplus`` (or ``models pull official --set ...``) fixes them
+when the answer is learnt, without a code change.
 """
 
 from __future__ import annotations
@@ -59,7 +73,8 @@ GTEX_TISSUES: tuple[str, ...] = (
 
 ALL_MODALITIES: tuple[str, ...] = ("dna", "rna", "protein")
 AGGREGATIONS: tuple[str, ...] = ("cross-attention", "perceiver", "linear")
-HEAD_ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "silu", "tanh")
+HEAD_ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "silu", "tanh", "softplus")
+FUSION_ORDERS: tuple[str, ...] = ("rna,protein", "protein,rna", "parallel")
 POOL_WINDOW_REFERENCES: tuple[str, ...] = ("tss", "absolute")
 
 # Field values of each preset that differ from the constructor defaults (which are the official model).
@@ -115,6 +130,7 @@ class IsoformerConfig(PretrainedConfig):
         max_rna_tokens: RNA tokens after ``<cls>`` (2,048 official; NT position table holds 2 more).
         max_protein_residues: residues between ``<cls>`` and ``<eos>`` (1,022; ESM position table 1,026).
         num_heads_omics_cross_attention: heads of each cross-attention block (8).
+        fusion_order: "rna,protein", "protein,rna" or "parallel" (see the module docstring).
         perceiver_num_latents / perceiver_depth / perceiver_num_heads / perceiver_ff_mult: Perceiver resampler.
         pool_window_start / pool_window_end / pool_window_reference: see the module docstring.
         head_hidden_size / head_activation / head_dropout: the MLP head.
@@ -186,6 +202,7 @@ class IsoformerConfig(PretrainedConfig):
         # Aggregation.
         num_heads_omics_cross_attention: int = 8,
         cross_attention_dropout: float = 0.0,
+        fusion_order: str = "rna,protein",
         perceiver_num_latents: int = 64,
         perceiver_depth: int = 2,
         perceiver_num_heads: int = 8,
@@ -261,6 +278,7 @@ class IsoformerConfig(PretrainedConfig):
 
         self.num_heads_omics_cross_attention = num_heads_omics_cross_attention
         self.cross_attention_dropout = cross_attention_dropout
+        self.fusion_order = fusion_order
         self.perceiver_num_latents = perceiver_num_latents
         self.perceiver_depth = perceiver_depth
         self.perceiver_num_heads = perceiver_num_heads
@@ -362,6 +380,8 @@ class IsoformerConfig(PretrainedConfig):
             fail(f"aggregation={self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
         if self.head_activation not in HEAD_ACTIVATIONS:
             fail(f"head_activation={self.head_activation!r}; choose one of {', '.join(HEAD_ACTIVATIONS)}")
+        if self.fusion_order not in FUSION_ORDERS:
+            fail(f"fusion_order={self.fusion_order!r}; choose one of {', '.join(FUSION_ORDERS)}")
         if self.pool_window_reference not in POOL_WINDOW_REFERENCES:
             fail(f"pool_window_reference={self.pool_window_reference!r}; choose tss or absolute")
         if not self.tissues:

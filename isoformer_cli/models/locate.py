@@ -3,12 +3,14 @@
 * ``demo``: the checkpoint bundled inside the package (the tiny architecture with random weights; every
   output made with it says its numbers are not biological);
 * a folder written by ``isoformer init``, ``convert`` or ``finetune``;
-* a name, looked up inside ``--model-dir`` (default ``$ISOFORMER_MODEL_DIR``).
+* a name, looked up inside the model folder: ``--model-dir``, else ``$ISOFORMER_MODEL_DIR``, else the
+  per-user data folder (:func:`default_model_dir`), where ``isoformer models pull`` stores checkpoints.
 
-The network is never used.
+A path that exists as a folder wins over a name. The network is never used.
 """
 
 import os
+import sys
 from importlib import resources
 
 from isoformer_cli.errors import CheckpointError, InputError
@@ -19,40 +21,70 @@ DEMO_MARKER = "DEMO_CHECKPOINT"
 MODEL_DIR_VARIABLE = "ISOFORMER_MODEL_DIR"
 
 
+def default_model_dir():
+    """The per-user model folder when neither ``--model-dir`` nor ``$ISOFORMER_MODEL_DIR`` is set.
+
+    Linux and other Unix: ``$XDG_DATA_HOME/isoformer/models`` (``~/.local/share/isoformer/models``);
+    macOS: ``~/Library/Application Support/isoformer/models``; Windows: ``%LOCALAPPDATA%\\isoformer\\models``.
+    (The conventions of the platformdirs package, without depending on it.)
+    """
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Application Support")
+    elif os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    else:
+        # XDG says a relative XDG_DATA_HOME is invalid and must be ignored.
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        base = xdg if os.path.isabs(xdg) else os.path.join(home, ".local", "share")
+    return os.path.join(base, "isoformer", "models")
+
+
+def model_dir_for(model_dir=None):
+    """The model folder in effect: ``model_dir`` (``--model-dir``), ``$ISOFORMER_MODEL_DIR`` or the default."""
+    return model_dir or os.environ.get(MODEL_DIR_VARIABLE) or default_model_dir()
+
+
 def demo_checkpoint_path():
     """Folder of the demo checkpoint shipped inside the package (tiny preset, random weights)."""
     return str(resources.files("isoformer_cli") / "data" / "demo_checkpoint")
 
 
 def resolve_checkpoint(checkpoint, model_dir=None):
-    """Folder of the checkpoint named by ``--checkpoint`` (a folder, a name inside ``model_dir``, or ``demo``).
+    """Folder of the checkpoint named by ``--checkpoint`` (a folder, a name inside the model folder, or ``demo``).
 
-    Never touches the network: a name is only looked up inside the model folder.
+    Never touches the network: a name is only looked up inside the model folder (:func:`model_dir_for`).
     """
     if not checkpoint:
         raise InputError(
             "no model given: use --checkpoint DIR (a folder written by isoformer init/convert/finetune), "
-            f"--checkpoint NAME with --model-dir or ${MODEL_DIR_VARIABLE}, or --checkpoint demo for the "
-            "bundled demo (not biological predictions)"
+            "--checkpoint NAME for a checkpoint in the model folder (isoformer models list), or --checkpoint demo "
+            "for the bundled demo (not biological predictions)"
         )
     if checkpoint == DEMO_CHECKPOINT_NAME:
         return demo_checkpoint_path()
     if os.path.isdir(checkpoint):
         return checkpoint
-    model_dir = model_dir or os.environ.get(MODEL_DIR_VARIABLE)
-    if model_dir and os.sep not in checkpoint:
-        candidate = os.path.join(model_dir, checkpoint)
-        if os.path.isdir(candidate):
-            return candidate
-        available = sorted(name for name in os.listdir(model_dir) if os.path.isdir(os.path.join(model_dir, name))) \
-            if os.path.isdir(model_dir) else []
+    if os.sep in checkpoint or (os.altsep and os.altsep in checkpoint):
         raise CheckpointError(
-            f"checkpoint {checkpoint!r} is not in the model folder {model_dir} "
-            f"(it holds: {', '.join(available) or 'nothing'})"
+            f"{checkpoint}: checkpoint folder not found; give the folder written by isoformer init/convert/finetune"
         )
+    model_dir = model_dir_for(model_dir)
+    candidate = os.path.join(model_dir, checkpoint)
+    if os.path.isdir(candidate):
+        return candidate
+    available = sorted(
+        name for name in os.listdir(model_dir)
+        if not name.startswith(".") and os.path.isdir(os.path.join(model_dir, name))
+    ) if os.path.isdir(model_dir) else []
+    hint = ""
+    from isoformer_cli.models.registry import KNOWN_MODELS
+
+    if checkpoint in KNOWN_MODELS and KNOWN_MODELS[checkpoint].pullable:
+        hint = f"; get it with: isoformer models pull {checkpoint}"
     raise CheckpointError(
-        f"{checkpoint}: checkpoint folder not found; give the folder written by isoformer init/convert/finetune"
-        + ("" if model_dir else f", or a name inside --model-dir / ${MODEL_DIR_VARIABLE}")
+        f"checkpoint {checkpoint!r} is not in the model folder {model_dir} "
+        f"(it holds: {', '.join(available) or 'nothing'}){hint}"
     )
 
 

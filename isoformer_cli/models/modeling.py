@@ -42,7 +42,7 @@ try:  # transformers >= 5: init functions that respect already-loaded tensors.
 except ImportError:  # transformers 4.x
     _init = nn.init
 
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 
 @dataclass

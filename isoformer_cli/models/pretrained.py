@@ -12,6 +12,11 @@ Accepted folders (each downloaded by the user; ``config.json`` plus ``model.safe
   ``model_type`` "enformer", weights with the named and/or ``_trunk.N`` spellings; the human/mouse output
   heads are ignored. With ``dna_encoder_type="nucleotide_transformer"`` the DNA folder is an NT-v2 one.
 
+Self-checks: once filled, each loaded encoder is run against a reference built from the folder's own tensors
+(:mod:`isoformer_cli.models.self_check`: ESM-2 against ``transformers.EsmModel``, Enformer against a new
+Enformer loaded in its source layout, NT-v2 against our module loaded without key mapping); a
+disagreement refuses the new checkpoint, and the results are recorded in its provenance.
+
 Configuration policy: the preset decides the architecture. Each encoder folder's ``config.json`` must
 agree with the preset on every field that defines the encoder's weights or its meaning (widths, depth,
 heads, vocabulary, position embedding type, ...); a difference is an error naming the field, both
@@ -30,6 +35,7 @@ import torch
 from isoformer_cli.errors import CheckpointError, InputError
 from isoformer_cli.models.checkpoint import build_model, check_folder_target, save_checkpoint
 from isoformer_cli.models.key_mapping import plan_conversion
+from isoformer_cli.models.self_check import check_encoders, metadata_of
 from isoformer_cli.models.weights import fill_module, load_weights_folder, read_json_file
 
 log = logging.getLogger(__name__)
@@ -77,15 +83,32 @@ def check_encoder_config(folder, spec, preset):
 
 @dataclass
 class InitReport:
-    """What ``init_model`` did: encoders loaded (folder, weights file, tensor count), randomly initialised."""
+    """What ``init_model`` did: encoders loaded (folder, weights file, tensor count), randomly initialised,
+    and the self-check results."""
 
     loaded: dict = field(default_factory=dict)
     random: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    checks: list = field(default_factory=list)
 
 
-def load_encoder(model, name, folder, spec):
-    """Fill ``model.<name>`` from ``folder`` (all or nothing); return ``(weights path, tensor count)``."""
+def reference_tensors(encoder, tensors, plan, prefix):
+    """``{name in the encoder's own layout: tensor}`` of a pretrained folder, for the encoder's self-check.
+
+    The names come from the encoder's own signature search in the folder (independent of the key mapping);
+    when it finds nothing, from the names the mapping gave them.
+    """
+    found = encoder.find_in_checkpoint({key: tuple(tensor.shape) for key, tensor in tensors.items()})
+    if len(found) == 1:
+        return {name: tensors[key] for name, key in found[0].sub_keys.items()}
+    return {ours[len(prefix):]: tensors[key] for key, ours in plan.targets.items() if key not in plan.duplicates}
+
+
+def load_encoder(model, name, folder, spec, sources=None):
+    """Fill ``model.<name>`` from ``folder`` (all or nothing); return ``(weights path, tensor count)``.
+
+    ``sources``, when given, receives ``{modality: reference tensors}`` for the self-check.
+    """
     tensors, source = load_weights_folder(folder)
     plan = plan_conversion(
         {key: tuple(t.shape) for key, t in tensors.items()}, model, spec.rows, source, required_prefix=spec.prefix
@@ -103,10 +126,14 @@ def load_encoder(model, name, folder, spec):
         raise CheckpointError(f"{source}: cannot load the {spec.label} encoder: {problems}")
     submodule = model.get_submodule(spec.prefix.rstrip("."))
     filled = fill_module(submodule, plan.tensors_for(tensors, spec.prefix), source)
+    if sources is not None:
+        modality = MODALITY_OF_ENCODER[name]
+        sources[modality] = reference_tensors(model.config.encoder(modality), tensors, plan, spec.prefix)
     return source, len(filled)
 
 
-def init_model(output, preset="official", encoder_folders=None, overrides=None, seed=0, overwrite=False):
+def init_model(output, preset="official", encoder_folders=None, overrides=None, seed=0, overwrite=False,
+               extra_metadata=None, on_written=None):
     """Build and save a fresh IsoFormer whose encoders come from pretrained folders.
 
     Args:
@@ -115,9 +142,11 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
         encoder_folders: ``{"dna_encoder" | "rna_encoder" | "protein_encoder": folder}``; missing or None
             entries are randomly initialised (with a warning).
         seed: seed of the random initialisation (aggregation, head, omitted encoders).
+        extra_metadata / on_written: passed to :func:`save_checkpoint` (provenance, manifest).
 
     Returns:
-        :class:`InitReport`.
+        :class:`InitReport`. Raises CheckpointError, writing nothing, when a folder does not fit the preset or
+        a loaded encoder fails its self-check.
     """
     from isoformer_cli.formats.collisions import refuse_shared_files
     from isoformer_cli.formats.locks import lock_outputs
@@ -127,10 +156,10 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
                         output_folders={"-o/--output": output})
     check_folder_target(output, overwrite)
     with lock_outputs(folders=[output]):
-        return _init_model(output, preset, encoder_folders, overrides, seed, overwrite)
+        return _init_model(output, preset, encoder_folders, overrides, seed, overwrite, extra_metadata, on_written)
 
 
-def _init_model(output, preset, encoder_folders, overrides, seed, overwrite):
+def _init_model(output, preset, encoder_folders, overrides, seed, overwrite, extra_metadata, on_written):
     from isoformer_cli.models.configuration import IsoformerConfig
 
     config = IsoformerConfig.from_preset(preset, **(overrides or {}))
@@ -148,9 +177,11 @@ def _init_model(output, preset, encoder_folders, overrides, seed, overwrite):
 
     torch.manual_seed(seed)
     model = build_model(config)
+    sources = {}
     for name, spec in specs.items():
         if name in encoder_folders:
-            report.loaded[name] = (encoder_folders[name],) + load_encoder(model, name, encoder_folders[name], spec)
+            report.loaded[name] = (encoder_folders[name],) + load_encoder(model, name, encoder_folders[name], spec,
+                                                                          sources)
         else:
             report.random.append(name)
             report.warnings.append(
@@ -158,11 +189,15 @@ def _init_model(output, preset, encoder_folders, overrides, seed, overwrite):
             )
     for warning in report.warnings:
         log.warning("%s", warning)
+    model.eval()
+    report.checks = check_encoders(model, sources)
 
     metadata = {"init_seed": str(seed), "init_preset": preset}
     for name, (folder, source, count) in report.loaded.items():
         metadata[f"init_{name}"] = f"{os.path.abspath(source)} ({count} tensors)"
     for name in report.random:
         metadata[f"init_{name}"] = "random"
-    save_checkpoint(model.eval(), output, overwrite=overwrite, metadata=metadata)
+    metadata.update(metadata_of(report.checks))
+    metadata.update(extra_metadata or {})
+    save_checkpoint(model, output, overwrite=overwrite, metadata=metadata, on_written=on_written)
     return report

@@ -123,6 +123,10 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.resume and self.force:
             raise InputError("--resume continues a run and --force replaces it; give one of them")
+        if self.source.triples == "-":
+            # The run folder records the inputs' checksums and --resume reads them again: a pipe cannot be.
+            raise InputError("--triples - (standard input) cannot be fine-tuned on: a run folder records and "
+                             "re-reads its inputs; write the table to a file (isoformer triples -o FILE)")
         for option, value in (("--rna-truncation", self.rna_truncation),
                               ("--protein-truncation", self.protein_truncation)):
             if value not in TRUNCATION_POLICIES:

@@ -2,36 +2,54 @@
 
 import click
 
+from isoformer_cli.cli.commands.models import parse_settings, settings_option
+
 
 @click.command("convert")
 @click.argument("official", type=click.Path(exists=False))
 @click.option("-o", "--output", metavar="DIR", help="Checkpoint folder to write (config.json + model.safetensors).")
-@click.option("--list-keys", is_flag=True, help="Only list the file's tensors grouped by prefix, with where each goes.")
-@click.option("--preset", default="official", show_default=True, metavar="NAME", help="Model preset to convert into.")
+@click.option("--list-keys", is_flag=True, help="Only list what was found and where each of the file's tensors goes.")
+@click.option("--show-mapping", is_flag=True,
+              help="Only print the key-mapping rows found, in --mapping file format (to edit and pass back).")
+@click.option("--preset", default="official", show_default=True, metavar="NAME",
+              help="Preset for the architecture fields neither config.json nor the weights determine.")
+@settings_option
 @click.option(
     "--mapping",
     metavar="FILE",
     type=click.Path(exists=True, dir_okay=False),
-    help="Extra key-mapping rows (REGEX<TAB>REPLACEMENT, '-' to ignore), tried before the built-in table.",
+    help="Extra key-mapping rows (REGEX<TAB>REPLACEMENT, '-' to ignore), tried before the rows found.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing, non-empty output folder.")
-def convert_command(official, output, list_keys, preset, mapping, force):
+def convert_command(official, output, list_keys, show_mapping, preset, settings, mapping, force):
     """Convert OFFICIAL (the downloaded InstaDeepAI/isoformer folder, or its pytorch_model.bin).
 
     The file is read with torch.load(weights_only=True) memory-mapped: plain tensors only, no remote
-    code. Every tensor is matched through one key-mapping table, ignored for a stated reason (Enformer's
-    species heads, the masked-LM heads) or reported as unmatched with its shape. Nothing is written when
-    a tensor of the model would stay uninitialised or a shape differs.
+    code. Each component (ESM-2, NT-v2, Enformer in the named or _trunk.N spelling, the two
+    cross-attention blocks, the head) is found by its key signature and shapes under whatever names the
+    file uses; the architecture comes from the config.json beside the weights and from the shapes, so
+    smaller models in the same format convert too. Extra tensors (Enformer's species heads, masked-LM and
+    contact heads) are ignored with a reason; anything else left over is reported with its shape.
 
-    The official key names are not documented; the built-in table is a best guess. Run with
-    --list-keys to see the file's layout and where each key goes, and correct the table with --mapping.
+    The architecture's unknowns are configuration fields with documented defaults: fusion_order
+    (rna,protein), head_activation (gelu), pool_window_start/end/reference (all DNA bins). Fix one with
+    --set KEY=VALUE. --mapping rows override the layout found.
+
+    Each encoder of the new model is then checked against a reference built from the same source
+    tensors (ESM-2 against transformers' EsmModel, Enformer against its source layout) on a fixed random
+    input. Nothing is written when a tensor of the model would stay uninitialised, a shape differs, or a
+    self-check fails; the checks are recorded in the checkpoint's provenance.
     """
-    if list_keys:
+    settings = parse_settings(settings)
+    if list_keys or show_mapping:
         if output:
-            raise click.UsageError("--list-keys prints the file's keys; it takes no -o/--output")
-        from isoformer_cli.models.convert import list_official_keys
+            raise click.UsageError("--list-keys and --show-mapping print to stdout; they take no -o/--output")
+        from isoformer_cli.models.convert import list_official_keys, mapping_rows_text
 
-        click.echo(list_official_keys(official, preset=preset, mapping_file=mapping), nl=False)
+        if show_mapping:
+            click.echo(mapping_rows_text(official, mapping_file=mapping), nl=False)
+        else:
+            click.echo(list_official_keys(official, preset=preset, mapping_file=mapping, settings=settings), nl=False)
         return
     if not output:
         raise click.UsageError("missing -o/--output DIR (or use --list-keys)")
@@ -40,5 +58,6 @@ def convert_command(official, output, list_keys, preset, mapping, force):
 
     from isoformer_cli.models.convert import convert_official
 
-    plan = convert_official(official, output, preset=preset, mapping_file=mapping, overwrite=force)
-    logging.getLogger("isoformer_cli").info("converted %s: %s; wrote %s", official, plan.summary(), output)
+    result = convert_official(official, output, preset=preset, mapping_file=mapping, overwrite=force,
+                              settings=settings)
+    logging.getLogger("isoformer_cli").info("converted %s: %s; wrote %s", official, result.plan.summary(), output)

@@ -12,7 +12,10 @@ subclass of :class:`SequenceEncoder`, in its own module:
 * its layer groups, for freezing and activation checkpointing (:meth:`layer_groups`);
 * its parameter summary for ``isoformer inspect`` (:meth:`summary`, :meth:`describe`);
 * the rows that map another library's checkpoint keys onto its parameters (:meth:`key_rows`) and how
-  ``isoformer init`` reads a pretrained folder of it (:meth:`pretrained_folder`).
+  ``isoformer init`` reads a pretrained folder of it (:meth:`pretrained_folder`);
+* how to find its tensors in a foreign state dict by their key signature and shapes, whatever the top-level
+  names (:meth:`find_in_checkpoint`), and an independent reference built from those tensors in their source
+  layout, which the new checkpoint's encoder must reproduce (:meth:`reference_encoder`, :meth:`check_inputs`).
 
 Nothing outside an encoder's module branches on the encoder's name: callers look the encoder up
 (:func:`isoformer_cli.models.encoders.encoder_for`) and call these methods.
@@ -73,6 +76,51 @@ class PretrainedFolder:
 
 #: bf16 autocast holds about this share of a float32 pass's activations (measured in inference: 0.6).
 BF16_TRAINING_SHARE = 0.65
+
+
+@dataclass
+class FoundComponent:
+    """One component of a foreign checkpoint, found by its key signature and shapes.
+
+    Attributes:
+        kind: our module it fills: ``"dna_encoder"``, ``"rna_encoder"``, ``"protein_encoder"``,
+            ``"rna_cross_attention"``, ``"protein_cross_attention"`` or ``"head"``.
+        label: what was found, for messages (``"ESM-2"``).
+        root: the literal prefix of its keys in the file (``"esm_model."``; may be empty).
+        keys: the file's keys that belong to it (ignored extras such as masked-LM heads included).
+        rows: key-mapping rows (:class:`~isoformer_cli.models.key_mapping.MappingRow`) onto our keys.
+        fields: configuration fields read off its shapes (``{"esm_hidden_size": 640, ...}``).
+        width: the width of its output (encoders) or of its input (aggregation blocks, head).
+        sub_keys: ``{name in the component's own library layout: key in the file}``, what a reference
+            implementation is loaded from (encoders only).
+        details: a short description of what was found (``"30 layers, hidden 640; masked-LM head ignored"``).
+        encoder: the :class:`SequenceEncoder` (encoders only).
+    """
+
+    kind: str
+    label: str
+    root: str
+    keys: tuple
+    rows: tuple
+    fields: dict = field(default_factory=dict)
+    width: int = 0
+    sub_keys: dict = field(default_factory=dict)
+    details: str = ""
+    encoder: object = None
+
+
+@dataclass
+class ReferenceEncoder:
+    """An independent implementation of an encoder, loaded from the source tensors
+    (see :meth:`SequenceEncoder.reference_encoder`).
+
+    Attributes:
+        run: ``(input_ids (B, L) long, attention_mask (B, L) bool | None) -> (B, N, D)`` output states.
+        description: what the reference is, for the checkpoint's provenance.
+    """
+
+    run: object
+    description: str
 
 
 class SequenceEncoder:
@@ -235,6 +283,23 @@ class SequenceEncoder:
     def pretrained_folder(self, config) -> PretrainedFolder:
         """How ``isoformer init`` reads a folder of this encoder saved by its own library."""
         raise NotImplementedError(f"{type(self).__name__} must define pretrained_folder()")
+
+    def find_in_checkpoint(self, shapes: dict) -> list:
+        """Every :class:`FoundComponent` of this encoder in a foreign state dict ``{key: shape}``, found by key
+        signature and shapes under any top-level name (empty: none, or this encoder does not search)."""
+        return []
+
+    # -- self-checks --------------------------------------------------------------------------------
+    def reference_encoder(self, config, tensors: dict):
+        """A :class:`ReferenceEncoder` built from ``tensors`` (this encoder's tensors named as its own library
+        names them, e.g. ``FoundComponent.sub_keys`` resolved), independent of our key mapping; None when no
+        reference exists. Raises ``CheckpointError`` when the tensors do not load into it."""
+        return None
+
+    def check_inputs(self, config, generator: torch.Generator) -> tuple:
+        """A fixed random batch ``(input_ids (B, L) long, attention_mask (B, L) bool | None)`` for the self-check,
+        as short as the encoder allows."""
+        raise NotImplementedError(f"{type(self).__name__} must define check_inputs()")
 
 
 def checkpointed(forward):

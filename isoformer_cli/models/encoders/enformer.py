@@ -284,6 +284,24 @@ class Enformer(SequenceEncoder):
     def key_rows(self, source_prefix, target_prefix):
         return enformer_key_rows(source_prefix, target_prefix)
 
+    # Finding an Enformer in a foreign file and its self-check reference live in enformer_layout, imported on
+    # use: that module builds on this one's key rows.
+    def find_in_checkpoint(self, shapes):
+        from isoformer_cli.models.encoders.enformer_layout import found_components
+
+        return found_components(self, shapes)
+
+    def reference_encoder(self, config, tensors):
+        from isoformer_cli.models.encoders.enformer_layout import source_layout_reference
+
+        return source_layout_reference(self, config, tensors)
+
+    def check_inputs(self, config, generator):
+        # The shortest window that still fills the cropped output: target_length bins (or 4 without a crop).
+        bins = config.enformer_target_length if config.enformer_target_length > 0 else 4
+        length = bins * 2**config.enformer_num_downsamples
+        return torch.randint(0, 5, (1, length), generator=generator), None
+
     def pretrained_folder(self, config):
         reference = library_fields(config)
         prefix = f"dna_encoder.{self.inner_prefix}"

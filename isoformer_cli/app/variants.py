@@ -1,0 +1,266 @@
+"""``isoformer variants`` as a plain function: score VCF alleles on every transcript they affect.
+
+The outputs are checked first (none may be an input, each must be writable), then locked for the whole
+run; the VCF is read once here for its header (standard input is first copied to a temporary file, since
+DataLoader workers and torchrun ranks each read the VCF again); the runner's chunk loop then prepares
+chunks of records in workers (:class:`~isoformer_cli.inference.variants.VariantChunkDataset`), scores them
+(:class:`~isoformer_cli.inference.variants.VariantScorer`) and hands them to the writers in record order.
+"""
+
+import collections
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from isoformer_cli.app.predict import ModelRunConfig, _check_outputs, _locked, _writing
+from isoformer_cli.app.standard_input import spooled_standard_input
+from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.formats.atomic import STDOUT
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
+from isoformer_cli.formats.targets import classify_output
+from isoformer_cli.formats.variants import (
+    AltTriplesWriter,
+    VariantTableWriter,
+    VcfWriter,
+    annotate_record,
+    info_entry,
+    info_header_lines,
+    output_header,
+    status_entry,
+    summarise,
+    table_kind,
+    vcf_kind,
+)
+from isoformer_cli.genomics.contigs import ContigAliases
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.genomics.vcf import STATUS_DESCRIPTIONS, STDIN, VcfReader, check_vcf
+from isoformer_cli.inference.runner import ModelRunner
+from isoformer_cli.inference.variants import (
+    VariantChunkDataset,
+    VariantOptions,
+    VariantScorer,
+    check_header_contigs,
+    check_max_indel,
+)
+from isoformer_cli.runtime.setup import end_run, start_run
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_INDEL = 50
+DEFAULT_VARIANT_CHUNK_SIZE = 64
+
+
+@dataclass(frozen=True)
+class VariantsConfig(ModelRunConfig):
+    """``isoformer variants``: ``vcf`` in (``-`` for standard input), ``output`` VCF, an optional ``table``
+    (.tsv, .tsv.gz, .h5, .h5ad) and ``alt_triples`` (.tsv, .tsv.gz); ``max_indel``: the longest allele
+    scored (minimal form). ``chunk_size`` counts VCF records here."""
+
+    vcf: str = STDIN
+    output: str = STDOUT
+    table: Optional[str] = None
+    alt_triples: Optional[str] = None
+    max_indel: int = DEFAULT_MAX_INDEL
+    chunk_size: int = DEFAULT_VARIANT_CHUNK_SIZE
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_max_indel(self.max_indel)
+        if self.source.annotation is None:
+            raise InputError("isoformer variants needs --annotation (a triples table has no exon structure)")
+
+
+def run_variants(config):
+    """Score every allele of ``config.vcf``; returns the number of VCF records written.
+
+    Raises the typed errors of the inputs, checkpoint and outputs; after an error no output exists at
+    the target paths (after Ctrl-C or SIGTERM the temporary files are kept for ``--resume``).
+    """
+    outputs = {"-O/--output": config.output, "--table": config.table, "--alt-triples": config.alt_triples}
+    _check_outputs_of(config, outputs)
+    vcf_kind(config.output)
+    if config.table:
+        table_kind(config.table)
+    if config.alt_triples and not config.alt_triples.endswith((".tsv", ".tsv.gz")) \
+            and not classify_output(config.alt_triples).is_direct:
+        raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
+    with _locked(config.output, config.table, config.alt_triples), \
+            spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
+        return _variants(dataclasses.replace(config, vcf=vcf), config.vcf)
+
+
+def _check_outputs_of(config, outputs):
+    """As ``predict`` checks its outputs, with the VCF (and its index) among the inputs."""
+    _check_outputs(config, outputs)
+    if config.vcf != STDIN:
+        vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
+                     ("-I/--input (index)", f"{config.vcf}.csi")]
+        refuse_shared_files(vcf_files, outputs)
+
+
+def _variants(config, vcf_label):
+    context = start_run(config.runtime)
+    completed = False
+    try:
+        genome = Genome(config.source.genome)
+        aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
+        with VcfReader(config.vcf) as reader:  # fails fast on a missing or malformed file
+            header_lines = reader.header_lines
+            check_header_contigs(reader, aliases)
+        # One streaming pass first: a truncated, unsorted or foreign VCF fails before the model loads. Every
+        # torchrun rank makes it, so all stop with the same error rather than wait for rank 0 in the loop.
+        records = check_vcf(config.vcf, aliases)
+        log.debug("%s: %d records", vcf_label, records)
+        # The memory plan (the same as predict's: up-front refusal, batches from --max-memory) sizes the model
+        # calls in isoform rows; --chunk-size here counts VCF records, so the plan gets its default.
+        runner = ModelRunner(context, config.checkpoint, config.model_dir, config.source, genome,
+                             config.rna_truncation, config.protein_truncation, config.max_tokens, None,
+                             num_workers=config.runtime.num_workers, dedupe=config.dedupe)
+        model_config = runner.model.config
+        tissues = list(model_config.tissues)
+        units = units_label(model_config.target_units)
+        inputs = {"genome": config.source.genome, "annotation": config.source.annotation}
+        if vcf_label != STDIN:
+            inputs["vcf"] = config.vcf
+        provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
+                                      demo=runner.demo)
+        options = VariantOptions(vcf=config.vcf, max_indel=config.max_indel, records_per_chunk=config.chunk_size,
+                                 keep_sequences=bool(config.alt_triples))
+        scorer = VariantScorer(runner.predictor, len(tissues), log1p_units=model_config.target_units == "log1p_tpm")
+        writers = _open_writers(config, header_lines, tissues, provenance) if context.group.is_main else None
+        counts = collections.Counter()
+
+        def write(out, chunk, result):
+            _write_chunk(out, chunk, result, tissues, counts)
+
+        def dataset(run, start_row):
+            return VariantChunkDataset(run, start_row, options)
+
+        with _writing(writers):
+            rows = runner.run(writers, scorer, write, "variants", dataset_class=dataset, unit=" records")
+        if context.group.is_main:
+            _report(config, rows, counts, scorer, runner, provenance)
+        completed = True
+        return rows
+    finally:
+        end_run(context, completed)
+
+
+class _Writers:
+    """The command's writers as one: completed rows = the fewest any holds (the others are cut back to it);
+    finish / abort / close apply to all."""
+
+    def __init__(self, vcf, table, triples):
+        self.vcf, self.table, self.triples = vcf, table, triples
+        self.all = [writer for writer in (vcf, table, triples) if writer is not None]
+        rows = min(writer.completed_rows for writer in self.all)
+        for writer in self.all:
+            if writer.completed_rows != rows:
+                (writer.keep_rows if writer is vcf else writer.truncate_rows)(rows)
+        self.completed_rows = rows
+
+    def finish(self):
+        for writer in self.all:
+            writer.finish()
+
+    def abort(self):
+        for writer in self.all:
+            writer.abort()
+
+    def close(self):
+        for writer in self.all:
+            writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close()
+            log.info("partial outputs kept; rerun the same command with --resume to continue")
+        else:
+            self.abort()
+        return False
+
+
+def _open_writers(config, header_lines, tissues, provenance):
+    opened = []
+    try:
+        header = output_header(header_lines, info_header_lines(tissues, provenance, STATUS_DESCRIPTIONS))
+        opened.append(VcfWriter(config.output, header, config.chunk_size, config.resume))
+        table = VariantTableWriter(config.table, tissues, provenance, config.resume) if config.table else None
+        opened.append(table)
+        triples = AltTriplesWriter(config.alt_triples, provenance, config.resume) if config.alt_triples else None
+        opened.append(triples)
+        return _Writers(*opened)
+    except BaseException:
+        for writer in opened:
+            if writer is not None:
+                writer.abort()
+        raise
+
+
+def _write_chunk(out, chunk, result, tissues, counts):
+    summaries = summarise(result.ref, result.alt, result.dna, result.dna_rna, result.share_delta, tissues)
+    entries = [[] for _ in chunk.records]
+    table_rows, triple_rows = [], []
+    for pair, summary in zip(chunk.pairs, summaries):
+        record = chunk.records[pair.record]
+        row = {
+            "record": record.number, "chrom": record.chrom, "pos": record.pos, "id": record.fields[2],
+            "ref": record.ref, "alt": pair.alt, "gene_id": pair.gene_id, "gene_name": pair.gene_name,
+            "transcript_id": pair.transcript_id, "strand": pair.strand, "consequence": pair.consequence,
+            "amino_acids": pair.amino_acids, "inputs": "&".join(pair.inputs) or "none",
+            "flags": "&".join(pair.flags), **summary,
+        }
+        table_rows.append(row)
+        entries[pair.record].append(info_entry(row, summary))
+        if out.triples is not None:
+            triple_rows.append({
+                "record": record.number, "chrom": record.chrom, "pos": record.pos, "id": record.fields[2],
+                "ref": record.ref, "alt": pair.alt, "transcript_id": pair.transcript_id, "gene_id": pair.gene_id,
+                "consequence": pair.consequence, "amino_acids": pair.amino_acids,
+                "inputs": row["inputs"], "window_start": pair.window_start, "window_end": pair.window_end,
+                "rna": pair.rna, "protein": pair.protein,
+            })
+        counts["pairs"] += 1
+    lines = []
+    for position, record in enumerate(chunk.records):
+        statuses = []
+        for number, transcript, status in chunk.statuses[position]:
+            alt = record.alts[number - 1] if number else None
+            statuses.append(status_entry(alt, transcript, status))
+            counts[status] += 1
+        if entries[position]:
+            counts["records scored"] += 1
+        elif not chunk.statuses[position]:
+            counts["records affecting no transcript"] += 1
+        lines.append(annotate_record(record.fields, entries[position], statuses))
+    out.vcf.write_chunk(lines)
+    if out.table is not None:
+        out.table.write_chunk(len(chunk.records), table_rows,
+                              {"ref": result.ref, "alt": result.alt, "dna": result.dna, "dna_rna": result.dna_rna,
+                               "share_delta": result.share_delta})
+    if out.triples is not None:
+        out.triples.write_chunk(len(chunk.records), triple_rows)
+
+
+def _report(config, rows, counts, scorer, runner, provenance):
+    skipped = {status: counts[status] for status in STATUS_DESCRIPTIONS if counts[status]}
+    log.info("%d records written to %s: %d scored (%d allele x transcript pairs), %d affecting no transcript",
+             rows, "standard output" if config.output == STDOUT else config.output, counts["records scored"],
+             counts["pairs"], counts["records affecting no transcript"])
+    if skipped:
+        log.warning("alleles not scored (kept unannotated, see ISOFORMER_STATUS): %s",
+                    ", ".join(f"{status} {count}" for status, count in skipped.items()))
+    log.info("%d reference isoform predictions, %d distinct inputs encoded", scorer.reference_predictions,
+             runner.predictor.encoded_inputs)
+    warning = demo_warning(provenance)
+    if warning:
+        log.warning(warning)
+
+
