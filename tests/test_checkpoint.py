@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import pytest
 import torch
@@ -370,3 +371,25 @@ def test_checkpoint_state_has_one_name_per_tensor(tiny_model):
     state = checkpoint_module.checkpoint_state(tiny_model)
     assert set(state) == set(tiny_model.state_dict())
     assert all(tensor.is_contiguous() for tensor in state.values())
+
+
+def test_weights_are_read_into_the_model_in_place_and_converted_when_dtypes_differ(tmp_path):
+    from safetensors.torch import save_file
+
+    from isoformer_cli.models.weights import read_safetensors_into
+
+    path = str(tmp_path / "w.safetensors")
+    values = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.tensor([1.5, -2.0]),
+              "empty": torch.zeros(0)}
+    save_file(values, path)
+    a, b, empty = torch.zeros(2, 3), torch.zeros(2, dtype=torch.bfloat16), torch.zeros(0)
+    read_safetensors_into(path, {"a": a, "b": b, "empty": empty})
+    assert torch.equal(a, values["a"]) and torch.equal(b, values["b"].to(torch.bfloat16))
+    with pytest.raises(CheckpointError, match="tensor a in the header .* does not fit the model"):
+        read_safetensors_into(path, {"a": torch.zeros(3, 2)})
+    with pytest.raises(CheckpointError, match="tensor c is missing"):
+        read_safetensors_into(path, {"c": torch.zeros(1)})
+    data = pathlib.Path(path).read_bytes()
+    pathlib.Path(path).write_bytes(data[:-4])
+    with pytest.raises(CheckpointError, match="does not fit the model or the file|file ends inside tensor"):
+        read_safetensors_into(path, {"a": torch.zeros(2, 3), "b": torch.zeros(2)})

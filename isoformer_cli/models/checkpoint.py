@@ -24,6 +24,7 @@ from isoformer_cli.models.weights import (
     fill_module,
     load_weights_file,
     name_some,
+    read_safetensors_into,
     read_json_file,
     tensor_aliases,
     transformers_renames,
@@ -237,10 +238,21 @@ def load_checkpoint(folder, device="cpu"):
     """
     folder = os.fspath(folder)
     config, weights, renames = check_checkpoint(folder)
-    tensors = {renames[name]: t for name, t in load_weights_file(weights).items() if renames[name] is not None}
-    # Every tensor is overwritten next (fill_module is strict), so skip the random initialisation.
+    # Every tensor is overwritten next (check_checkpoint found each one in the file), so skip the random
+    # initialisation.
     model = build_model(config, initialise=False)
-    fill_module(model, tensors, weights, fix=_rebuild_hint(folder))
+    aliases = tensor_aliases(model)
+    own = model.state_dict(keep_vars=True)
+    offered = [target for target in renames.values() if target is not None]
+    if len({aliases[target] for target in offered}) == len(offered):
+        # One file tensor per model tensor (what save_checkpoint writes): read each into its place, so the
+        # process never holds the file's tensors and the model's at once.
+        destinations = {name: own[aliases[target]].data for name, target in renames.items() if target is not None}
+        read_safetensors_into(weights, destinations)
+    else:
+        # A tensor under two names (a file written by other tools): fill_module checks that the copies agree.
+        tensors = {renames[name]: t for name, t in load_weights_file(weights).items() if renames[name] is not None}
+        fill_module(model, tensors, weights, fix=_rebuild_hint(folder))
     model.eval()
     return model.to(device) if device not in (None, "cpu") else model
 
