@@ -23,6 +23,7 @@ CONDA_NAMES = {
     "torch": "pytorch",
     "isal": "python-isal",
     "matplotlib": "matplotlib-base",
+    "huggingface-hub": "huggingface_hub",
 }
 
 #: conda-forge's global `python_min` (bioconda reads conda-forge's pinning); a recipe may raise it
