@@ -68,7 +68,7 @@ from isoformer_cli.formats.atomic import STDOUT, replace_into_place
 from isoformer_cli.formats.provenance import FORMAT_VERSION, demo_warning
 from isoformer_cli.formats.streaming import (
     JournalWriter,
-    StreamingWriter,
+    PartialFileWriter,
     canonical_json,
     foreign_partial_error,
     fsync_file,
@@ -214,7 +214,7 @@ def parse_tsv_header_lines(lines):
     return provenance, columns
 
 
-class TsvPredictionWriter(StreamingWriter):
+class TsvPredictionWriter(PartialFileWriter):
     """TSV writer for ``-``, ``.tsv`` and ``.tsv.gz`` (layout in the module docstring)."""
 
     def __init__(self, target, tissues, provenance, resume=False):
@@ -376,18 +376,6 @@ class TsvPredictionWriter(StreamingWriter):
         if self._partial is not None:
             fsync_file(self._partial)
             replace_into_place(self._partial, self.target)
-
-    def _close(self):
-        direct, self._direct = self._direct, None
-        stream, self._stream = self._stream, None
-        if direct is not None:
-            direct.close()
-        elif stream is not None:
-            stream.close()
-
-    def _remove_partial(self):
-        if self._partial is not None and os.path.exists(self._partial):
-            os.remove(self._partial)
 
 
 def _tsv_line(row, row_values):

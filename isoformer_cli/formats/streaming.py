@@ -179,6 +179,28 @@ class StreamingWriter:
         return False
 
 
+class PartialFileWriter(StreamingWriter):
+    """A writer that streams into one file: ``_partial`` (the temporary file beside the target, None for
+    standard output), opened as ``_stream``, or ``_direct`` (a device, FIFO or descriptor target written
+    in place). Closing and removing are the same for every such format (TSV predictions, the VCF)."""
+
+    _partial = None
+    _stream = None
+    _direct = None
+
+    def _close(self):
+        direct, self._direct = self._direct, None
+        stream, self._stream = self._stream, None
+        if direct is not None:
+            direct.close()
+        elif stream is not None:
+            stream.close()
+
+    def _remove_partial(self):
+        if self._partial is not None and os.path.exists(self._partial):
+            os.remove(self._partial)
+
+
 class JournalWriter(StreamingWriter):
     """A streaming writer whose chunks go to a :class:`Journal`; ``finish()`` builds the file.
 

@@ -54,7 +54,7 @@ from isoformer_cli.formats.predictions import (
 )
 from isoformer_cli.formats.streaming import (
     JournalWriter,
-    StreamingWriter,
+    PartialFileWriter,
     canonical_json,
     foreign_partial_error,
     fsync_file,
@@ -199,7 +199,7 @@ def bgzf_blocks(data):
     return b"".join(out)
 
 
-class VcfWriter(StreamingWriter):
+class VcfWriter(PartialFileWriter):
     """The annotated VCF, streamed (see the module docstring).
 
     Args:
@@ -340,18 +340,6 @@ class VcfWriter(StreamingWriter):
         if self._partial is not None:
             fsync_file(self._partial)
             replace_into_place(self._partial, self.target)
-
-    def _close(self):
-        direct, self._direct = self._direct, None
-        stream, self._stream = self._stream, None
-        if direct is not None:
-            direct.close()
-        elif stream is not None:
-            stream.close()
-
-    def _remove_partial(self):
-        if self._partial is not None and os.path.exists(self._partial):
-            os.remove(self._partial)
 
 
 # ------------------------------------------------------------------------------------ the tables
