@@ -84,3 +84,33 @@ class FifoReader:
                 pass
             self._thread.join(timeout=0.01)
         assert not self._thread.is_alive(), "the FIFO reader did not finish"
+
+
+def run_torchrun(args, env, timeout):
+    """``python -m torch.distributed.run --standalone --nproc-per-node 2 -m isoformer_cli ARGS``; the
+    CompletedProcess (text). The test fails when it exits non-zero.
+
+    On a timeout every process of the run (the agent and its ranks, in one session) gets SIGABRT, so that
+    Python's fault handler prints each thread's stack on stderr, and the test fails with that dump: a hang
+    in CI then says where it waited instead of only that it waited.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "isoformer_cli", *[str(arg) for arg in args]]
+    process = subprocess.Popen(command, env=dict(env, PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s; the stacks of its processes:\n{stderr[-20000:]}")
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from cli_helpers import run_torchrun
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.metrics_table import read_metrics_table
@@ -430,10 +431,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     single = subprocess.run([sys.executable, "-m", "isoformer_cli", *common, "-o", str(tmp_path / "one")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "isoformer_cli", *common, "-o", str(tmp_path / "two")]
-    double = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stderr[-3000:]
+    run_torchrun([*common, "-o", tmp_path / "two"], env, timeout=300)
     one, two = load_file(tmp_path / "one" / "last" / "model.safetensors"), load_file(
         tmp_path / "two" / "last" / "model.safetensors")
     start = load_checkpoint(demo_checkpoint_path()).state_dict()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cli_helpers import run_torchrun
 from isoformer_cli.cli.main import cli
 from isoformer_cli.formats.atomic import temporary_path_for
 from isoformer_cli.formats.embeddings import read_embeddings
@@ -308,10 +309,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     single = tmp_path / "single.tsv"
     assert _predict_process(common + ["-o", str(single)], env).wait() == 0
     double = tmp_path / "double.tsv"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "isoformer_cli", "-q", "predict", "--checkpoint", "demo", *common, "-o", str(double)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_torchrun(["-q", "predict", "--checkpoint", "demo", *common, "-o", double], env, timeout=300)
     body = lambda path: [line for line in path.read_text().splitlines() if not line.startswith("# provenance")]
     assert body(single) == body(double)
 
