@@ -24,6 +24,7 @@ from isoformer_cli.formats.gene_summary import write_gene_summary
 from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.predictions import VALUE_FORMAT, open_prediction_writer, output_format, read_predictions
 from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
+from isoformer_cli.formats.sharding import with_shard
 from isoformer_cli.formats.streaming import refuse_resume_of_direct
 from isoformer_cli.formats.targets import classify_output
 from isoformer_cli.genomics.genome import Genome
@@ -33,7 +34,7 @@ from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.setup import end_run, start_run
-from isoformer_cli.triples.source import TripleSource
+from isoformer_cli.triples.source import TripleSource, shard_ordinals, source_shard
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,16 @@ def _open_runner(config, context):
 
 
 def _provenance(config, runner, units):
+    """The provenance of the outputs (rank 0 writes them; other ranks get None). A shard's records the ordinals
+    of its rows, so ``isoformer merge`` can put the shards back in input order."""
+    if not runner.group.is_main:
+        return None
     inputs = {"genome": config.source.genome}
     inputs["annotation" if config.source.annotation else "triples"] = config.source.label
-    return build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units, demo=runner.demo)
+    provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
+                                  demo=runner.demo)
+    shard = source_shard(runner.source)
+    return with_shard(provenance, shard, shard_ordinals(runner.source, runner.genome) if shard else ())
 
 
 def _writing(writer):

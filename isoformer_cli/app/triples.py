@@ -16,17 +16,20 @@ Selection, building and ``--on-invalid`` are shared with ``isoformer predict`` t
 """
 
 import logging
-from dataclasses import dataclass
-from typing import Optional
+import sys
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.formats.provenance import build_provenance
+from isoformer_cli.formats.sharding import with_shard
 from isoformer_cli.formats.triples_table import TriplesWriter
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.runtime.progress import progress
-from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples
+from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples, shard_ordinals
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,20 @@ class TriplesConfig:
         output: table path (``.tsv``/``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: write ``P.rna.fa`` and ``P.protein.fa`` (and ``P.dna.fa`` with
             ``with_dna``) when set.
+        command_args: the command-line arguments a shard's table records in its provenance.
     """
 
     source: TripleSource
     output: str = STDOUT
     fasta_prefix: Optional[str] = None
+    command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
 
     def __post_init__(self):
         if self.source.annotation is None:
             raise InputError("isoformer triples builds triples from an annotation; give --annotation")
+        if self.source.shard is not None and self.fasta_prefix is not None:
+            raise InputError("--fasta-prefix cannot be combined with --shard (isoformer merge joins tables, not "
+                             "FASTA files); write the FASTA files from the merged table's run without --shard")
 
 
 def run_triples(config):
@@ -69,9 +77,15 @@ def run_triples(config):
                                                             for path in writer.fasta_targets.values()])
     writer.check_targets()
     summary = SourceSummary()
-    with lock_outputs(*writer.targets()), Genome(source.genome) as genome, writer:
-        for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
-            writer.write(triple)
+    with lock_outputs(*writer.targets()), Genome(source.genome) as genome:
+        if source.shard is not None:
+            # The table's first line records which input transcripts it holds, for isoformer merge.
+            provenance = build_provenance(list(config.command_args), None,
+                                          {"genome": source.genome, "annotation": source.annotation}, units=None)
+            writer.provenance = with_shard(provenance, source.own_shard(), shard_ordinals(source, genome))
+        with writer:
+            for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
+                writer.write(triple)
     _log_summary(summary, config)
     return summary
 
@@ -79,8 +93,9 @@ def run_triples(config):
 def _log_summary(summary, config):
     log.info(
         "transcripts: %d read, %d selected, %d written, %d skipped as invalid, %d on contigs missing "
-        "from the genome", summary.transcripts_read, summary.selected, summary.yielded,
+        "from the genome%s", summary.transcripts_read, summary.selected, summary.yielded,
         summary.skipped_invalid, summary.skipped_missing_contig,
+        f", {summary.other_shards} in other shards" if config.source.shard is not None else "",
     )
     if summary.flag_counts:
         log.info("flags: %s", ", ".join(f"{flag} {count}" for flag, count in summary.flag_counts.items()))

@@ -48,6 +48,7 @@ COMMAND_MODULES = [
     ("variants", "variants_command"),
     ("finetune", "finetune_command"),
     ("evaluate", "evaluate_command"),
+    ("merge", "merge_command"),
 ]
 
 log = logging.getLogger("isoformer_cli")

@@ -93,13 +93,20 @@ record_options = stack([
                  help="Minimum length of a predicted ORF, in amino acids (stop excluded)."),
 ])
 
+shard_option = click.option(
+    "--shard", metavar="K/N",
+    help="Only the genes of shard K of N (a stable split by gene id; a gene's isoforms stay together). "
+         "Run every K from 1 to N, then join the outputs with `isoformer merge`.",
+)
+
 dna_length_option = click.option(
     "--dna-length", type=int, default=DEFAULT_DNA_LENGTH, show_default=True,
     help="DNA window length in bases, centred on the TSS (even).",
 )
 
 _SOURCE_FIELDS = ("genome", "annotation", "triples_table", "transcripts", "genes", "region", "biotypes",
-                  "coding_only", "contig_alias", "on_invalid", "orf", "min_orf_length", "dna_length", "with_dna")
+                  "coding_only", "contig_alias", "on_invalid", "orf", "min_orf_length", "dna_length", "with_dna",
+                  "shard")
 
 
 def triple_source(options):
@@ -189,7 +196,7 @@ chunk_options = stack([
 
 #: Every option group of a model run over triples (``predict``, ``embed``), in the order their help lists them.
 model_run_options = stack([input_options(), model_options, runtime_options, chunk_options, selection_options,
-                           record_options])
+                           shard_option, record_options])
 
 
 def chunk_settings(options):

@@ -32,6 +32,7 @@ from isoformer_cli.errors import OutputError
 from isoformer_cli.formats.atomic import atomic_text_output
 from isoformer_cli.formats.predictions import GZIP_LEVEL, VALUE_FORMAT, tsv_header
 from isoformer_cli.formats.provenance import PREDICTION_UNITS
+from isoformer_cli.formats.sharding import SHARD_KEY, gene_block_entry
 
 COLUMNS = ("gene_id", "gene_name", "tissue", "gene_tpm", "transcript_id", "tpm", "usage")
 MISSING = "NA"
@@ -93,6 +94,9 @@ def write_gene_summary(target, obs_rows, tissues, values, provenance):
     if values.shape != (len(obs_rows), len(tissues)):
         raise ValueError(f"values have shape {values.shape}; expected ({len(obs_rows)}, {len(tissues)})")
     genes = gene_keys(obs_rows)
+    if SHARD_KEY in provenance:
+        # A shard's summary orders gene blocks, not rows: record each block's first ordinal for isoformer merge.
+        provenance = dict(provenance, **{SHARD_KEY: gene_block_entry(provenance[SHARD_KEY], genes, target)})
     tpm, gene_tpm, usage = isoform_usage(genes, values)
     members = {}
     for index, gene in enumerate(genes):

@@ -99,7 +99,9 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
 
     Args:
         args: command-line arguments after the program name (``sys.argv[1:]``).
-        checkpoint_dir: the checkpoint folder, identified with :func:`checkpoint_id`.
+        checkpoint_dir: the checkpoint folder, identified with :func:`checkpoint_id`; None for a run
+            without a model (a shard of ``isoformer triples``), whose provenance then has neither
+            ``checkpoint_id`` nor ``demo``.
         inputs: ``{role: path}`` of the input files, e.g. ``{"genome": ..., "annotation": ...}``;
             each is hashed with :func:`sha256_file`. Roles are recorded in sorted order.
         units: the values' units (the checkpoint's target units); ``None`` leaves the key out.
@@ -110,12 +112,14 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
         "tool": "isoformer",
         "tool_version": tool_version,
         "command_line": recorded_command_line(args),
-        "checkpoint_id": checkpoint_id(checkpoint_dir),
-        "inputs": {role: sha256_file(path) for role, path in sorted(inputs.items())},
     }
+    if checkpoint_dir is not None:
+        provenance["checkpoint_id"] = checkpoint_id(checkpoint_dir)
+    provenance["inputs"] = {role: sha256_file(path) for role, path in sorted(inputs.items())}
     if units is not None:
         provenance["units"] = units
-    provenance["demo"] = bool(demo)
+    if checkpoint_dir is not None:
+        provenance["demo"] = bool(demo)
     return provenance
 
 

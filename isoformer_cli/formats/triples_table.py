@@ -16,6 +16,10 @@ columns in this order::
   empty when there is none. ``flags``: comma-separated, sorted (``isoformer_cli.genomics.flags``).
 * ``dna``: the strand-oriented DNA window, only written with ``--with-dna``.
 
+A table written by a shard run (``--shard K/N``) starts with one more line, ``# provenance: {...}`` (JSON,
+with the ``shard`` entry of :mod:`isoformer_cli.formats.sharding`), before the column header; readers
+skip leading ``#`` lines, and ``isoformer merge`` drops the line again.
+
 FASTA side files for a prefix ``P``: ``P.rna.fa``, ``P.protein.fa`` (coding transcripts only) and,
 with ``--with-dna``, ``P.dna.fa``; sequences wrapped at 60 letters. Every file is written
 atomically (see :mod:`isoformer_cli.formats.atomic`): after an error none of them exists.
@@ -24,6 +28,7 @@ atomically (see :mod:`isoformer_cli.formats.atomic`): after an error none of the
 import contextlib
 import gzip
 import io
+import json
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
@@ -31,6 +36,7 @@ from typing import Iterator, Optional, Tuple
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.genomics.compressed import compressed_read_errors
 from isoformer_cli.formats.atomic import STDOUT, atomic_text_output, check_writable
+from isoformer_cli.formats.streaming import canonical_json
 from isoformer_cli.genomics.flags import format_flags, parse_flags
 
 COLUMNS = (
@@ -38,6 +44,7 @@ COLUMNS = (
     "window_start", "window_end", "cds_start", "cds_end", "rna", "protein", "flags",
 )
 DNA_COLUMN = "dna"
+PROVENANCE_PREFIX = "# provenance: "
 FASTA_WIDTH = 60
 
 _CLEAN = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
@@ -98,10 +105,12 @@ class TriplesWriter:
         output: table path (``.tsv``, ``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: prefix ``P`` of the FASTA side files, or None for none.
         with_dna: add the ``dna`` column (and ``P.dna.fa``).
+        provenance: written as a ``# provenance:`` line before the header (shard runs), or None.
     """
 
-    def __init__(self, output=STDOUT, fasta_prefix=None, with_dna=False):
+    def __init__(self, output=STDOUT, fasta_prefix=None, with_dna=False, provenance=None):
         self.output = output
+        self.provenance = provenance
         self.with_dna = with_dna
         self.fasta_targets = fasta_paths(fasta_prefix, with_dna) if fasta_prefix else {}
         self.rows = 0
@@ -130,6 +139,8 @@ class TriplesWriter:
             self._table = stack.enter_context(atomic_text_output(self.output, compresslevel=6))
             for kind, path in self.fasta_targets.items():
                 self._fasta[kind] = stack.enter_context(atomic_text_output(path))
+            if self.provenance is not None:
+                self._table.write(f"{PROVENANCE_PREFIX}{canonical_json(self.provenance)}\n")
             self._table.write(header(self.with_dna))
         except BaseException:
             stack.__exit__(*sys.exc_info())
@@ -202,16 +213,18 @@ def read_triples_table(path) -> Iterator[TripleRow]:
             columns or a non-integer coordinate (the message names the file and line).
     """
     with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
-        first = stream.readline().rstrip("\n")
+        first, number = stream.readline().rstrip("\n"), 1
+        while first.startswith("#"):
+            first, number = stream.readline().rstrip("\n"), number + 1
         names = tuple(first.split("\t"))
         with_dna = names == COLUMNS + (DNA_COLUMN,)
         if names != COLUMNS and not with_dna:
             raise InputError(
-                f"{path}:1: not a triples table: the header must be the columns "
+                f"{path}:{number}: not a triples table: the header must be the columns "
                 f"{' '.join(COLUMNS)} [dna] (write one with `isoformer triples`)"
             )
         width = len(names)
-        for number, line in enumerate(stream, start=2):
+        for number, line in enumerate(stream, start=number + 1):
             line = line.rstrip("\n")
             if not line:
                 continue
@@ -219,6 +232,20 @@ def read_triples_table(path) -> Iterator[TripleRow]:
             if len(fields) != width:
                 raise InputError(f"{path}:{number}: expected {width} tab-separated columns, found {len(fields)}")
             yield _parse_row(path, number, fields, with_dna)
+
+
+def read_triples_provenance(path):
+    """The provenance dict of a triples table (``{}`` when it has none: every table but a shard run's)."""
+    with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
+        for number, line in enumerate(stream, start=1):
+            if not line.startswith("#"):
+                return {}
+            if line.startswith(PROVENANCE_PREFIX):
+                try:
+                    return json.loads(line[len(PROVENANCE_PREFIX):])
+                except ValueError as exc:
+                    raise InputError(f"{path}:{number}: the provenance line is not valid JSON ({exc})") from None
+    return {}
 
 
 def _parse_row(path, number, fields, with_dna):

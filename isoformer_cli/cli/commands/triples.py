@@ -7,6 +7,7 @@ from isoformer_cli.cli.options import (
     input_options,
     record_options,
     selection_options,
+    shard_option,
     triple_source,
     usage_errors,
 )
@@ -23,6 +24,7 @@ from isoformer_cli.cli.options import (
               help="Also write P.rna.fa and P.protein.fa (and P.dna.fa with --with-dna).")
 @record_options
 @selection_options
+@shard_option
 def triples_command(output, fasta_prefix, **options):
     """Build the DNA window, spliced RNA and protein of every transcript.
 
@@ -32,6 +34,9 @@ def triples_command(output, fasta_prefix, **options):
     window_end) are 0-based genomic, and the window reads 5'->3' on the transcript's strand with
     the TSS at index dna-length/2. cds_start/cds_end are 0-based half-open on the RNA, from the
     first complete codon through the stop codon. A summary goes to stderr.
+
+    With --shard K/N only the genes of shard K are written, and the table starts with a
+    '# provenance:' line that `isoformer merge` uses to rebuild the whole table.
     """
     from isoformer_cli.app.triples import TriplesConfig, run_triples
 
