@@ -1,7 +1,9 @@
 """Token-budget batching of length-sorted work, with halving on out-of-memory.
 
 A batch's cost is ``len(batch) * longest item`` tokens, because padded tensors are rectangular;
-sorting by length first keeps padding (wasted compute) small. When the device runs out of memory
+sorting by length first keeps padding (wasted compute) small. :func:`same_shape_batches` goes further
+and never pads: the engine batches only items of one shape, so an item's numbers do not depend on
+which other items share its chunk (see :mod:`isoformer_cli.inference.engine`). When the device runs out of memory
 the batch is split in two and retried, and the budget for later batches is halved too, so one
 oversized batch does not fail a run that smaller batches can finish.
 """
@@ -45,6 +47,30 @@ def token_budget_batches(lengths, max_tokens, max_batch_size=None):
         current_longest = longest
     if current:
         batches.append(current)
+    return batches
+
+
+def same_shape_batches(shapes, sizes, max_tokens):
+    """Batches of items of one shape only, each under the token budget.
+
+    Args:
+        shapes: per-item shape key (any hashable: a length, a tuple of lengths); items of one batch
+            share it, so the batch needs no padding.
+        sizes: per-item token count (>= 1), the cost :func:`token_budget_batches` budgets.
+        max_tokens: budget for ``len(batch) * size``.
+
+    Returns:
+        A list of batches of indices: shapes in order of their largest size (then first appearance),
+        indices ascending inside a shape; every index appears exactly once.
+    """
+    groups = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(index)
+    ordered = sorted(groups.values(), key=lambda members: (-max(sizes[index] for index in members), members[0]))
+    batches = []
+    for members in ordered:
+        for batch in token_budget_batches([sizes[index] for index in members], max_tokens):
+            batches.append(sorted(members[position] for position in batch))
     return batches
 
 

@@ -2,12 +2,27 @@
 
 Stages for one :class:`~isoformer_cli.inference.prepare.PreparedChunk`:
 
-1. encode every distinct DNA window, RNA and protein of the chunk, in length-sorted batches under each
-   encoder's budget of padded input positions (from the run's memory plan,
+1. encode every distinct DNA window, RNA and protein of the chunk, in batches of inputs of one length
+   under each encoder's budget of input positions (from the run's memory plan,
    :mod:`~isoformer_cli.inference.memory_plan`, or ``--max-tokens``);
-2. fuse and predict per row (isoform), in batches whose cost ``rows x (DNA positions + RNA
-   tokens + protein tokens)`` stays under the fusion budget, each row gathering the encoder
+2. fuse and predict per row (isoform), in batches of rows whose inputs have the same shapes (DNA bins,
+   RNA tokens, protein tokens, which modalities are present) and whose cost ``rows x (DNA positions +
+   RNA tokens + protein tokens)`` stays under the fusion budget, each row gathering the encoder
    outputs of its own inputs.
+
+Batch invariance: no batch is ever padded, and rows lacking a modality always take the same path (the
+model skips that fusion block), so a transcript's numbers do not depend on which other transcripts share
+its chunk or batch. Padding would change them in the last bits: masked positions still change the length,
+and so the summation order, of attention's reductions. This is what makes ``--shard K/N`` runs merge
+into exactly the file one run writes, and ``--chunk-size``, ``--max-memory`` and out-of-memory retries
+leave the numbers alone. It holds on the CPU, where a linear layer's rows do not depend on the number of
+rows; on CUDA, cuBLAS chooses kernels by batch size, so there the numbers agree to float tolerance.
+Two CPU kernel choices break it and are avoided by filling small batches up with copies of their first item
+(results dropped): oneDNN convolves a batch of one input with other bits than the same input in a larger
+batch (seen on the tiny Enformer stem), so an encoder batch holds at least two inputs whenever the budget
+allows two; and a linear layer over few rows (``MIN_MATRIX_ROWS``). Runs compared must share the budget
+(``--max-memory`` or the same free memory) for this reason. Measured in fp32, the CPU's default; bf16
+on the CPU goes through other oneDNN kernels and is not claimed invariant.
 
 Because the encoders see each distinct input once, isoforms sharing a TSS or a protein cost
 one DNA or protein encoding, not several; the result equals the plain per-isoform forward pass
@@ -21,11 +36,19 @@ from typing import Optional
 import numpy as np
 import torch
 
-from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS, OutOfMemoryRetry, token_budget_batches
+from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS, OutOfMemoryRetry, same_shape_batches
 from isoformer_cli.inference.memory_plan import MemoryPlan
 from isoformer_cli.runtime.device import autocast_context, is_out_of_memory
 
 log = logging.getLogger(__name__)
+
+# The fewest matrix rows a batch runs with. On the CPU a linear layer over fewer than 12 rows (other than
+# 4 or 8) gives its last rows from another kernel, with another summation order, than the same rows in a
+# larger batch; from 12 rows on every row comes out the same whatever the batch (measured for widths 30 to
+# 768). Smaller batches are therefore filled up with copies of their first item, whose results are dropped
+# (module docstring: batch invariance); 16 leaves a margin. A fusion batch has one matrix row per
+# transcript at the head, an encoder batch one per token.
+MIN_MATRIX_ROWS = 16
 
 
 
@@ -77,9 +100,12 @@ class ChunkPredictor:
         limit = self.limits.fusion_positions if modality is None else self.limits.positions_per_batch[modality]
         return max(1, limit >> self.retry.halvings)
 
-    @torch.inference_mode()
     def predict(self, chunk, modality_embeddings=False):
         """Encode the distinct inputs of ``chunk``, then fuse and predict every row."""
+        with torch.inference_mode():
+            return self._predict(chunk, modality_embeddings)
+
+    def _predict(self, chunk, modality_embeddings):
         config = self.config
         dna = self._encode_all("dna", chunk.dna_tokens, self._encode_dna_batch) if config.has_dna else []
         rna = self._encode_all("rna", chunk.rna_tokens, self._encode_rna_batch) if config.has_rna else []
@@ -94,9 +120,10 @@ class ChunkPredictor:
             + (protein[chunk.protein_of_row[row]].shape[0] if chunk.protein_of_row[row] >= 0 else 0)
             for row in range(n_rows)
         ]
+        shapes = [self._row_shape(chunk, row, dna, rna, protein) for row in range(n_rows)]
         predictions = [None] * n_rows
         fused = [None] * n_rows
-        for batch in token_budget_batches(cost, self.budget()):
+        for batch in same_shape_batches(shapes, cost, self.budget()):
             for part in self.retry.map(lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein), batch):
                 for row, prediction, pooled in part:
                     predictions[row], fused[row] = prediction, pooled
@@ -114,11 +141,41 @@ class ChunkPredictor:
         """Encode every array of ``token_arrays``; returns per-input outputs in the same order."""
         outputs = [None] * len(token_arrays)
         lengths = [len(array) for array in token_arrays]
-        for batch in token_budget_batches(lengths, self.budget(modality)):
-            for part in self.retry.map(lambda items: encode_batch([token_arrays[i] for i in items], items), batch):
+        for batch in same_shape_batches(lengths, lengths, self.budget(modality)):
+            # The budget is read at each call: after an out-of-memory split it is halved, and a lone input
+            # is then no longer doubled.
+            for part in self.retry.map(
+                    lambda items: self._encode_filled(token_arrays, items, encode_batch, self.budget(modality)),
+                    batch):
                 for index, output in part:
                     outputs[index] = output
         return outputs
+
+    @staticmethod
+    def _encode_filled(token_arrays, items, encode_batch, budget):
+        """``encode_batch`` over ``items`` (inputs of one length), filled with copies of the first input (their
+        outputs dropped) up to MIN_MATRIX_ROWS token rows, and up to two inputs when the budget holds two
+        (module docstring: batch invariance)."""
+        length = len(token_arrays[items[0]])
+        fewest = -(-MIN_MATRIX_ROWS // length)
+        if 2 * length <= budget:
+            fewest = max(fewest, 2)
+        copies = max(0, fewest - len(items))
+        filled = list(items) + [items[0]] * copies
+        return encode_batch([token_arrays[i] for i in filled], filled)[:len(items)]
+
+    @staticmethod
+    def _row_shape(chunk, row, dna, rna, protein):
+        """What decides the shapes of a row's fusion inputs: DNA bins (and whether they carry a mask), RNA and
+        protein lengths (0: absent). Rows of one fusion batch share it, so no batch is padded."""
+        dna_shape = None
+        if len(dna) and chunk.dna_of_row[row] >= 0:
+            states, mask = dna[chunk.dna_of_row[row]]
+            dna_shape = (states.shape[0], mask is None)
+        rna_length = rna[chunk.rna_of_row[row]].shape[0] if len(rna) and chunk.rna_of_row[row] >= 0 else 0
+        protein_length = protein[chunk.protein_of_row[row]].shape[0] \
+            if len(protein) and chunk.protein_of_row[row] >= 0 else 0
+        return dna_shape, rna_length, protein_length
 
     def _batch(self, modality, arrays):
         """``(input_ids, mask or None)`` on the device, collated by the modality's encoder."""
@@ -149,6 +206,8 @@ class ChunkPredictor:
     # -------------------------------------------------------------------------------------------
     # Fusion stage: rows gather their inputs' encoder outputs.
     def _fuse_batch(self, rows, chunk, dna, rna, protein):
+        real = len(rows)
+        rows = list(rows) + [rows[0]] * max(0, MIN_MATRIX_ROWS - real)
         config = self.config
         dna_embeddings = dna_mask = None
         if config.has_dna:
@@ -168,7 +227,7 @@ class ChunkPredictor:
             )
         return [
             (row, output.predictions[position], output.pooled_embeddings[position])
-            for position, row in enumerate(rows)
+            for position, row in enumerate(rows[:real])
         ]
 
     def _modality_pooled(self, chunk, dna, rna, protein):
