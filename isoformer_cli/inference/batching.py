@@ -1,9 +1,10 @@
 """Token-budget batching of length-sorted work, with halving on out-of-memory.
 
 A batch's cost is ``len(batch) * longest item`` tokens, because padded tensors are rectangular;
-sorting by length first keeps padding (wasted compute) small. :func:`same_shape_batches` goes further
-and never pads: the engine batches only items of one shape, so an item's numbers do not depend on
-which other items share its chunk (see :mod:`isoformer_cli.inference.engine`). When the device runs out of memory
+sorting by length first keeps padding (wasted compute) small. :func:`same_shape_batches` and
+:func:`padded_length` go further: the engine pads every input to a length that depends on the input alone
+and batches only inputs of one padded shape, so an item's numbers do not depend on which other items
+share its chunk (see :mod:`isoformer_cli.inference.engine`). When the device runs out of memory
 the batch is split in two and retried, and the budget for later batches is halved too, so one
 oversized batch does not fail a run that smaller batches can finish.
 """
@@ -48,6 +49,18 @@ def token_budget_batches(lengths, max_tokens, max_batch_size=None):
     if current:
         batches.append(current)
     return batches
+
+
+# Variable-length inputs are padded to the next multiple of this many positions (capped at the encoder's
+# longest input): the padded length depends on the input alone, so inputs of one multiple can share a batch
+# without changing each other's numbers, at most 63 positions of padding each.
+PADDING_MULTIPLE = 64
+
+
+def padded_length(length, longest):
+    """The length an input of ``length`` positions is padded to: the next multiple of PADDING_MULTIPLE, at most
+    ``longest`` (the model's longest input) and at least ``length``."""
+    return max(length, min(-(-length // PADDING_MULTIPLE) * PADDING_MULTIPLE, longest))
 
 
 def same_shape_batches(shapes, sizes, max_tokens):

@@ -2,18 +2,20 @@
 
 Stages for one :class:`~isoformer_cli.inference.prepare.PreparedChunk`:
 
-1. encode every distinct DNA window, RNA and protein of the chunk, in batches of inputs of one length
-   under each encoder's budget of input positions (from the run's memory plan,
+1. encode every distinct DNA window, RNA and protein of the chunk, each padded to the next multiple of
+   64 positions (:func:`~isoformer_cli.inference.batching.padded_length`), in batches of inputs of one
+   padded length under each encoder's budget of input positions (from the run's memory plan,
    :mod:`~isoformer_cli.inference.memory_plan`, or ``--max-tokens``);
-2. fuse and predict per row (isoform), in batches of rows whose inputs have the same shapes (DNA bins,
-   RNA tokens, protein tokens, which modalities are present) and whose cost ``rows x (DNA positions +
-   RNA tokens + protein tokens)`` stays under the fusion budget, each row gathering the encoder
+2. fuse and predict per row (isoform), in batches of rows whose inputs have the same padded shapes (DNA
+   bins, RNA and protein positions, which modalities are present) and whose cost ``rows x (DNA positions
+   + RNA tokens + protein tokens)`` stays under the fusion budget, each row gathering the encoder
    outputs of its own inputs.
 
-Batch invariance: no batch is ever padded, and rows lacking a modality always take the same path (the
-model skips that fusion block), so a transcript's numbers do not depend on which other transcripts share
-its chunk or batch. Padding would change them in the last bits: masked positions still change the length,
-and so the summation order, of attention's reductions. This is what makes ``--shard K/N`` runs merge
+Batch invariance: an input's padded length depends on the input alone, and rows lacking a modality always
+take the same path (the model skips that fusion block), so a transcript's numbers do not depend on which
+other transcripts share its chunk or batch. Padding to the batch's longest input would change them in the
+last bits: masked positions still change the length, and so the summation order, of attention's
+reductions. This is what makes ``--shard K/N`` runs merge
 into exactly the file one run writes, and ``--chunk-size``, ``--max-memory`` and out-of-memory retries
 leave the numbers alone. It holds on the CPU, where a linear layer's rows do not depend on the number of
 rows; on CUDA, cuBLAS chooses kernels by batch size, so there the numbers agree to float tolerance.
@@ -36,7 +38,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS, OutOfMemoryRetry, same_shape_batches
+from isoformer_cli.inference.batching import (
+    DEFAULT_MAX_TOKENS,
+    OutOfMemoryRetry,
+    padded_length,
+    same_shape_batches,
+)
 from isoformer_cli.inference.memory_plan import MemoryPlan
 from isoformer_cli.runtime.device import autocast_context, is_out_of_memory
 
@@ -124,7 +131,8 @@ class ChunkPredictor:
         predictions = [None] * n_rows
         fused = [None] * n_rows
         for batch in same_shape_batches(shapes, cost, self.budget()):
-            for part in self.retry.map(lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein), batch):
+            for part in self.retry.map(
+                    lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein, shapes[rows[0]]), batch):
                 for row, prediction, pooled in part:
                     predictions[row], fused[row] = prediction, pooled
         result = ChunkResult(
@@ -137,53 +145,62 @@ class ChunkPredictor:
 
     # -------------------------------------------------------------------------------------------
     # Encoder stage: distinct inputs -> per-input tensors (kept on the device).
+    def _padded(self, modality, length, outputs=False):
+        """The length an input (``outputs``: an encoder output) of ``length`` positions of ``modality`` is padded
+        to in every batch: see :func:`~isoformer_cli.inference.batching.padded_length`."""
+        encoder = self.config.encoder(modality)
+        longest = encoder.max_input_length(self.config)
+        if outputs:
+            longest = encoder.output_length(self.config, longest)
+        return padded_length(length, longest)
+
     def _encode_all(self, modality, token_arrays, encode_batch):
         """Encode every array of ``token_arrays``; returns per-input outputs in the same order."""
         outputs = [None] * len(token_arrays)
-        lengths = [len(array) for array in token_arrays]
-        for batch in same_shape_batches(lengths, lengths, self.budget(modality)):
+        padded = [self._padded(modality, len(array)) for array in token_arrays]
+        for batch in same_shape_batches(padded, padded, self.budget(modality)):
             # The budget is read at each call: after an out-of-memory split it is halved, and a lone input
             # is then no longer doubled.
             for part in self.retry.map(
-                    lambda items: self._encode_filled(token_arrays, items, encode_batch, self.budget(modality)),
-                    batch):
+                    lambda items: self._encode_filled(token_arrays, items, padded[items[0]], encode_batch,
+                                                      self.budget(modality)), batch):
                 for index, output in part:
                     outputs[index] = output
         return outputs
 
     @staticmethod
-    def _encode_filled(token_arrays, items, encode_batch, budget):
-        """``encode_batch`` over ``items`` (inputs of one length), filled with copies of the first input (their
-        outputs dropped) up to MIN_MATRIX_ROWS token rows, and up to two inputs when the budget holds two
+    def _encode_filled(token_arrays, items, length, encode_batch, budget):
+        """``encode_batch`` over ``items`` (inputs padded to ``length``), filled with copies of the first input
+        (their outputs dropped) up to MIN_MATRIX_ROWS token rows, and up to two inputs when the budget holds two
         (module docstring: batch invariance)."""
-        length = len(token_arrays[items[0]])
         fewest = -(-MIN_MATRIX_ROWS // length)
         if 2 * length <= budget:
             fewest = max(fewest, 2)
         copies = max(0, fewest - len(items))
         filled = list(items) + [items[0]] * copies
-        return encode_batch([token_arrays[i] for i in filled], filled)[:len(items)]
+        return encode_batch([token_arrays[i] for i in filled], filled, length)[:len(items)]
 
-    @staticmethod
-    def _row_shape(chunk, row, dna, rna, protein):
-        """What decides the shapes of a row's fusion inputs: DNA bins (and whether they carry a mask), RNA and
-        protein lengths (0: absent). Rows of one fusion batch share it, so no batch is padded."""
+    def _row_shape(self, chunk, row, dna, rna, protein):
+        """What decides the shapes of a row's fusion inputs: DNA bins (and whether they carry a mask), and the
+        padded lengths of its RNA and protein encoder outputs (0: absent). Rows of one fusion batch share it."""
         dna_shape = None
         if len(dna) and chunk.dna_of_row[row] >= 0:
             states, mask = dna[chunk.dna_of_row[row]]
             dna_shape = (states.shape[0], mask is None)
-        rna_length = rna[chunk.rna_of_row[row]].shape[0] if len(rna) and chunk.rna_of_row[row] >= 0 else 0
-        protein_length = protein[chunk.protein_of_row[row]].shape[0] \
+        rna_length = self._padded("rna", rna[chunk.rna_of_row[row]].shape[0], outputs=True) \
+            if len(rna) and chunk.rna_of_row[row] >= 0 else 0
+        protein_length = self._padded("protein", protein[chunk.protein_of_row[row]].shape[0], outputs=True) \
             if len(protein) and chunk.protein_of_row[row] >= 0 else 0
         return dna_shape, rna_length, protein_length
 
-    def _batch(self, modality, arrays):
-        """``(input_ids, mask or None)`` on the device, collated by the modality's encoder."""
-        input_ids, mask = self.config.encoder(modality).collate(arrays, self.config)
+    def _batch(self, modality, arrays, length):
+        """``(input_ids, mask or None)`` on the device, collated (padded to ``length``) by the modality's
+        encoder."""
+        input_ids, mask = self.config.encoder(modality).collate(arrays, self.config, length)
         return input_ids.to(self.device), None if mask is None else mask.to(self.device)
 
-    def _encode_dna_batch(self, arrays, indices):
-        input_ids, mask = self._batch("dna", arrays)
+    def _encode_dna_batch(self, arrays, indices, length):
+        input_ids, mask = self._batch("dna", arrays, length)
         with autocast_context(self.device, self.precision):
             embeddings, bin_mask = self.model.encode_dna(input_ids, mask)
         return [
@@ -191,21 +208,22 @@ class ChunkPredictor:
             for row, index in enumerate(indices)
         ]
 
-    def _encode_rna_batch(self, arrays, indices):
-        input_ids, mask = self._batch("rna", arrays)
+    def _encode_rna_batch(self, arrays, indices, length):
+        input_ids, mask = self._batch("rna", arrays, length)
         with autocast_context(self.device, self.precision):
             hidden = self.model.encode_rna(input_ids, mask)
         return [(index, hidden[row, : len(arrays[row])]) for row, index in enumerate(indices)]
 
-    def _encode_protein_batch(self, arrays, indices):
-        input_ids, mask = self._batch("protein", arrays)
+    def _encode_protein_batch(self, arrays, indices, length):
+        input_ids, mask = self._batch("protein", arrays, length)
         with autocast_context(self.device, self.precision):
             hidden = self.model.encode_protein(input_ids, mask)
         return [(index, hidden[row, : len(arrays[row])]) for row, index in enumerate(indices)]
 
     # -------------------------------------------------------------------------------------------
     # Fusion stage: rows gather their inputs' encoder outputs.
-    def _fuse_batch(self, rows, chunk, dna, rna, protein):
+    def _fuse_batch(self, rows, chunk, dna, rna, protein, shape):
+        """Fuse and predict ``rows`` (all of fusion shape ``shape``, see :meth:`_row_shape`)."""
         real = len(rows)
         rows = list(rows) + [rows[0]] * max(0, MIN_MATRIX_ROWS - real)
         config = self.config
@@ -214,9 +232,10 @@ class ChunkPredictor:
             items = [dna[chunk.dna_of_row[row]] for row in rows]
             dna_embeddings, dna_mask = _pad_states([embedding for embedding, _ in items],
                                                    [mask for _, mask in items])
-        rna_embeddings, rna_mask, has_rna = _gather_optional(rows, chunk.rna_of_row, rna, self.device)
+        _, rna_length, protein_length = shape
+        rna_embeddings, rna_mask, has_rna = _gather_optional(rows, chunk.rna_of_row, rna, self.device, rna_length)
         protein_embeddings, protein_mask, has_protein = _gather_optional(rows, chunk.protein_of_row, protein,
-                                                                         self.device)
+                                                                         self.device, protein_length)
         with autocast_context(self.device, self.precision):
             output = self.model.fuse_and_predict(
                 dna_embeddings=dna_embeddings, dna_mask=dna_mask,
@@ -268,11 +287,12 @@ def _pad_states(states, masks):
     return batch, mask
 
 
-def _gather_optional(rows, of_row, outputs, device):
-    """Padded states, key mask and presence flags of an optional modality for ``rows``.
+def _gather_optional(rows, of_row, outputs, device, length):
+    """States padded to ``length`` positions, key mask and presence flags of an optional modality for ``rows``.
 
     Returns ``(None, None, has)`` when no row of the batch has the modality, so the model skips
-    that fusion block outright; rows without it get one masked zero position otherwise.
+    that fusion block outright; rows without it get one masked zero position otherwise (the engine's
+    fusion batches never mix the two, see :meth:`ChunkPredictor._row_shape`).
     """
     has = torch.tensor([of_row[row] >= 0 for row in rows], dtype=torch.bool, device=device)
     if not bool(has.any()) or not outputs:
@@ -280,7 +300,7 @@ def _gather_optional(rows, of_row, outputs, device):
     width = outputs[0].shape[-1]
     empty = outputs[0].new_zeros((1, width))
     states = [outputs[of_row[row]] if of_row[row] >= 0 else empty for row in rows]
-    longest = max(state.shape[0] for state in states)
+    longest = max([length] + [state.shape[0] for state in states])
     batch = outputs[0].new_zeros((len(rows), longest, width))
     mask = torch.zeros((len(rows), longest), dtype=torch.bool, device=device)
     for position, (row, state) in enumerate(zip(rows, states)):

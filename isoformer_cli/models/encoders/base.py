@@ -210,18 +210,19 @@ class SequenceEncoder:
         """The token id that pads a batch."""
         raise NotImplementedError(f"{type(self).__name__} must define pad_id()")
 
-    def collate(self, arrays: list[np.ndarray], config) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def collate(self, arrays: list[np.ndarray], config, length: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(input_ids (B, L) long, attention_mask (B, L) bool or None)`` from 1-D token arrays.
 
         Fixed-length encoders stack the arrays and return no mask; the others right-pad them with
-        :meth:`pad_id` and return the mask of real tokens.
+        :meth:`pad_id` to ``length`` (default: the longest array) and return the mask of real tokens.
         """
         if self.fixed_length:
             lengths = {len(array) for array in arrays}
             if len(lengths) != 1:
                 raise ValueError(f"{self.label} inputs of one batch must have one length, got {sorted(lengths)}")
             return torch.from_numpy(np.stack(arrays)), None
-        return pad_token_arrays(arrays, self.pad_id(config))
+        return pad_token_arrays(arrays, self.pad_id(config), length)
 
     # -- training -----------------------------------------------------------------------------------
     def layer_groups(self, module: nn.Module) -> LayerGroups:
@@ -315,9 +316,15 @@ def checkpointed(forward):
     return run
 
 
-def pad_token_arrays(arrays: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D int64 arrays into ``(input_ids (B, L) long, attention_mask (B, L) bool)``."""
+def pad_token_arrays(arrays: list[np.ndarray], pad_id: int, length: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D int64 arrays into ``(input_ids (B, L) long, attention_mask (B, L) bool)``; ``L`` is
+    ``length`` (at least the longest array) or the longest array's length."""
     width = max(len(array) for array in arrays)
+    if length is not None:
+        if length < width:
+            raise ValueError(f"cannot pad arrays of up to {width} tokens to {length}")
+        width = length
     input_ids = np.full((len(arrays), width), pad_id, dtype=np.int64)
     for row, array in enumerate(arrays):
         input_ids[row, : len(array)] = array
