@@ -34,7 +34,7 @@ from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.setup import end_run, start_run
-from isoformer_cli.triples.source import TripleSource, shard_ordinals, source_shard
+from isoformer_cli.triples.source import TripleSource, shard_ordinals, shard_source_inputs, source_shard
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,10 @@ def _provenance(config, runner, units):
     provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
                                   demo=runner.demo)
     shard = source_shard(runner.source)
-    return with_shard(provenance, shard, shard_ordinals(runner.source, runner.genome) if shard else ())
+    if shard is None:
+        return provenance
+    return with_shard(provenance, shard, shard_ordinals(runner.source, runner.genome),
+                      source=shard_source_inputs(runner.source))
 
 
 def _writing(writer):

@@ -60,18 +60,34 @@ def decode_order(text, where):
     return ordinals
 
 
-def shard_entry(shard, ordinals):
+def shard_entry(shard, ordinals, source=None):
     """The provenance entry of shard ``shard`` (a :class:`~isoformer_cli.genomics.shards.Shard`) whose file
-    holds units with these ordinals, in file order."""
+    holds units with these ordinals, in file order. ``source``: for a run on a shard's triples table, the
+    inputs that table was built from (its provenance's ``inputs``), recorded because the tables of two
+    shards differ while their sources agree."""
     ordinals = list(ordinals)
-    return {"shard": str(shard), "units": len(ordinals), "order": encode_order(ordinals)}
+    entry = {"shard": str(shard), "units": len(ordinals), "order": encode_order(ordinals)}
+    if source is not None:
+        entry["source"] = source
+    return entry
 
 
-def with_shard(provenance, shard, ordinals):
+def with_shard(provenance, shard, ordinals, source=None):
     """``provenance`` plus the shard entry (unchanged when ``shard`` is None)."""
     if shard is None:
         return provenance
-    return dict(provenance, **{SHARD_KEY: shard_entry(shard, ordinals)})
+    return dict(provenance, **{SHARD_KEY: shard_entry(shard, ordinals, source)})
+
+
+def _inputs(provenance):
+    """The inputs a shard stands for: for a run on a shard's triples table, the table's sources (and the
+    genome) instead of the table itself, which differs from shard to shard."""
+    inputs = dict(provenance.get("inputs") or {})
+    source = (provenance.get(SHARD_KEY) or {}).get("source")
+    if source is not None:
+        inputs.pop("triples", None)
+        inputs.update(source)
+    return inputs
 
 
 def gene_block_entry(entry, genes, where):
@@ -117,12 +133,12 @@ def comparable_command(command_line):
 def provenance_difference(first, other):
     """What makes two shards' provenances come from different runs (a short phrase), or None when they may
     be merged: everything but the shard entry and the per-shard options of the command line must agree."""
-    for key in sorted((set(first) | set(other)) - {SHARD_KEY, "command_line"}):
+    mine, theirs = _inputs(first), _inputs(other)
+    roles = sorted(role for role in set(mine) | set(theirs) if mine.get(role) != theirs.get(role))
+    if roles:
+        return f"its input {', '.join(roles)} differs (checksum)"
+    for key in sorted((set(first) | set(other)) - {SHARD_KEY, "command_line", "inputs"}):
         if first.get(key) != other.get(key):
-            if key == "inputs":
-                roles = sorted(role for role in set(first[key] or {}) | set(other[key] or {})
-                               if (first[key] or {}).get(role) != (other[key] or {}).get(role))
-                return f"its input {', '.join(roles)} differs (checksum)"
             return f"its {key.replace('_', ' ')} differs ({other.get(key)!r}, not {first.get(key)!r})"
     mine, theirs = comparable_command(first.get("command_line")), comparable_command(other.get("command_line"))
     if mine != theirs:
@@ -134,6 +150,7 @@ def merged_provenance(first, count):
     """The provenance of the merged file: the first shard's, without its shard entry and ``--shard``, with
     the number of shards merged."""
     provenance = {key: value for key, value in first.items() if key != SHARD_KEY}
+    provenance["inputs"] = dict(sorted(_inputs(first).items()))
     if "command_line" in provenance:
         words, kept, skip = shlex.split(provenance["command_line"]), [], False
         for word in words:

@@ -142,6 +142,15 @@ def source_shard(source):
     return parse_shard(inherited["shard"])
 
 
+def shard_source_inputs(source):
+    """For a run on a shard's triples table, the inputs that table was built from (its provenance's
+    ``inputs``); None otherwise."""
+    if source.triples is None:
+        return None
+    provenance = read_triples_provenance(source.triples)
+    return provenance.get("inputs") if SHARD_KEY in provenance else None
+
+
 def iter_triples(source, genome, summary=None):
     """Yield the triples of ``source`` in input order, applying selection, the shard and ``on_invalid``.
 
