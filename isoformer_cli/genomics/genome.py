@@ -18,6 +18,7 @@ import contextlib
 import gzip
 import logging
 import os
+import secrets
 import zlib
 from typing import Dict, Optional, Tuple
 
@@ -278,7 +279,33 @@ class Genome:
             raise GenomeError(self._read_only_message(folder))
         log.info("indexing %s (first use; writes %s)", self.path, ", ".join(missing))
         self._refuse_duplicate_names()
+        self._build_index(folder)
         return missing
+
+    def _build_index(self, folder):
+        """Index under a temporary name beside the FASTA, then rename into place (the ``.gzi`` before the
+        ``.fai``): jobs of a pipeline starting together on an unindexed genome each build their own copy,
+        and none reads an index another is still writing. When this fails, opening the FASTA indexes it in
+        place and explains the failure."""
+        stem = os.path.join(folder, f".{os.path.basename(self.path)}.{os.getpid()}-{secrets.token_hex(4)}"
+                                    ".isoformer-index")
+        try:
+            os.symlink(os.path.abspath(self.path), stem)
+        except OSError:  # a file system without symbolic links: index in place
+            return
+        previous = pysam.set_verbosity(0)
+        try:
+            pysam.faidx(stem)  # writes stem.fai, and stem.gzi for a BGZF file
+            if self.compressed:
+                os.replace(stem + ".gzi", self.path + ".gzi")
+            os.replace(stem + ".fai", self.path + ".fai")
+        except (OSError, pysam.SamtoolsError):
+            pass
+        finally:
+            pysam.set_verbosity(previous)
+            for leftover in (stem, stem + ".fai", stem + ".gzi"):
+                with contextlib.suppress(OSError):
+                    os.remove(leftover)
 
     def _refuse_duplicate_names(self):
         """GenomeError naming the first sequence name used by two records, with both line numbers."""
