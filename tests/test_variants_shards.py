@@ -31,6 +31,7 @@ from cli_helpers import EXAMPLES, HUMAN_GENOME, HUMAN_GTF, invoke, leftovers
 
 from isoformer_cli.app.variants import VariantsConfig, run_variants
 from isoformer_cli.errors import InputError
+from isoformer_cli.formats import h5ad
 from isoformer_cli.formats.variant_shards import (
     TranscriptRanks,
     encode_transcripts,
@@ -375,3 +376,37 @@ def test_the_shard_option_on_the_command_line(human, tmp_path):
     assert '"merged_shards": 2' in provenance and '"shard"' not in provenance.replace('"merged_shards"', "")
     result = invoke(*common, "--shard", "3/2", "-O", tmp_path / "bad.vcf")
     assert result.exit_code == 2 and "K must be between 1 and N" in result.output, result.output
+
+
+def test_an_interrupted_shard_resumes_to_the_same_files(human, tmp_path, monkeypatch):
+    """A shard killed after its first chunk and resumed writes what an uninterrupted shard writes (its table's
+    shard entry, built at the end, covers the rows of both runs)."""
+    import isoformer_cli.app.variants as app
+
+    reference = _run(human, tmp_path, "whole", PACKED, shard="2/3")
+    original, calls = app._write_chunk, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(app, "_write_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(human, tmp_path, "resumed", PACKED, shard="2/3")
+    monkeypatch.setattr(app, "_write_chunk", original)
+    outputs = {key: str(tmp_path / f"resumed{suffix}") for key, suffix in PACKED.items()}
+    source = TripleSource(genome=human["genome"], annotation=human["annotation"], shard="2/3")
+    run_variants(VariantsConfig(source=source, checkpoint="demo", vcf=human["vcf"], resume=True, chunk_size=8,
+                                command_args=("variants", "-I", "in.vcf", "--shard", "2/3"), **outputs))
+    for key in ("output", "alt_triples"):
+        with gzip.open(outputs[key], "rt") as resumed, gzip.open(reference[key], "rt") as whole:
+            assert resumed.read() == whole.read(), key
+    expected, found = _datasets(reference["table"]), _datasets(outputs["table"])
+    assert found.keys() == expected.keys()
+    for name, values in expected.items():
+        np.testing.assert_array_equal(found[name], values, err_msg=name)
+    with h5py.File(outputs["table"]) as resumed, h5py.File(reference["table"]) as whole:
+        assert h5ad.read_mapping(resumed["uns/provenance"]) == h5ad.read_mapping(whole["uns/provenance"])
+    assert leftovers(tmp_path) == []
