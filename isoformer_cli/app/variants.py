@@ -210,8 +210,8 @@ def _shared_transcripts(runner, genome, aliases, vcf, shard):
     genes = [gene for contig_genes in index.genes.values() for gene in contig_genes]
     held = sum(shard.holds(gene.key[1]) for gene in genes)
     shared = shared_transcripts(index, vcf, shard) if shard.count > 1 else {}
-    log.info("shard %s: the transcripts of %d of %d genes; %d of them share a record with other shards' genes",
-             shard, held, len(genes), sum(len(pairs) for pairs in shared.values()))
+    log.info("shard %s: the transcripts of %d of %d genes; %d of its transcripts share a VCF record with other "
+             "shards' genes", shard, held, len(genes), sum(len(pairs) for pairs in shared.values()))
     return shared
 
 
