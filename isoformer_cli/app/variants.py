@@ -5,6 +5,12 @@ run; the VCF is read once here for its header (standard input is first copied to
 DataLoader workers and torchrun ranks each read the VCF again); the runner's chunk loop then prepares
 chunks of records in workers (:class:`~isoformer_cli.inference.variants.VariantChunkDataset`), scores them
 (:class:`~isoformer_cli.inference.variants.VariantScorer`) and hands them to the writers in record order.
+
+With ``--shard K/N`` the workers score only the transcripts of shard K's genes, and every output still
+holds every VCF record. Before the run, the main process sweeps the VCF over every selected gene to find the
+shard's transcripts that share a record with another shard's genes, and each output's provenance records
+their ranks and its units (:mod:`isoformer_cli.formats.variant_shards`), so ``isoformer merge`` rebuilds
+the single run's files.
 """
 
 import collections
@@ -20,6 +26,7 @@ from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
 from isoformer_cli.formats.targets import classify_output
+from isoformer_cli.formats.variant_shards import encode_transcripts, variant_provenance
 from isoformer_cli.formats.variants import (
     AltTriplesWriter,
     VariantTableWriter,
@@ -45,6 +52,7 @@ from isoformer_cli.inference.variants import (
     check_max_indel,
 )
 from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.triples.affected import TranscriptIndex, shared_transcripts
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +134,18 @@ def _variants(config, vcf_label):
             inputs["vcf"] = config.vcf
         provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
                                       demo=runner.demo)
+        vcf_provenance = row_provenance = provenance
+        shard = config.source.own_shard()
+        if shard is not None and context.group.is_main:
+            shared = encode_transcripts(_shared_transcripts(runner, genome, aliases, config.vcf, shard))
+            vcf_provenance = variant_provenance(provenance, shard, range(records), shared)
+            # The table's and the triples' units are known at the end: their writers complete the entry.
+            row_provenance = variant_provenance(provenance, shard, (), shared)
         options = VariantOptions(vcf=config.vcf, max_indel=config.max_indel, records_per_chunk=config.chunk_size,
                                  keep_sequences=bool(config.alt_triples))
         scorer = VariantScorer(runner.predictor, len(tissues), log1p_units=model_config.target_units == "log1p_tpm")
-        writers = _open_writers(config, header_lines, tissues, provenance) if context.group.is_main else None
+        writers = _open_writers(config, header_lines, tissues, vcf_provenance, row_provenance) \
+            if context.group.is_main else None
         counts = collections.Counter()
 
         def write(out, chunk, result):
@@ -187,14 +203,28 @@ class _Writers:
         return False
 
 
-def _open_writers(config, header_lines, tissues, provenance):
+def _shared_transcripts(runner, genome, aliases, vcf, shard):
+    """``{CHROM: {(rank, transcript_id)}}`` of the shard's transcripts that share a VCF record with another
+    shard's genes (:func:`~isoformer_cli.triples.affected.shared_transcripts`); none for a split into one."""
+    index = TranscriptIndex(runner.source, genome, aliases, all_shards=True)
+    genes = [gene for contig_genes in index.genes.values() for gene in contig_genes]
+    held = sum(shard.holds(gene.key[1]) for gene in genes)
+    shared = shared_transcripts(index, vcf, shard) if shard.count > 1 else {}
+    log.info("shard %s: the transcripts of %d of %d genes; %d of its transcripts share a VCF record with other "
+             "shards' genes", shard, held, len(genes), sum(len(pairs) for pairs in shared.values()))
+    return shared
+
+
+def _open_writers(config, header_lines, tissues, vcf_provenance, row_provenance):
+    """The VCF writer (its header records ``vcf_provenance``) and the table's and triples' (``row_provenance``:
+    the same but for a shard entry their writers complete)."""
     opened = []
     try:
-        header = output_header(header_lines, info_header_lines(tissues, provenance, STATUS_DESCRIPTIONS))
+        header = output_header(header_lines, info_header_lines(tissues, vcf_provenance, STATUS_DESCRIPTIONS))
         opened.append(VcfWriter(config.output, header, config.chunk_size, config.resume))
-        table = VariantTableWriter(config.table, tissues, provenance, config.resume) if config.table else None
+        table = VariantTableWriter(config.table, tissues, row_provenance, config.resume) if config.table else None
         opened.append(table)
-        triples = AltTriplesWriter(config.alt_triples, provenance, config.resume) if config.alt_triples else None
+        triples = AltTriplesWriter(config.alt_triples, row_provenance, config.resume) if config.alt_triples else None
         opened.append(triples)
         return _Writers(*opened)
     except BaseException:
@@ -207,9 +237,15 @@ def _open_writers(config, header_lines, tissues, provenance):
 def _write_chunk(out, chunk, result, tissues, counts):
     summaries = summarise(result.ref, result.alt, result.dna, result.dna_rna, result.share_delta, tissues)
     entries = [[] for _ in chunk.records]
-    table_rows, triple_rows = [], []
+    table_rows, triple_rows, alleles = [], [], []
+    # Allele ordinal of each record's first ALT (ALT alleles counted from 0 in file order), for shard entries.
+    first_alleles, ordinal = [], chunk.first_allele
+    for record in chunk.records:
+        first_alleles.append(ordinal)
+        ordinal += len(record.alts)
     for pair, summary in zip(chunk.pairs, summaries):
         record = chunk.records[pair.record]
+        alleles.append(first_alleles[pair.record] + pair.allele - 1)
         row = {
             "record": record.number, "chrom": record.chrom, "pos": record.pos, "id": record.fields[2],
             "ref": record.ref, "alt": pair.alt, "gene_id": pair.gene_id, "gene_name": pair.gene_name,
@@ -244,9 +280,9 @@ def _write_chunk(out, chunk, result, tissues, counts):
     if out.table is not None:
         out.table.write_chunk(len(chunk.records), table_rows,
                               {"ref": result.ref, "alt": result.alt, "dna": result.dna, "dna_rna": result.dna_rna,
-                               "share_delta": result.share_delta})
+                               "share_delta": result.share_delta}, alleles)
     if out.triples is not None:
-        out.triples.write_chunk(len(chunk.records), triple_rows)
+        out.triples.write_chunk(len(chunk.records), triple_rows, alleles)
 
 
 def _report(config, rows, counts, scorer, runner, provenance):

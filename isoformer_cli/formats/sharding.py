@@ -6,8 +6,9 @@ A run with ``--shard K/N`` adds one entry to its provenance::
 
 ``order`` lists, for each unit of the file in file order, its *ordinal*: the position of its transcript in
 the input (the annotation's transcripts, or a triples table's rows, counted before any selection, from 0).
-A unit is a row (triples table, predictions, embeddings, variant table rows keep their own order), or a gene
-block for the gene summary (the ordinal of the gene's first transcript). Ordinals rise through a file, so
+A unit is a row (triples table, predictions, embeddings), or a gene block for the gene summary (the
+ordinal of the gene's first transcript). The outputs of ``isoformer variants`` have units of their own (VCF
+records; rows of one record and ALT) and one more key: :mod:`isoformer_cli.formats.variant_shards`. Ordinals rise through a file, so
 the list is stored as runs of consecutive values, ``gap:length`` pairs in decimal joined by commas (the
 first gap counted from 0), zlib-compressed and base64-encoded. A shard of a GENCODE-sized annotation holds
 about one run per gene it owns, a few tens of kB. The merge interleaves the shards' units by ordinal; since

@@ -23,6 +23,10 @@ alternative DNA only), ``alt_dna_rna`` (stage 2) and ``share_delta``; ``uns["pro
 columns :data:`ALT_TRIPLE_FIELDS` (``window_start``/``window_end``: the alternative DNA window, 0-based
 half-open on the alternative genome).
 
+A shard's outputs (``--shard K/N``) record the shard entry of :mod:`isoformer_cli.formats.variant_shards` in
+their provenance; the table and the triples complete it (units and order) when they are built, from each
+row's allele ordinal, which their journals keep beside the rows.
+
 All three stream chunk by chunk (rows of a chunk = its VCF records) into temporary files renamed into
 place when the run completes, and resume after a kill: the VCF keeps its complete chunks (each chunk
 ends a BGZF block or a line), the table and the triples keep their journals, and the run continues from
@@ -52,6 +56,7 @@ from isoformer_cli.formats.predictions import (
     _complete_gzip_members,
     tsv_header,
 )
+from isoformer_cli.formats.sharding import SHARD_KEY, encode_order
 from isoformer_cli.formats.streaming import (
     JournalWriter,
     PartialFileWriter,
@@ -357,15 +362,17 @@ class VariantTableWriter(JournalWriter):
                     "fields": list(TABLE_FIELDS), "provenance": provenance}
         self._open_journal(identity, resume)
 
-    def write_chunk(self, records, rows, arrays):
+    def write_chunk(self, records, rows, arrays, alleles=()):
         """Append one chunk: ``records`` VCF records, ``rows`` (dicts of TABLE_FIELDS), ``arrays`` (ref, alt,
-        dna, dna_rna, share_delta: ``(len(rows), n_tissues)``)."""
+        dna, dna_rna, share_delta: ``(len(rows), n_tissues)``), ``alleles``: each row's allele ordinal (for a
+        shard's provenance; not written)."""
         self._check_open()
         table = [[row[name] for name in TABLE_FIELDS] for row in rows]
-        self._append(records, {"rows": table}, {name: np.asarray(value, dtype=np.float32)
-                                                 for name, value in arrays.items()})
+        self._append(records, {"rows": table, "alleles": list(alleles)},
+                     {name: np.asarray(value, dtype=np.float32) for name, value in arrays.items()})
 
     def _build(self, path):
+        self.provenance = shard_row_provenance(self.provenance, self._journal, TABLE_FIELDS)
         if self.kind == "tsv":
             self._build_tsv(path)
         else:
@@ -433,10 +440,12 @@ class AltTriplesWriter(JournalWriter):
         self._open_journal({"layout": "isoformer alternative triples", "fields": list(ALT_TRIPLE_FIELDS),
                             "provenance": provenance}, resume)
 
-    def write_chunk(self, records, rows):
-        """Append one chunk: ``records`` VCF records and its rows (dicts of ALT_TRIPLE_FIELDS)."""
+    def write_chunk(self, records, rows, alleles=()):
+        """Append one chunk: ``records`` VCF records, its rows (dicts of ALT_TRIPLE_FIELDS) and each row's
+        allele ordinal (for a shard's provenance; not written)."""
         self._check_open()
-        self._append(records, {"rows": [[row[name] for name in ALT_TRIPLE_FIELDS] for row in rows]}, {})
+        self._append(records, {"rows": [[row[name] for name in ALT_TRIPLE_FIELDS] for row in rows],
+                               "alleles": list(alleles)}, {})
 
     def _lines(self):
         notes = ["window_start, window_end: the alternative DNA window, 0-based half-open on the alternative "
@@ -448,7 +457,45 @@ class AltTriplesWriter(JournalWriter):
                 yield "\t".join(_text(value, name) for name, value in zip(ALT_TRIPLE_FIELDS, row)) + "\n"
 
     def _build(self, path):
+        self.provenance = shard_row_provenance(self.provenance, self._journal, ALT_TRIPLE_FIELDS)
         _write_text(path, self._lines(), self.target.endswith(".gz"))
+
+
+def shard_row_provenance(provenance, journal, fields):
+    """A shard's table or alternative-triples provenance with the ``units`` and ``order`` of its shard entry
+    (:mod:`isoformer_cli.formats.variant_shards`) from the rows of ``journal``: a unit is a run of rows with
+    the same record and ALT, its ordinal the allele ordinal of its first row. Unchanged without a shard
+    entry."""
+    entry = provenance.get(SHARD_KEY)
+    if entry is None:
+        return provenance
+    record, alt = fields.index("record"), fields.index("alt")
+    ordinals, previous = [], None
+    for _, meta, _ in journal.iter_chunks():
+        if len(meta["alleles"]) != len(meta["rows"]):
+            raise ValueError("a shard's variant rows need their allele ordinals")
+        for row, allele in zip(meta["rows"], meta["alleles"]):
+            if (row[record], row[alt]) != previous:
+                ordinals.append(allele)
+                previous = (row[record], row[alt])
+    return dict(provenance, **{SHARD_KEY: dict(entry, units=len(ordinals), order=encode_order(ordinals))})
+
+
+def read_variant_table_h5(path):
+    """A variant table written as HDF5: ``(tissues, rows, arrays, provenance)`` with ``rows`` lists of
+    TABLE_FIELDS values (NaN where a float is undefined) and ``arrays`` ``ref``, ``alt``, ``dna``,
+    ``dna_rna``, ``share_delta`` (``(n_rows, n_tissues)`` float32), as :class:`VariantTableWriter` takes
+    them. OSError, KeyError or ValueError when the file is not one."""
+    with h5py.File(path, "r") as handle:
+        _, columns = h5ad.read_dataframe(handle["obs"])
+        tissues, _ = h5ad.read_dataframe(handle["var"])
+        layers = handle["layers"]
+        arrays = {name: layers[layer][()].astype(np.float32, copy=False)
+                  for name, layer in (("ref", "ref"), ("alt", "alt"), ("dna", "alt_dna"), ("dna_rna", "alt_dna_rna"),
+                                      ("share_delta", "share_delta"))}
+        provenance = h5ad.read_mapping(handle["uns/provenance"])
+    rows = [list(values) for values in zip(*(columns[name] for name in TABLE_FIELDS))]
+    return tissues, rows, arrays, provenance
 
 
 def _text(value, name):

@@ -7,9 +7,9 @@ as transcripts are for ``predict``). For each chunk a DataLoader worker (:class:
 
 1. checks each record (contig, REF against the genome, the allele's letters and length) and gives every
    allele that cannot be scored a status code (:mod:`isoformer_cli.genomics.vcf`);
-2. finds the transcripts each allele affects (:mod:`isoformer_cli.triples.affected`) and builds their
-   alternative triples and consequences (:mod:`isoformer_cli.triples.variants`,
-   :mod:`isoformer_cli.triples.consequence`);
+2. finds the transcripts each allele affects (:mod:`isoformer_cli.triples.affected`; with ``--shard K/N``
+   only the transcripts of the shard's genes) and builds their alternative triples and consequences
+   (:mod:`isoformer_cli.triples.variants`, :mod:`isoformer_cli.triples.consequence`);
 3. lays out model rows for the three attribution stages of each (allele, transcript): alternative DNA with
    the reference RNA and protein, then with the alternative RNA, then with the alternative protein too. A
    stage that changes nothing reuses the previous one (an intronic SNV is one row; an exonic SNV far from
@@ -123,6 +123,8 @@ class VariantChunk:
         alt: :class:`PreparedChunk` of the alternative rows.
         gene_ends: gene key -> end of its span (0-based exclusive), for dropping cached predictions.
         frontier: ``(genome contig, 0-based position)`` of the chunk's last record (None when none resolved).
+        first_allele: ALT alleles in the VCF before the chunk's first record (the *allele ordinal* of its first
+            ALT: ALT alleles counted from 0 in file order, which a shard's tables record for ``isoformer merge``).
         error: a typed error raised while preparing.
     """
 
@@ -133,6 +135,7 @@ class VariantChunk:
     genes: Dict[str, PreparedChunk] = field(default_factory=dict)
     gene_ends: Dict[str, int] = field(default_factory=dict)
     frontier: Optional[Tuple[str, int]] = None
+    first_allele: int = 0
     alt: Optional[PreparedChunk] = None
     error: Optional[IsoformerError] = None
 
@@ -206,7 +209,7 @@ class VariantChunkDataset(ChunkDataset):
         index = TranscriptIndex(self.source, genome, aliases)
         reader = V.VcfReader(self.options.vcf)
         check_header_contigs(reader, aliases)
-        state = {"contig": None, "sweep": None, "resolved": 0, "records": 0}
+        state = {"contig": None, "sweep": None, "resolved": 0, "records": 0, "alleles": 0}
         pending, chunk_index = [], 0
         try:
             for row, record in enumerate(reader):
@@ -214,6 +217,7 @@ class VariantChunkDataset(ChunkDataset):
                     # Written by the interrupted run (--resume); counted for the contig check all the same.
                     state["records"] += 1
                     state["resolved"] += aliases.resolve(record.chrom) is not None
+                    state["alleles"] += len(record.alts)
                     continue
                 pending.append(record)
                 if len(pending) == self.chunk_size:
@@ -230,19 +234,21 @@ class VariantChunkDataset(ChunkDataset):
                 "--contig-alias FILE")
 
     def _maybe(self, chunk_index, records, index, aliases, state, worker_id, num_workers):
-        # Every worker counts contigs (for the no-contig-in-common check); only the owner prepares.
+        # Every worker counts contigs (for the no-contig-in-common check) and alleles; only the owner prepares.
+        first_allele = state["alleles"]
         for record in records:
             state["records"] += 1
+            state["alleles"] += len(record.alts)
             if aliases.resolve(record.chrom) is not None:
                 state["resolved"] += 1
         if self.owner(chunk_index, num_workers) != (self.rank, worker_id):
             return
-        yield self._prepare(chunk_index, records, index, aliases, state)
+        yield self._prepare(chunk_index, records, index, aliases, state, first_allele)
 
-    def _prepare(self, chunk_index, records, index, aliases, state):
+    def _prepare(self, chunk_index, records, index, aliases, state, first_allele):
         genome, settings = self.genome, self.settings
         dna_length = self.source.dna_length
-        chunk = VariantChunk(index=chunk_index, records=list(records))
+        chunk = VariantChunk(index=chunk_index, records=list(records), first_allele=first_allele)
         rows = _Rows(settings, self.dedupe)
         touched = {}  # gene key -> its reference triples, in order of first use
         for position, record in enumerate(records):

@@ -13,6 +13,15 @@ its span is the union of its transcripts' windows and exons. :class:`GeneSweep` 
 contig in span order while the VCF's positions increase, building each gene's reference triples when it
 first becomes active and dropping them once the sweep has passed it, so memory holds the genes around the
 current position only; the annotation's transcript models are held for the whole run.
+
+Sharding (``--shard K/N``): the index keeps only the genes of the source's shard (by the gene key and hash of
+:mod:`isoformer_cli.genomics.shards`, so a gene's isoforms stay together and its isoform shares stay whole).
+Every gene still gets its *rank*, computed before the shard is applied: the position of its first transcript
+in the single run's sweep order (contigs in the order the annotation first names them, genes by span start
+then annotation order, isoforms in annotation order), so transcript ``i`` of a gene has rank ``rank + i``.
+Within one VCF record an unsharded run meets (allele, transcript) pairs in allele order, then rank order;
+:func:`shared_transcripts` lists the transcripts whose ranks a shard must record so that ``isoformer merge``
+can interleave the shards' entries of one record (:mod:`isoformer_cli.formats.variant_shards`).
 """
 
 import collections
@@ -22,6 +31,8 @@ from typing import Dict, List, Tuple
 
 from isoformer_cli.genomics.annotation import read_annotation
 from isoformer_cli.genomics.contigs import ContigAliases, ContigMatcher
+from isoformer_cli.genomics.shards import gene_key, shard_of
+from isoformer_cli.genomics.vcf import VcfReader
 from isoformer_cli.triples.builder import TripleBuilder
 from isoformer_cli.triples.dna_window import transcription_start_site, window_span
 from isoformer_cli.triples.variants import overlaps_window
@@ -38,6 +49,8 @@ class Gene:
         transcripts: Transcript objects.
         start, end: the span (union of windows and exons), 0-based half-open; may reach past contig ends.
         order: position of the gene's first transcript in the annotation (for stable output order).
+        rank: sweep rank of its first transcript among all selected genes, before any shard (module
+            docstring); its transcripts have ranks ``rank``, ``rank + 1``, ...
     """
 
     key: Tuple[str, str]
@@ -45,6 +58,7 @@ class Gene:
     start: int
     end: int
     order: int
+    rank: int = 0
 
 
 class TranscriptIndex:
@@ -55,12 +69,18 @@ class TranscriptIndex:
             length is the model's).
         genome: the open genome.
         aliases: a :class:`~isoformer_cli.genomics.contigs.ContigAliases` for the genome.
+        all_shards: keep every selected gene, ignoring the source's ``--shard`` (to rank them all).
+
+    Attributes:
+        genes: genome contig -> its kept genes in sweep order (span start, then annotation order).
+        transcript_count: transcripts kept.
     """
 
-    def __init__(self, source, genome, aliases=None):
+    def __init__(self, source, genome, aliases=None, all_shards=False):
         self.source = source
         self.genome = genome
         self.aliases = aliases or ContigAliases(genome.contigs, alias_file=source.contig_alias)
+        self.shard = None if all_shards else source.own_shard()
         self.genes: Dict[str, List[Gene]] = {}
         self.transcript_count = 0
         self._read()
@@ -76,9 +96,8 @@ class TranscriptIndex:
             contig = matcher.resolve(transcript.chrom)
             if contig is None:
                 continue
-            key = (contig, transcript.gene_id or transcript.transcript_id)
+            key = (contig, gene_key(transcript.gene_id, transcript.transcript_id))
             by_gene.setdefault(key, (order, []))[1].append(transcript)
-            self.transcript_count += 1
         matcher.finish()
         selection.warn_unmatched(annotation_label=source.label)
         for key, (order, transcripts) in by_gene.items():
@@ -89,8 +108,16 @@ class TranscriptIndex:
                 start = low if start is None else min(start, low)
                 end = high if end is None else max(end, high)
             self.genes.setdefault(key[0], []).append(Gene(key, transcripts, start, end, order))
-        for genes in self.genes.values():
+        rank = 0
+        for contig, genes in self.genes.items():
             genes.sort(key=lambda gene: (gene.start, gene.order))
+            for gene in genes:
+                gene.rank = rank
+                rank += len(gene.transcripts)
+            # The shard applies after ranking, so ranks are those of the unsharded run.
+            if self.shard is not None:
+                self.genes[contig] = genes = [gene for gene in genes if self.shard.holds(gene.key[1])]
+            self.transcript_count += sum(len(gene.transcripts) for gene in genes)
 
     def sweep(self, contig):
         """A :class:`GeneSweep` over the genes of genome ``contig`` (empty when it has none)."""
@@ -100,8 +127,9 @@ class TranscriptIndex:
 class GeneSweep:
     """Genes overlapping increasing positions of one contig, with their reference triples built once.
 
-    Call :meth:`genes_at` with non-decreasing positions; each returned gene has ``triples`` (the
-    reference Triple of each of its transcripts, annotation order) built on its first appearance.
+    Call :meth:`genes_at` with non-decreasing positions; :meth:`triples_of` builds a returned gene's
+    reference triples (one per transcript, annotation order) on first use. ``builder`` may be None for a
+    sweep that only asks which genes overlap.
     """
 
     def __init__(self, genes, builder):
@@ -144,3 +172,43 @@ def affects(triple, allele):
             return True
     return False
 
+
+
+def shared_transcripts(index, vcf, shard):
+    """The transcripts of ``shard`` that one VCF record can reach together with a gene of another shard.
+
+    A run scores an allele only on genes whose span overlaps its record (:meth:`GeneSweep.genes_at`), so
+    only in such records do two shards both write entries, which ``isoformer merge`` must interleave by
+    rank; elsewhere one shard's entries of a record are the whole record's. This sweep repeats the
+    scoring run's geometry over every selected gene (no triple is built), for every record whose contig is
+    in the genome and that has an ALT allele (a superset of the records scored).
+
+    Args:
+        index: a :class:`TranscriptIndex` of every shard (``all_shards=True``).
+        vcf: path of the (position-sorted) VCF.
+        shard: the run's :class:`~isoformer_cli.genomics.shards.Shard`.
+
+    Returns ``{VCF CHROM as written: {(rank, transcript_id), ...}}``.
+    """
+    shared = collections.defaultdict(set)
+    owners = {}  # gene key -> its shard (hashed once)
+    sweep, current = None, None
+    with VcfReader(vcf) as reader:
+        for record in reader:
+            contig = index.aliases.resolve(record.chrom)
+            if contig is None or not record.alts:
+                continue
+            if contig != current:
+                sweep, current = GeneSweep(index.genes.get(contig, []), None), contig
+            genes = sweep.genes_at(record.start, record.start + max(len(record.ref), 1))
+            for gene in genes:
+                if gene.key not in owners:
+                    owners[gene.key] = shard_of(gene.key[1], shard.count)
+            shards = {owners[gene.key] for gene in genes}
+            if len(shards) < 2 or shard.index not in shards:
+                continue
+            for gene in genes:
+                if owners[gene.key] == shard.index:
+                    shared[record.chrom].update((gene.rank + isoform, transcript.transcript_id)
+                                                for isoform, transcript in enumerate(gene.transcripts))
+    return dict(shared)

@@ -13,6 +13,7 @@ from isoformer_cli.cli.options import (
     runtime_options,
     runtime_options_from,
     selection_options,
+    shard_option,
     triple_source,
     usage_errors,
 )
@@ -47,6 +48,7 @@ DEFAULT_CHUNK_SIZE = 64
                    "chunk's isoforms in pieces sized from memory).")
 @click.option("--resume", is_flag=True, help="Continue the partial outputs of an interrupted run of the same command.")
 @selection_options
+@shard_option
 @record_options
 def variants_command(**options):
     """Score variants on every transcript isoform they affect, through DNA, RNA and protein.
@@ -60,6 +62,10 @@ def variants_command(**options):
     largest change and its tissue, its split into DNA, RNA and protein, and the change of the
     isoform's share of its gene. Records that cannot be scored are kept, unannotated, with
     ISOFORMER_STATUS. Consequences are named as bcftools csq names them.
+
+    With --shard K/N only the transcripts of shard K's genes are scored; every record is still
+    written. `isoformer merge` joins the N shards' VCFs, tables or alternative triples into the
+    files one run writes.
     """
     from isoformer_cli.app.variants import VariantsConfig, run_variants
 
