@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
-from isoformer_cli.formats.sharding import comparable_command, decode_order, encode_order
+from isoformer_cli.formats.sharding import comparable_command, decode_order, encode_order, merged_provenance
 from isoformer_cli.genomics.shards import Shard, parse_shard, shard_of
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
@@ -178,6 +178,9 @@ def test_shards_merged_equal_one_run(single, count, tmp_path):
     provenance = provenance_of(merged["predictions"])
     assert provenance["merged_shards"] == count and "shard" not in provenance
     assert "--shard" not in provenance["command_line"]
+    single_line = "isoformer predict --genome g.fa --shard 2/3 -o p2.tsv --gene-summary=g2.tsv --precision fp32"
+    assert merged_provenance({"command_line": single_line}, 3)["command_line"] == \
+        "isoformer predict --genome g.fa --precision fp32"
     assert provenance["inputs"] == provenance_of(folder / "predictions.tsv")["inputs"]
 
 

@@ -147,9 +147,15 @@ def provenance_difference(first, other):
     return None
 
 
+# Options naming a shard's own output files: the merged file's command line leaves them out, since they name
+# the first shard's files, not the merged one.
+_SHARD_OUTPUT_OPTIONS = frozenset({"--shard", "-o", "--output", "--gene-summary", "-O", "--table",
+                                   "--alt-triples", "--fasta-prefix"})
+
+
 def merged_provenance(first, count):
-    """The provenance of the merged file: the first shard's, without its shard entry and ``--shard``, with
-    the number of shards merged."""
+    """The provenance of the merged file: the first shard's, without its shard entry, with the command line
+    of the run the shards split (no ``--shard``, no output files) and the number of shards merged."""
     provenance = {key: value for key, value in first.items() if key != SHARD_KEY}
     provenance["inputs"] = dict(sorted(_inputs(first).items()))
     if "command_line" in provenance:
@@ -157,9 +163,9 @@ def merged_provenance(first, count):
         for word in words:
             if skip:
                 skip = False
-            elif word == "--shard":
-                skip = True
-            elif not word.startswith("--shard="):
+            elif word.split("=", 1)[0] in _SHARD_OUTPUT_OPTIONS:
+                skip = "=" not in word
+            else:
                 kept.append(word)
         provenance["command_line"] = shlex.join(kept)
     provenance["merged_shards"] = count

@@ -17,9 +17,10 @@ def merge_command(shards, output):
     `variants` (-O, --table or --alt-triples) run with --shard 1/N ... N/N, in any order, all of
     one kind. The merged file holds the rows in annotation order (for variants: every VCF record
     with the entries of all shards), exactly as one run without --shard writes them; its
-    provenance is the shards' without the shard, with merged_shards. Refused, with one line naming the file: a file
-    that is not a shard output, shards of different kinds, splits or runs (other inputs,
-    checkpoint or options), a shard missing or given twice, a shard file that is incomplete.
+    provenance is the shards' without the shard, with merged_shards. Refused, with one line
+    naming the file: a file that is not a shard output, shards of different kinds, splits or
+    runs (other inputs, checkpoint or options), a shard missing or given twice, a shard file
+    that is incomplete.
     """
     from isoformer_cli.app.merge import MergeConfig, run_merge
 
