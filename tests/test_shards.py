@@ -302,7 +302,7 @@ def test_merge_refuses_other_files(tmp_path):
     other.write_text("a\tb\n1\t2\n")
     assert error_of("merge", "-o", tmp_path / "m.tsv", other) == (
         f"{other}: not an output isoformer merge knows (a triples table, prediction table, gene summary, HDF5 "
-        "predictions or embeddings written with --shard)")
+        "predictions, embeddings or variants output written with --shard)")
     assert error_of("merge", "-o", tmp_path / "m.tsv", tmp_path / "absent.tsv").startswith(
         f"{tmp_path / 'absent.tsv'}: cannot read the shard")
 
