@@ -22,7 +22,7 @@ rows; on CUDA, cuBLAS chooses kernels by batch size, so there the numbers agree 
 Two CPU kernel choices break it and are avoided by filling small batches up with copies of their first item
 (results dropped): oneDNN convolves a batch of one input with other bits than the same input in a larger
 batch (seen on the tiny Enformer stem), so an encoder batch holds at least two inputs whenever the budget
-allows two; and a linear layer over few rows (``MIN_MATRIX_ROWS``). Runs compared must share the budget
+allows two; and a linear layer over few rows (``safe_row_count``). Runs compared must share the budget
 (``--max-memory`` or the same free memory) for this reason. Measured in fp32, the CPU's default; bf16
 on the CPU goes through other oneDNN kernels and is not claimed invariant.
 
@@ -49,13 +49,19 @@ from isoformer_cli.runtime.device import autocast_context, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
-# The fewest matrix rows a batch runs with. On the CPU a linear layer over fewer than 12 rows (other than
-# 4 or 8) gives its last rows from another kernel, with another summation order, than the same rows in a
-# larger batch; from 12 rows on every row comes out the same whatever the batch (measured for widths 30 to
-# 768). Smaller batches are therefore filled up with copies of their first item, whose results are dropped
-# (module docstring: batch invariance); 16 leaves a margin. A fusion batch has one matrix row per
-# transcript at the head, an encoder batch one per token.
-MIN_MATRIX_ROWS = 16
+# Matrix row counts whose rows come out of a CPU linear layer with the same bits as in any larger input:
+# 4, 8, and every count from 12 on. Under 12, the last (count mod 4) rows come from another kernel with another
+# summation order (measured for widths 30 to 768 against a 256-row reference). Smaller batches are therefore
+# filled up with copies of their first item, whose results are dropped (module docstring: batch invariance).
+# A fusion batch has one matrix row per transcript at the head, an encoder batch one per token.
+SAFE_ROW_COUNTS_BELOW_12 = (4, 8)
+
+
+def safe_row_count(rows):
+    """The smallest matrix row count at least ``rows`` that is 4, 8 or 12 and more (see above)."""
+    if rows >= 12:
+        return rows
+    return next(count for count in (*SAFE_ROW_COUNTS_BELOW_12, 12) if count >= rows)
 
 
 
@@ -171,12 +177,14 @@ class ChunkPredictor:
     @staticmethod
     def _encode_filled(token_arrays, items, length, encode_batch, budget):
         """``encode_batch`` over ``items`` (inputs padded to ``length``), filled with copies of the first input
-        (their outputs dropped) up to MIN_MATRIX_ROWS token rows, and up to two inputs when the budget holds two
-        (module docstring: batch invariance)."""
-        fewest = -(-MIN_MATRIX_ROWS // length)
+        (their outputs dropped) up to a safe number of token rows (:func:`safe_row_count`), and up to two
+        inputs when the budget holds two (module docstring: batch invariance)."""
+        fewest = len(items)
+        while safe_row_count(fewest * length) != fewest * length:
+            fewest += 1
         if 2 * length <= budget:
             fewest = max(fewest, 2)
-        copies = max(0, fewest - len(items))
+        copies = fewest - len(items)
         filled = list(items) + [items[0]] * copies
         return encode_batch([token_arrays[i] for i in filled], filled, length)[:len(items)]
 
@@ -225,7 +233,7 @@ class ChunkPredictor:
     def _fuse_batch(self, rows, chunk, dna, rna, protein, shape):
         """Fuse and predict ``rows`` (all of fusion shape ``shape``, see :meth:`_row_shape`)."""
         real = len(rows)
-        rows = list(rows) + [rows[0]] * max(0, MIN_MATRIX_ROWS - real)
+        rows = list(rows) + [rows[0]] * (safe_row_count(real) - real)
         config = self.config
         dna_embeddings = dna_mask = None
         if config.has_dna:
