@@ -18,7 +18,8 @@ last bits: masked positions still change the length, and so the summation order,
 reductions. This is what makes ``--shard K/N`` runs merge
 into exactly the file one run writes, and ``--chunk-size``, ``--max-memory`` and out-of-memory retries
 leave the numbers alone. It holds on the CPU, where a linear layer's rows do not depend on the number of
-rows; on CUDA, cuBLAS chooses kernels by batch size, so there the numbers agree to float tolerance.
+rows once that number is safe (``safe_row_count``); on CUDA, cuBLAS chooses kernels by batch size, so there
+the numbers agree to float tolerance.
 Two CPU kernel choices break it and are avoided by filling small batches up with copies of their first item
 (results dropped): oneDNN convolves a batch of one input with other bits than the same input in a larger
 batch (seen on the tiny Enformer stem), so an encoder batch holds at least two inputs whenever the budget
