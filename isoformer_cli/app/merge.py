@@ -209,7 +209,9 @@ def _describe_hdf5(path):
             if handle.attrs.get("format") == EMBEDDINGS_FORMAT:
                 return _Shard(path, EMBEDDINGS, json.loads(handle.attrs["provenance"]))
             if handle.attrs.get("encoding-type") == "anndata" and "X" in handle and "obs/flags" in handle:
-                return _Shard(path, PREDICTIONS_H5, read_predictions(path).provenance)
+                # Only the provenance here: the values are read once, when merging.
+                provenance = h5ad.read_mapping(handle["uns/provenance"]) if "uns/provenance" in handle else {}
+                return _Shard(path, PREDICTIONS_H5, provenance)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the HDF5 shard, it is truncated or damaged ({exc})") from None
     raise InputError(f"{path}: an HDF5 file, but neither isoformer predictions, embeddings nor a variant table")
