@@ -44,7 +44,7 @@ class TriplesConfig:
         output: table path (``.tsv``/``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: write ``P.rna.fa`` and ``P.protein.fa`` (and ``P.dna.fa`` with
             ``with_dna``) when set.
-        command_args: the command-line arguments a shard's table records in its provenance.
+        command_args: the command-line arguments the table records in its provenance.
     """
 
     source: TripleSource
@@ -78,11 +78,13 @@ def run_triples(config):
     writer.check_targets()
     summary = SourceSummary()
     with lock_outputs(*writer.targets()), Genome(source.genome) as genome:
+        # The table's first line says what made it, like every other output; a shard's also records which
+        # input transcripts it holds, for isoformer merge.
+        provenance = build_provenance(list(config.command_args), None,
+                                      {"genome": source.genome, "annotation": source.annotation}, units=None)
         if source.shard is not None:
-            # The table's first line records which input transcripts it holds, for isoformer merge.
-            provenance = build_provenance(list(config.command_args), None,
-                                          {"genome": source.genome, "annotation": source.annotation}, units=None)
-            writer.provenance = with_shard(provenance, source.own_shard(), shard_ordinals(source, genome))
+            provenance = with_shard(provenance, source.own_shard(), shard_ordinals(source, genome))
+        writer.provenance = provenance
         with writer:
             for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
                 writer.write(triple)

@@ -16,9 +16,11 @@ columns in this order::
   empty when there is none. ``flags``: comma-separated, sorted (``isoformer_cli.genomics.flags``).
 * ``dna``: the strand-oriented DNA window, only written with ``--with-dna``.
 
-A table written by a shard run (``--shard K/N``) starts with one more line, ``# provenance: {...}`` (JSON,
-with the ``shard`` entry of :mod:`isoformer_cli.formats.sharding`), before the column header; readers
-skip leading ``#`` lines, and ``isoformer merge`` drops the line again.
+The table starts with one more line, ``# provenance: {...}`` (JSON, :mod:`isoformer_cli.formats.provenance`;
+a shard run's (``--shard K/N``) also holds the ``shard`` entry of :mod:`isoformer_cli.formats.sharding`),
+before the column header; readers skip leading ``#`` lines, and ``isoformer merge`` writes the merged
+provenance in its place. (Tables of earlier
+versions had the line only when sharded; readers need none.)
 
 FASTA side files for a prefix ``P``: ``P.rna.fa``, ``P.protein.fa`` (coding transcripts only) and,
 with ``--with-dna``, ``P.dna.fa``; sequences wrapped at 60 letters. Every file is written
@@ -105,7 +107,7 @@ class TriplesWriter:
         output: table path (``.tsv``, ``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: prefix ``P`` of the FASTA side files, or None for none.
         with_dna: add the ``dna`` column (and ``P.dna.fa``).
-        provenance: written as a ``# provenance:`` line before the header (shard runs), or None.
+        provenance: written as a ``# provenance:`` line before the header, or None (no line).
     """
 
     def __init__(self, output=STDOUT, fasta_prefix=None, with_dna=False, provenance=None):
@@ -235,7 +237,7 @@ def read_triples_table(path) -> Iterator[TripleRow]:
 
 
 def read_triples_provenance(path):
-    """The provenance dict of a triples table (``{}`` when it has none: every table but a shard run's)."""
+    """The provenance dict of a triples table (``{}`` when it has none: a table of an older version)."""
     with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
         for number, line in enumerate(stream, start=1):
             if not line.startswith("#"):

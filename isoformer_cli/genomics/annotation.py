@@ -61,6 +61,7 @@ from isoformer_cli.genomics.annotation_common import GFF3, GTF, decode
 from isoformer_cli.genomics.gff3 import Gff3Pass
 from isoformer_cli.genomics.gtf import GtfPass
 from isoformer_cli.genomics.records import Transcript
+from isoformer_cli.genomics.sniff import ANNOTATION_KINDS, wrong_kind_message
 
 try:  # python-isal: gzip decompression ~3x faster than zlib, in a thread beside the parser
     from isal import igzip_threaded as _igzip_threaded
@@ -212,6 +213,10 @@ class AnnotationReader(GtfPass, Gff3Pass):
             return
         if len(fields) == 10 and not fields[9].strip():
             return  # a trailing tab before the newline
+        # Another kind of file altogether (a BAM, a VCF, a FASTA...): say which, not the column count.
+        wrong = wrong_kind_message(self.path, ANNOTATION_KINDS, "a GTF/GFF3 annotation")
+        if wrong:
+            raise AnnotationError(f"{wrong}; --annotation takes a GTF or GFF3 file (plain or gzip)")
         stripped = line.rstrip("\r\n")
         hint = ""
         if len(fields) < 9 and len(stripped.split()) >= 9:

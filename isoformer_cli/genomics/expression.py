@@ -44,6 +44,7 @@ import numpy as np
 from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.compressed import compressed_read_errors
 from isoformer_cli.genomics.selection import strip_version
+from isoformer_cli.genomics.sniff import EXPRESSION_KINDS, wrong_kind_message
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,14 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
         return _read_expression(path, values, samples, sample_column, tissue_column, wanted)
     except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
         raise InputError(f"{path}: the compressed file is damaged ({exc}); download it again") from None
+    except InputError:
+        # Another kind of file altogether (a BAM, a FASTA, an Excel workbook...): say which. Any text we
+        # cannot name may be a table, and then the reader's own message stands.
+        wrong = wrong_kind_message(path, EXPRESSION_KINDS, "an expression table")
+        if wrong:
+            raise InputError(f"{wrong}; --expression takes a TSV/CSV table (transcript id, then one column per "
+                             "tissue) or a GCT file, plain or gzip") from None
+        raise
 
 
 def _read_expression(path, values, samples, sample_column, tissue_column, wanted):

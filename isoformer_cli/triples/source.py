@@ -189,7 +189,7 @@ def iter_triples(source, genome, summary=None):
     summary.flag_counts = dict(sorted(flag_counts.items()))
     mapping = matcher.finish()  # logs contigs missing from the genome; raises ContigError when none matched
     summary.missing_contigs = {contig: matcher.counts[contig] for contig, target in mapping.items() if target is None}
-    selection.warn_unmatched(annotation_label=source.label)
+    selection.report_unmatched(annotation_label=source.label)
 
 
 def shard_ordinals(source, genome):
