@@ -551,11 +551,13 @@ def require_overlap(match: TranscriptMatch, table: ExpressionTable, transcript_i
     """InputError when no transcript matched, naming examples from both sides."""
     if match.matched:
         return
+    ours = list(transcript_ids)
+    theirs = table.ids + table.skipped_examples
     rows = len(table.ids) + table.skipped_rows
-    kinds = f"{describe_id_kind(transcript_ids)} vs {describe_id_kind(table.ids + table.skipped_examples)}"
     raise InputError(
-        f"no transcript of {transcripts_label} is in the expression table {table.source} ({rows:,} rows; "
-        f"{kinds}); "
+        f"no transcript of {transcripts_label} is in the expression table {table.source} ({rows:,} rows; e.g. "
+        f"{', '.join(ours[:3]) or 'none'} vs {', '.join(theirs[:3]) or 'none'}: "
+        f"{describe_id_kind(ours, example=False)} vs {describe_id_kind(theirs, example=False)}); "
         "the ids must be the same kind (Ensembl ENST..., RefSeq NM_..., or your assembler's), with or without "
         "version suffixes"
     )

@@ -37,20 +37,21 @@ def id_kind(identifier: str) -> str:
     return "other ids"
 
 
-def describe_id_kind(ids: Iterable[str]) -> str:
-    """``"Ensembl gene ids (ENSG...), e.g. ENSG00000141510.17"``: the most common kind among the first ids."""
+def describe_id_kind(ids: Iterable[str], example: bool = True) -> str:
+    """``"Ensembl gene ids (ENSG...), e.g. ENSG00000141510.17"``: the most common kind among the first ids
+    (without the example when ``example`` is False)."""
     counts: Counter = Counter()
-    example = {}
+    examples = {}
     for position, identifier in enumerate(ids):
         if position >= _SAMPLE:
             break
         kind = id_kind(identifier)
         counts[kind] += 1
-        example.setdefault(kind, identifier)
+        examples.setdefault(kind, identifier)
     if not counts:
         return "no ids"
     kind, _ = counts.most_common(1)[0]
-    return f"{kind}, e.g. {example[kind]}"
+    return f"{kind}, e.g. {examples[kind]}" if example else kind
 
 
 def is_stringtie_novel(identifier: str) -> bool:

@@ -281,8 +281,8 @@ def _check_shared_file(sheet, sample, format_name, file_of, formats):
     earlier = file_of.setdefault(key, sample)
     if earlier is sample:
         return
-    if format_name == ISOQUANT and formats.get(earlier.sample) == ISOQUANT and earlier.sample != sample.sample:
-        return
+    if format_name == ISOQUANT and formats.get(earlier.sample) == ISOQUANT:
+        return  # two columns of one multi-sample table
     raise InputError(f"{sheet}:{sample.line}: sample {sample.sample}: {sample.written_path} is also the file of "
                      f"sample {earlier.sample} (line {earlier.line}); each sample needs its own quantification")
 
