@@ -433,3 +433,21 @@ def test_spelled_out_truncation_choices_match_the_tokenizers():
     from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 
     assert options.TRUNCATION_POLICIES == TRUNCATION_POLICIES
+
+
+def test_one_multi_sample_isoquant_table_serves_its_samples(tmp_path):
+    write_isoquant(tmp_path / "combined_transcript_tpm.tsv",
+                   {"l1": {T[0]: 2.0, T[1]: 1.0}, "l2": {T[0]: 4.0, T[1]: 0.0}, "b1": {T[0]: 9.0, T[1]: 3.0}})
+    path = sheet(tmp_path / "s.tsv", [(name, "combined_transcript_tpm.tsv", tissue)
+                                      for name, tissue in (("l1", "Liver"), ("l2", "Liver"), ("b1", "Brain"))])
+    table = read_expression(str(path))
+    np.testing.assert_allclose(table.values, np.log1p([[3.0, 9.0], [0.5, 3.0]]), rtol=1e-6)
+
+
+def test_output_over_a_sample_file_is_refused(good, monkeypatch):
+    monkeypatch.chdir(good)
+    sheet(good / "s.tsv", [("a", "a.sf", "Liver")])
+    before = (good / "a.sf").read_text()
+    result = CliRunner().invoke(cli, ["-q", "expression", "-o", "a.sf", "s.tsv"])
+    assert result.exit_code == 1 and "-o/--output a.sf is the same file as sample a" in result.output
+    assert (good / "a.sf").read_text() == before
