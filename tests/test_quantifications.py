@@ -427,14 +427,6 @@ def test_condition_column_is_for_sheets_only(good):
         read_expression(str(path), condition_column="group")
 
 
-def test_spelled_out_truncation_choices_match_the_tokenizers():
-    # cli/options.py spells the policies out so that `isoformer expression` never loads torch; they must not drift.
-    from isoformer_cli.cli import options
-    from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
-
-    assert options.TRUNCATION_POLICIES == TRUNCATION_POLICIES
-
-
 def test_one_multi_sample_isoquant_table_serves_its_samples(tmp_path):
     write_isoquant(tmp_path / "combined_transcript_tpm.tsv",
                    {"l1": {T[0]: 2.0, T[1]: 1.0}, "l2": {T[0]: 4.0, T[1]: 0.0}, "b1": {T[0]: 9.0, T[1]: 3.0}})
