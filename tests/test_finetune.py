@@ -18,7 +18,7 @@ from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.metrics_table import read_metrics_table
 from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.models.checkpoint import build_model, load_checkpoint
+from isoformer_cli.models.checkpoint import build_model, checkpoint_metadata, load_checkpoint
 from isoformer_cli.models.configuration import IsoformerConfig
 from isoformer_cli.formats.predictions import read_predictions
 from isoformer_cli.training.batches import BatchPlan
@@ -325,7 +325,16 @@ def test_run_folder_holds_settings_split_metrics_checkpoints_and_predictions(ref
     assert summary["finished"] and summary["stop_reason"] == "epochs" and summary["global_step"] == 6
     test = read_predictions(str(run / "predictions" / "test.tsv"))
     assert sorted(row["transcript_id"] for row in test.obs) == sorted(t for t, s in split.items() if s == "test")
-    assert len(test.tissues) == 30 and test.provenance["checkpoint_id"].startswith("best@")
+    # Run checkpoints are named by their run, and a run from the demo keeps its warning (random encoders).
+    assert len(test.tissues) == 30 and test.provenance["checkpoint_id"].startswith("reference/best@")
+    assert test.provenance["demo"] is True and test.provenance["demo_derived"] is True
+    assert "# WARNING: checkpoint reference/best@sha256:" in (run / "predictions" / "test.tsv").read_text()
+    assert (run / "best" / "DEMO_DERIVED").exists() and (run / "last" / "DEMO_DERIVED").exists()
+    # Epoch numbers agree (1-based) across metrics.tsv, summary.json and the checkpoints' headers.
+    epochs = [int(line.split("\t")[0]) for line in metrics[1:]]
+    assert epochs == [1, 2, 3]
+    assert checkpoint_metadata(str(run / "best" / "model.safetensors"))["finetune_epoch"] == str(summary["best_epoch"])
+    assert checkpoint_metadata(str(run / "last" / "model.safetensors"))["finetune_epoch"] == "3"
     # The best model's test predictions, evaluated by `isoformer evaluate`, give test_metrics.tsv.
     evaluated = run / "evaluated.tsv"
     result = CliRunner().invoke(cli, ["-q", "evaluate", "--predictions", str(run / "predictions" / "test.tsv"),
@@ -338,6 +347,20 @@ def test_run_folder_holds_settings_split_metrics_checkpoints_and_predictions(ref
     evaluated.unlink()
     model = load_checkpoint(run / "best")
     assert model.config.tissues[13] == "Liver"
+
+
+def test_predictions_of_a_checkpoint_fine_tuned_from_the_demo_warn(reference_run, tmp_path):
+    out = tmp_path / "p.tsv"
+    result = CliRunner().invoke(cli, ["-q", "predict", "--genome", HUMAN_GENOME, "--annotation", HUMAN_GTF,
+                                      "--checkpoint", str(reference_run / "best"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output == (f"isoformer: WARNING: {reference_run / 'best'} was fine-tuned from the bundled DEMO "
+                             "checkpoint: its encoders have random weights, its numbers are NOT biological "
+                             "predictions\n")
+    header = [line for line in out.read_text().splitlines() if line.startswith("# WARNING")]
+    assert len(header) == 1 and "was fine-tuned from the DEMO checkpoint, whose encoders have random weights" \
+        in header[0] and "reference/best@sha256:" in header[0]
+    assert read_predictions(str(out)).provenance["demo_derived"] is True
 
 
 def same_weights(run_a, run_b, name="model.safetensors"):

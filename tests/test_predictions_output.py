@@ -397,7 +397,7 @@ def test_interrupted_rename_keeps_the_partial_for_resume(tmp_path, monkeypatch, 
     [
         ({"checkpoint_id": "other@sha256:00"}, "checkpoint_id"),
         ({"inputs": {"annotation": "sha256:ff", "genome": "sha256:" + "02" * 32}}, "inputs.annotation"),
-        ({"command_line": "isoformer predict --max-tokens 9"}, "command_line"),
+        ({"command_line": "isoformer predict --genome g.fa --annotation a.gtf -o out --coding-only"}, "command_line"),
     ],
 )
 def test_resume_refuses_a_partial_from_another_run(tmp_path, name, change, differing):
@@ -409,6 +409,24 @@ def test_resume_refuses_a_partial_from_another_run(tmp_path, name, change, diffe
     with pytest.raises(OutputError, match=f"different run.*{differing}"):
         open_prediction_writer(str(target), TISSUES, make_provenance(**change), resume=True)
     assert open(partial, "rb").read() == before  # refused: the other run's rows are kept
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_resume_accepts_the_same_run_spelled_otherwise_and_keeps_its_header(tmp_path, name):
+    rows, values = make_rows(), make_values()
+    target, reference = tmp_path / name, tmp_path / ("ref_" + name)
+    write_table(reference, rows, values, [600])
+    kill_after(target, rows, values, n_rows=1200, chunk_size=600)
+    # -q, another option order, --opt=value, other paths of the inputs, a batch size: the same run.
+    other = make_provenance(command_line="isoformer -q predict -o /abs/out --annotation=/x/a.gtf --max-tokens 9 "
+                                         "--genome ../g.fa")
+    writer = open_prediction_writer(str(target), TISSUES, other, resume=True)
+    done = writer.completed_rows
+    assert done >= 1000
+    writer.write_chunk(rows[done:], values[done:])
+    writer.finish()
+    assert read_predictions(str(target)).provenance == make_provenance()  # the interrupted run's header
+    assert target.read_bytes() == reference.read_bytes()
 
 
 @pytest.mark.parametrize("name", FORMATS[:3])

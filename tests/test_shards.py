@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
-from isoformer_cli.formats.sharding import comparable_command, decode_order, encode_order, merged_provenance
+from isoformer_cli.formats.run_identity import comparable_command
+from isoformer_cli.formats.sharding import decode_order, encode_order, merged_provenance
 from isoformer_cli.genomics.shards import Shard, parse_shard, shard_of
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
@@ -113,8 +114,12 @@ def test_order_encoding_round_trips():
 def test_comparable_command_drops_what_may_differ_between_shards():
     a = "isoformer -q predict --genome /a/g.fa --annotation a.gtf --shard 1/3 -o p1.tsv --device cpu --precision fp32"
     b = "isoformer predict --genome=/b/g.fa --annotation b.gtf --shard=2/3 --output p2.tsv --precision fp32"
-    assert comparable_command(a) == comparable_command(b) == ("isoformer", "predict", "--precision", "fp32")
+    assert comparable_command(a) == comparable_command(b) == (("isoformer", "predict"), (("--precision", "fp32"),))
     assert comparable_command(a) != comparable_command(a.replace("fp32", "bf16"))
+    # Option order, --opt=value and where the global flags stand make no difference.
+    c = "isoformer predict --precision=fp32 --coding-only --genes A,B -q"
+    d = "isoformer -v predict --genes A,B --coding-only --precision fp32"
+    assert comparable_command(c) == comparable_command(d) != comparable_command(d.replace("A,B", "A"))
 
 
 @pytest.mark.parametrize("name", DATASETS)

@@ -23,7 +23,7 @@ from isoformer_cli.formats.embeddings import open_embedding_writer
 from isoformer_cli.formats.gene_summary import write_gene_summary
 from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.predictions import VALUE_FORMAT, open_prediction_writer, output_format, read_predictions
-from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
+from isoformer_cli.formats.provenance import build_provenance, units_label
 from isoformer_cli.formats.sharding import with_shard
 from isoformer_cli.formats.streaming import refuse_resume_of_direct
 from isoformer_cli.formats.targets import classify_output
@@ -111,7 +111,7 @@ def _provenance(config, runner, units):
     inputs = {"genome": config.source.genome}
     inputs["annotation" if config.source.annotation else "triples"] = config.source.label
     provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
-                                  demo=runner.demo)
+                                  demo=runner.demo, demo_derived=runner.demo_derived)
     shard = source_shard(runner.source)
     if shard is None:
         return provenance
@@ -259,6 +259,3 @@ def _embed(config):
 def _report(output, rows, provenance, runner):
     log.info("%d transcripts written to %s (%d distinct inputs encoded)", rows,
              "standard output" if output == STDOUT else output, runner.predictor.encoded_inputs)
-    warning = demo_warning(provenance)
-    if warning:
-        log.warning(warning)

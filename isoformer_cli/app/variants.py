@@ -24,7 +24,7 @@ from isoformer_cli.app.standard_input import spooled_standard_input
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.collisions import refuse_shared_files
-from isoformer_cli.formats.provenance import build_provenance, demo_warning, units_label
+from isoformer_cli.formats.provenance import build_provenance, units_label
 from isoformer_cli.formats.targets import classify_output
 from isoformer_cli.formats.variant_shards import encode_transcripts, variant_provenance
 from isoformer_cli.formats.variants import (
@@ -125,7 +125,8 @@ def _variants(config, vcf_label):
         # calls in isoform rows; --chunk-size here counts VCF records, so the plan gets its default.
         runner = ModelRunner(context, config.checkpoint, config.model_dir, config.source, genome,
                              config.rna_truncation, config.protein_truncation, config.max_tokens, None,
-                             num_workers=config.runtime.num_workers, dedupe=config.dedupe)
+                             num_workers=config.runtime.num_workers, dedupe=config.dedupe,
+                             records_per_chunk=config.chunk_size)
         model_config = runner.model.config
         tissues = list(model_config.tissues)
         units = units_label(model_config.target_units)
@@ -133,7 +134,7 @@ def _variants(config, vcf_label):
         if vcf_label != STDIN:
             inputs["vcf"] = config.vcf
         provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
-                                      demo=runner.demo)
+                                      demo=runner.demo, demo_derived=runner.demo_derived)
         vcf_provenance = row_provenance = provenance
         shard = config.source.own_shard()
         if shard is not None and context.group.is_main:
@@ -197,7 +198,8 @@ class _Writers:
             self.finish()
         elif issubclass(exc_type, KeyboardInterrupt):
             self.close()
-            log.info("partial outputs kept; rerun the same command with --resume to continue")
+            # A warning, so that -q keeps the one thing to do next.
+            log.warning("interrupted: partial outputs kept; rerun the same command with --resume to continue")
         else:
             self.abort()
         return False
@@ -305,8 +307,5 @@ def _report(config, rows, counts, scorer, runner, provenance):
                     ", ".join(f"{status} {count}" for status, count in skipped.items()))
     log.info("%d reference isoform predictions, %d distinct inputs encoded", scorer.reference_predictions,
              runner.predictor.encoded_inputs)
-    warning = demo_warning(provenance)
-    if warning:
-        log.warning(warning)
 
 

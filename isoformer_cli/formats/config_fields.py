@@ -6,6 +6,8 @@ here, that is bad input naming the file and the key; unchecked, it surfaces deep
 as an internal error. Types are named the JSON way ("an integer", "a list of strings").
 """
 
+import json
+
 from isoformer_cli.errors import InputError
 
 # kind -> (test, name in messages)
@@ -62,7 +64,11 @@ def check_field_types(fields, expected, source, error=InputError, refuse_unknown
 
 
 def _shown(value):
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    """``value`` as JSON (``null``, ``true``, ``[1, 2]``), shortened, with its JSON kind."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = str(value)
     if len(text) > 40:
         text = text[:37] + "..."
     kind = ("a string" if isinstance(value, str) else "a boolean" if isinstance(value, bool)

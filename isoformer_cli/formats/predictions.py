@@ -70,8 +70,8 @@ from isoformer_cli.formats.streaming import (
     JournalWriter,
     PartialFileWriter,
     canonical_json,
-    foreign_partial_error,
     fsync_file,
+    refuse_other_run,
     refuse_resume_of_direct,
 )
 from isoformer_cli.formats.targets import classify_output, open_direct, resumable_partial_path
@@ -275,12 +275,20 @@ class TsvPredictionWriter(PartialFileWriter):
     def _identity(self, provenance, columns):
         return {"columns": columns, "provenance": provenance}
 
-    def _refuse_foreign(self, found_header_text):
+    def _adopt_or_refuse(self, found_header):
+        """Continue a partial output whose header (bytes, through the column line) differs from this run's:
+        keep that header when it is the same run spelled another way (the finished file is then the
+        interrupted run's), else raise the OutputError naming what differs."""
         try:
-            found = self._identity(*parse_tsv_header_lines(found_header_text.splitlines()))
-        except ValueError:
+            text = found_header.decode("utf-8")
+            found = self._identity(*parse_tsv_header_lines(text.splitlines()))
+            if not text.endswith("\n") or found["columns"] is None:
+                found = None  # no complete column line: not a header this tool wrote
+        except (UnicodeDecodeError, ValueError):
             found = None
-        raise foreign_partial_error(self.target, self._partial, found, self._identity(self.provenance, self.columns))
+        found = refuse_other_run(self.target, self._partial, found, self._identity(self.provenance, self.columns))
+        self.provenance, self._header = found["provenance"], text
+        return found_header
 
     def _damaged(self, row_number):
         return OutputError(
@@ -303,7 +311,8 @@ class TsvPredictionWriter(PartialFileWriter):
                 if header.startswith(found):
                     return None  # killed while writing the header
                 stream.seek(0)
-                self._refuse_foreign(_leading_text(stream))
+                header = self._adopt_or_refuse(_leading_bytes(stream))
+                stream.seek(len(header))
             offset, rows = len(header), 0
             for line in stream:
                 if not line.endswith(b"\n"):
@@ -320,7 +329,7 @@ class TsvPredictionWriter(PartialFileWriter):
             return None
         offset, text = first
         if text != header:
-            self._refuse_foreign(text.decode("utf-8", errors="replace"))
+            self._adopt_or_refuse(text)
         rows, short_member_seen = 0, False
         for end, text in members:
             lines = text.splitlines(keepends=True)
@@ -420,14 +429,14 @@ def _complete_gzip_members(path):
                 block = b""
 
 
-def _leading_text(stream, limit=1 << 20):
-    """The ``#`` lines and the column line at the start of a binary stream, as text."""
+def _leading_bytes(stream, limit=1 << 20):
+    """The ``#`` lines and the column line at the start of a binary stream, as bytes."""
     lines = []
     for line in stream:
-        lines.append(line.decode("utf-8", errors="replace"))
+        lines.append(line)
         if not line.startswith(b"#") or sum(map(len, lines)) > limit:
             break
-    return "".join(lines)
+    return b"".join(lines)
 
 
 # ---------------------------------------------------------------------------------------- HDF5

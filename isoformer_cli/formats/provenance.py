@@ -39,6 +39,10 @@ RESUME_OPTION = "--resume"
 # Weights of a checkpoint in our format (``save_pretrained`` with safetensors, possibly sharded).
 WEIGHTS_PATTERN = "*.safetensors"
 
+# The file that marks a fine-tuning run folder (isoformer_cli.training.run_folder); its checkpoints (best/,
+# last/) are identified by the run's name too.
+RUN_FOLDER_FILE = "run.json"
+
 _BLOCK_BYTES = 1 << 20
 
 
@@ -56,6 +60,8 @@ def sha256_file(path):
 
 def checkpoint_id(checkpoint_dir):
     """``"<folder name>@sha256:<hex>"`` identifying a checkpoint folder by its weights.
+
+    A checkpoint of a fine-tuning run folder is named by its run: ``"<run>/best@sha256:..."``.
 
     With one weights file the hex is that file's SHA-256, so ``sha256sum model.safetensors``
     verifies it. With several shards it is the SHA-256 of the text ``sha256sum`` prints for them
@@ -76,7 +82,11 @@ def checkpoint_id(checkpoint_dir):
     else:
         listing = "".join(f"{hex_}  {os.path.basename(path)}\n" for hex_, path in zip(hexes, weights))
         hex_id = hashlib.sha256(listing.encode("utf-8")).hexdigest()
-    return f"{os.path.basename(folder)}@sha256:{hex_id}"
+    name = os.path.basename(folder)
+    run_dir = os.path.dirname(folder)
+    if os.path.isfile(os.path.join(run_dir, RUN_FOLDER_FILE)):
+        name = f"{os.path.basename(run_dir)}/{name}"
+    return f"{name}@sha256:{hex_id}"
 
 
 def units_label(target_units):
@@ -94,7 +104,8 @@ def recorded_command_line(args):
     return shlex.join(["isoformer", *kept])
 
 
-def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=False, tool_version=__version__):
+def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=False, tool_version=__version__,
+                     demo_derived=False):
     """Build the provenance dict of one run (layout in the module docstring).
 
     Args:
@@ -106,6 +117,8 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
             each is hashed with :func:`sha256_file`. Roles are recorded in sorted order.
         units: the values' units (the checkpoint's target units); ``None`` leaves the key out.
         demo: True when the checkpoint is the bundled demo, whose numbers are not biology.
+        demo_derived: True when the checkpoint was fine-tuned from the demo (random-weight encoders): recorded
+            as ``"demo": true`` and ``"demo_derived": true`` (the key is absent otherwise).
     """
     provenance = {
         "format_version": FORMAT_VERSION,
@@ -119,12 +132,20 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
     if units is not None:
         provenance["units"] = units
     if checkpoint_dir is not None:
-        provenance["demo"] = bool(demo)
+        provenance["demo"] = bool(demo or demo_derived)
+        if demo_derived:
+            provenance["demo_derived"] = True
     return provenance
 
 
 def demo_warning(provenance):
     """The one-line warning every demo output carries, or ``None`` for a real checkpoint."""
+    if provenance.get("demo_derived"):
+        return (
+            f"checkpoint {provenance.get('checkpoint_id', '')} was fine-tuned from the DEMO checkpoint, whose "
+            "encoders have random weights: these numbers are not biological predictions; use a real checkpoint "
+            "for analysis"
+        )
     if provenance.get("demo"):
         return (
             f"DEMO checkpoint {provenance.get('checkpoint_id', '')}: these numbers are not "

@@ -20,8 +20,7 @@ import shlex
 import zlib
 
 from isoformer_cli.errors import InputError
-
-SHARD_KEY = "shard"
+from isoformer_cli.formats.run_identity import SHARD_KEY, represented_inputs, run_difference
 
 
 def encode_order(ordinals):
@@ -83,12 +82,7 @@ def with_shard(provenance, shard, ordinals, source=None):
 def _inputs(provenance):
     """The inputs a shard stands for: for a run on a shard's triples table, the table's sources (and the
     genome) instead of the table itself, which differs from shard to shard."""
-    inputs = dict(provenance.get("inputs") or {})
-    source = (provenance.get(SHARD_KEY) or {}).get("source")
-    if source is not None:
-        inputs.pop("triples", None)
-        inputs.update(source)
-    return inputs
+    return represented_inputs(provenance, merging=True)
 
 
 def gene_block_entry(entry, genes, where):
@@ -103,48 +97,11 @@ def gene_block_entry(entry, genes, where):
     return dict(entry, units=len(first), order=encode_order(first.values()))
 
 
-# Options whose values may differ between the shards of one split: where each shard writes, how it runs,
-# and input paths (the inputs themselves are compared by checksum, the checkpoint by its id).
-_PER_SHARD_OPTIONS = frozenset({
-    "--shard", "-o", "--output", "--gene-summary", "-O", "--table", "--alt-triples", "--fasta-prefix",
-    "--device", "--num-workers", "--max-memory", "--max-tokens", "--chunk-size",
-    "--genome", "--annotation", "--triples", "-I", "--input", "--checkpoint", "--model-dir",
-})
-_PER_SHARD_FLAGS = frozenset({"-q", "--quiet", "-v", "-vv", "-vvv", "--verbose", "--debug", "--resume"})
-
-
-def comparable_command(command_line):
-    """The recorded command line without what may differ between shards (``_PER_SHARD_OPTIONS``), as a
-    tuple of words: two shards of one split have equal tuples."""
-    words, kept, skip = shlex.split(command_line or ""), [], False
-    for word in words:
-        if skip:
-            skip = False
-            continue
-        name = word.split("=", 1)[0]
-        if name in _PER_SHARD_OPTIONS:
-            skip = "=" not in word
-            continue
-        if word in _PER_SHARD_FLAGS:
-            continue
-        kept.append(word)
-    return tuple(kept)
-
-
 def provenance_difference(first, other):
     """What makes two shards' provenances come from different runs (a short phrase), or None when they may
-    be merged: everything but the shard entry and the per-shard options of the command line must agree."""
-    mine, theirs = _inputs(first), _inputs(other)
-    roles = sorted(role for role in set(mine) | set(theirs) if mine.get(role) != theirs.get(role))
-    if roles:
-        return f"its input {', '.join(roles)} differs (checksum)"
-    for key in sorted((set(first) | set(other)) - {SHARD_KEY, "command_line", "inputs"}):
-        if first.get(key) != other.get(key):
-            return f"its {key.replace('_', ' ')} differs ({other.get(key)!r}, not {first.get(key)!r})"
-    mine, theirs = comparable_command(first.get("command_line")), comparable_command(other.get("command_line"))
-    if mine != theirs:
-        return f"its options differ ({' '.join(theirs[1:]) or 'none'}, not {' '.join(mine[1:]) or 'none'})"
-    return None
+    be merged: the definition of "the same run" that ``--resume`` uses too, less the shard entry
+    (:func:`isoformer_cli.formats.run_identity.run_difference`)."""
+    return run_difference(first, other, merging=True)
 
 
 # Options naming a shard's own output files: the merged file's command line leaves them out, since they name

@@ -40,6 +40,7 @@ import numpy as np
 from isoformer_cli.errors import OutputError
 from isoformer_cli.formats.atomic import replace_into_place
 from isoformer_cli.formats.locks import lock_target
+from isoformer_cli.formats.run_identity import comparable_identity
 from isoformer_cli.formats.targets import (
     BUILDING_SUFFIX,
     classify_output,
@@ -80,13 +81,42 @@ def _flatten(value, prefix=""):
     return flat
 
 
+def same_run(found, expected):
+    """True when a partial output's identity ``found`` (a dict, or None when unreadable) and this run's
+    ``expected`` describe the same run: equal but for how the command line was spelled
+    (:mod:`isoformer_cli.formats.run_identity`, the definition ``isoformer merge`` uses too)."""
+    # Compared as JSON (a tuple in memory is a list in the file).
+    expected = json.loads(canonical_json(expected))
+    return isinstance(found, dict) and comparable_identity(found) == comparable_identity(expected)
+
+
+def refuse_other_run(target, partial, found, expected):
+    """Return ``found`` (the identity the resumed output keeps: the interrupted run's, so the finished file
+    is the one an uninterrupted run writes) when it is the same run as ``expected``; else raise
+    :func:`foreign_partial_error`."""
+    if same_run(found, expected):
+        return _in_order_of(found, expected)
+    raise foreign_partial_error(target, partial, found, expected)
+
+
+def _in_order_of(found, expected):
+    """``found`` (read back from JSON, keys sorted) with the keys in the order of ``expected``, recursively, so
+    that a file built from it (HDF5 attributes) is the one an uninterrupted run builds."""
+    if not isinstance(found, dict) or not isinstance(expected, dict):
+        return found
+    keys = [key for key in expected if key in found] + [key for key in found if key not in expected]
+    return {key: _in_order_of(found[key], expected.get(key)) for key in keys}
+
+
 def foreign_partial_error(target, partial, found, expected):
     """The OutputError for a ``--resume`` whose temporary file was written by another run.
 
-    ``found`` and ``expected`` are the two runs' identity dicts (``None`` when unreadable).
+    ``found`` and ``expected`` are the two runs' identity dicts (``None`` when unreadable); they are
+    compared as :func:`same_run` does, so only what makes them different runs is named.
     """
     if isinstance(found, dict):
-        old, new = _flatten(found), _flatten(expected)
+        expected = json.loads(canonical_json(expected))
+        old, new = _flatten(comparable_identity(found)), _flatten(comparable_identity(expected))
         differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
         reason = f"it differs in {', '.join(differing)}" if differing else "its header differs"
     else:
@@ -173,7 +203,9 @@ class StreamingWriter:
             self.finish()
         elif issubclass(exc_type, KeyboardInterrupt):
             self.close()
-            log.info("partial output kept; rerun the same command with --resume to continue")
+            # A warning, so that -q keeps the one thing to do next.
+            log.warning("interrupted: partial output %s kept; rerun the same command with --resume to continue",
+                        self.target)
         else:
             self.abort()
         return False
@@ -228,6 +260,9 @@ class JournalWriter(StreamingWriter):
         except BaseException:
             self._release_lock()
             raise
+        if self._journal.identity is not identity:
+            # Resumed from the same run spelled another way: the file keeps the interrupted run's provenance.
+            self.provenance = self._journal.identity.get("provenance", getattr(self, "provenance", None))
         self.completed_rows = self.written_rows = self._journal.rows
         if self.completed_rows:
             log.info("resuming %s: %d rows already written", self.target, self.completed_rows)
@@ -289,6 +324,7 @@ class Journal:
 
     def __init__(self, path, target, identity, resume):
         self.path = path
+        self.identity = identity  # the identity frame's: an interrupted run's of the same run on resume
         self.rows = 0
         self.chunks = []
         self.chunk_rows = []
@@ -327,7 +363,7 @@ class Journal:
             except ValueError:
                 found = None
             if found_text != canonical_json(identity).encode("utf-8"):
-                raise foreign_partial_error(target, self.path, found, identity)
+                self.identity = refuse_other_run(target, self.path, found, identity)
             for offset, length in chunk_frames:
                 stream.seek(offset)
                 rows = _chunk_header(stream.readline())["rows"]

@@ -61,8 +61,8 @@ from isoformer_cli.formats.streaming import (
     JournalWriter,
     PartialFileWriter,
     canonical_json,
-    foreign_partial_error,
     fsync_file,
+    refuse_other_run,
     refuse_resume_of_direct,
 )
 from isoformer_cli.formats.targets import (
@@ -210,6 +210,16 @@ def bgzf_blocks(data):
     return b"".join(out)
 
 
+def _header_length(data):
+    """Bytes of a VCF header at the start of ``data`` (through the ``#CHROM`` line's newline), or None while
+    that line is not complete."""
+    start = 0 if data.startswith(b"#CHROM") else data.find(b"\n#CHROM")
+    if start < 0:
+        return None
+    end = data.find(b"\n", start + 1)
+    return None if end < 0 else end + 1
+
+
 class VcfWriter(PartialFileWriter):
     """The annotated VCF, streamed (see the module docstring).
 
@@ -283,16 +293,15 @@ class VcfWriter(PartialFileWriter):
         text, boundaries, header_end = b"", [], None
         records = 0
         for end, piece in members:
-            text += piece if header_end is None else b""
             if header_end is None:
-                if len(text) < len(self.header):
-                    if not self.header.startswith(text):
-                        self._foreign(text)
+                text += piece
+                found_end = _header_length(text)
+                if found_end is None:
                     continue
-                if not text.startswith(self.header):
-                    self._foreign(text)
+                if text[:found_end] != self.header:
+                    self._adopt_or_refuse(text[:found_end])
                 header_end = end
-                records = text[len(self.header):].count(b"\n")
+                records = text[found_end:].count(b"\n")
                 if records == 0:
                     boundaries.append((end, 0))
                 continue
@@ -300,16 +309,27 @@ class VcfWriter(PartialFileWriter):
             if records % self.chunk_size == 0:
                 boundaries.append((end, records))
         if header_end is None:
-            return None
+            if not self.header.startswith(text):
+                self._adopt_or_refuse(text)  # not this run's header, and not complete: refused
+            return None  # killed while writing the header
         self._boundaries = boundaries or [(header_end, 0)]
         return self._boundaries[-1]
 
-    def _foreign(self, text):
-        found = text.decode("utf-8", "replace")
+    def _adopt_or_refuse(self, found_header):
+        """Continue a partial VCF whose header differs from this run's: keep that header when it is the same
+        run spelled another way (the finished file is then the interrupted run's), else raise the OutputError
+        naming what differs."""
+        found = found_header.decode("utf-8", "replace")
         provenance = re.search(r"^##isoformer_provenance=(.*)$", found, re.M)
-        found_identity = json.loads(provenance.group(1)) if provenance else None
+        try:
+            found_identity = json.loads(provenance.group(1)) if provenance else None
+        except ValueError:
+            found_identity = None
         expected = json.loads(re.search(r"^##isoformer_provenance=(.*)$", self.header.decode("utf-8"), re.M).group(1))
-        raise foreign_partial_error(self.target, self._partial, found_identity, expected)
+        if _header_length(found_header) is None:
+            found_identity = None  # an incomplete header cannot be checked
+        refuse_other_run(self.target, self._partial, found_identity, expected)
+        self.header = found_header
 
     def keep_rows(self, rows):
         """Keep the first ``rows`` records of a resumed partial file (a boundary found by the scan)."""

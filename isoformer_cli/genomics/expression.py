@@ -264,6 +264,7 @@ def _read_matrix(path, first, stream, values, wanted):
     if not ids and not skipped:
         raise InputError(f"{path}: the header has no data rows below it; the expression table is empty")
     matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(tissues))
+    warn_about_value_scale(path, matrix, values, ids, tissues)
     if values == "tpm":
         matrix = np.log1p(matrix)
     notes = [f"{len(ids):,} transcripts x {len(tissues)} tissues from {path} "
@@ -272,6 +273,32 @@ def _read_matrix(path, first, stream, values, wanted):
     return ExpressionTable(ids=ids, tissues=tissues, values=matrix.astype(np.float32), source=path,
                            gene_ids=gene_ids if gene_column is not None else None, skipped_rows=skipped,
                            skipped_examples=skipped_examples, notes=notes)
+
+
+# TPM are parts per million, so no TPM exceeds 10^6: a log(TPM + 1) is at most ln(10^6 + 1) = 13.8, and
+# log2(TPM + 1) at most 19.9. A "log1p" value above the larger ceiling cannot be a log of a TPM at all.
+LOG1P_CEILING = math.log2(1e6 + 1)
+# A TPM table whose every value stays below ln(10^6 + 1) looks like logs; only said for tables of at least this
+# many values (a few rows of lowly expressed transcripts may truly be all small TPM).
+LOG_LOOKING_MIN_VALUES = 1000
+
+
+def warn_about_value_scale(path, matrix, values, ids, tissues):
+    """Warn when the values of a matrix (n, T), as read, do not look like what ``values`` says they are:
+    ``log1p`` values above :data:`LOG1P_CEILING` (those are TPM), or ``tpm`` values of a table of at least
+    :data:`LOG_LOOKING_MIN_VALUES` values that all stay within ``[0, ln(10^6 + 1)]`` (those look like logs)."""
+    if matrix.size == 0:
+        return
+    row, column = np.unravel_index(int(np.argmax(matrix)), matrix.shape)
+    largest = float(matrix[row, column])
+    if values == "log1p" and largest > LOG1P_CEILING:
+        log.warning("%s: --values log1p, but values go up to %.6g (transcript %s, tissue %s), more than any "
+                    "log(TPM+1) can be (%.1f; %.1f in log2, since TPM never exceed 10^6): the table looks like TPM; "
+                    "if so, rerun with --values tpm", path, largest, ids[row], tissues[column],
+                    math.log1p(1e6), LOG1P_CEILING)
+    elif values == "tpm" and matrix.size >= LOG_LOOKING_MIN_VALUES and largest <= math.log1p(1e6):
+        log.warning("%s: every one of its %s values is at most %.6g: they look like log(TPM+1), not TPM; if so, "
+                    "rerun with --values log1p", path, f"{matrix.size:,}", largest)
 
 
 def _skipped_note(skipped):

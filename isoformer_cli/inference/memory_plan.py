@@ -62,10 +62,15 @@ class MemoryPlan:
     one_isoform_bytes: int = 0
     budget_bytes: int = None
 
-    def describe(self):
+    def describe(self, records_per_chunk: int | None = None):
+        """One line for the log. ``records_per_chunk``: a run whose chunks are VCF records (``variants``), where
+        the plan's chunk size is the isoform rows of one model call instead."""
         batches = ", ".join(f"{modality} {positions:,}" for modality, positions in self.positions_per_batch.items())
-        return (f"chunks of {self.chunk_size} transcripts; padded positions per batch: {batches}, fusion "
-                f"{self.fusion_positions:,}")
+        chunks = f"chunks of {self.chunk_size} transcripts"
+        if records_per_chunk is not None:
+            chunks = (f"chunks of {records_per_chunk} VCF records, model calls of up to {self.chunk_size} "
+                      "isoform rows")
+        return f"{chunks}; padded positions per batch: {batches}, fusion {self.fusion_positions:,}"
 
 
 def fusion_bytes(config, positions, precision):
@@ -107,8 +112,8 @@ def check_fits(config, precision, budget, weights_bytes=0):
         hint = "use --precision bf16, " if precision == "fp32" else ""
         raise DeviceError(
             f"not enough memory: one full-length isoform needs about {weights}{format_size(need)} of working memory, "
-            f"but this run may use {budget.describe()}; {hint}run on a machine or GPU with more memory, or raise "
-            "--max-memory"
+            f"but this run may use {budget.describe()}; {hint}run on a machine or GPU with more memory, or "
+            f"{budget.cap_advice(need + weights_bytes)}"
         )
     return need
 

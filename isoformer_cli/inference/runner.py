@@ -25,7 +25,7 @@ from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
 from isoformer_cli.models.checkpoint import check_checkpoint, load_checkpoint
-from isoformer_cli.models.locate import is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.models.locate import is_demo_checkpoint, is_demo_derived, resolve_checkpoint
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
@@ -48,9 +48,12 @@ class ModelRunner:
             made smaller when a chunk's outputs would not fit in memory.
         num_workers: DataLoader worker processes preparing chunks (0: in the main process).
         dedupe: encode each distinct input once (off only for checks and benchmarks).
+        records_per_chunk: for ``variants``, whose chunks are this many VCF records (``chunk_size`` is then None
+            and the plan's chunk size counts the isoform rows of one model call); only for the log.
 
     Attributes:
-        checkpoint_dir, demo, model, source, settings, plan (the memory plan), predictor.
+        checkpoint_dir, demo, demo_derived (fine-tuned from the demo: random-weight encoders), model, source,
+        settings, plan (the memory plan), predictor.
 
     Raises:
         DeviceError: the memory of the device (or ``--max-memory``) cannot hold the model and one full-length
@@ -58,19 +61,24 @@ class ModelRunner:
     """
 
     def __init__(self, context, checkpoint, model_dir, source, genome, rna_truncation, protein_truncation,
-                 max_tokens=None, chunk_size=None, num_workers=0, dedupe=True):
+                 max_tokens=None, chunk_size=None, num_workers=0, dedupe=True, records_per_chunk=None):
         self.context = context
         self.group = context.group
         self.checkpoint_dir = resolve_checkpoint(checkpoint, model_dir)
         self.demo = is_demo_checkpoint(self.checkpoint_dir)
+        self.demo_derived = not self.demo and is_demo_derived(self.checkpoint_dir)
         config, weights, _ = check_checkpoint(self.checkpoint_dir)
         # A run that cannot fit is refused here, with the figures, rather than killed by the kernel later.
         check_fits(config, context.precision, memory_budget(context.device, context.max_memory),
                    weights_bytes=os.path.getsize(weights))
         self.model = load_checkpoint(self.checkpoint_dir, device=context.device)
+        # The one warning of a run (the outputs carry it in their headers).
         if self.demo and self.group.is_main:
             log.warning("using the bundled DEMO checkpoint: random weights, its numbers are NOT "
                         "biological predictions")
+        elif self.demo_derived and self.group.is_main:
+            log.warning("%s was fine-tuned from the bundled DEMO checkpoint: its encoders have random weights, its "
+                        "numbers are NOT biological predictions", checkpoint)
         model_config = self.model.config
         # The checkpoint decides the window length, whatever length a triples table was built with.
         self.source = source.with_dna_length(model_config.dna_length)
@@ -79,7 +87,7 @@ class ModelRunner:
         budget = memory_budget(context.device, context.max_memory)
         self.plan = plan_memory(model_config, context.device, context.precision, budget, chunk_size, max_tokens)
         if self.group.is_main:
-            log.info("memory: %s for the run; %s", budget.describe(), self.plan.describe())
+            log.info("memory: %s for the run; %s", budget.describe(), self.plan.describe(records_per_chunk))
         self.predictor = ChunkPredictor(self.model, context.device, context.precision, self.plan)
         self.chunk_size = self.plan.chunk_size
         self.num_workers = num_workers

@@ -14,10 +14,16 @@ import sys
 from importlib import resources
 
 from isoformer_cli.errors import CheckpointError, InputError
+from isoformer_cli.formats.provenance import RUN_FOLDER_FILE
 
 DEMO_CHECKPOINT_NAME = "demo"
 # A file inside the bundled demo checkpoint that marks it as the demo.
 DEMO_MARKER = "DEMO_CHECKPOINT"
+# A file inside a checkpoint fine-tuned from the demo (or from such a checkpoint): its encoders are still the
+# demo's random weights, so its outputs carry the demo warning too.
+DEMO_DERIVED_MARKER = "DEMO_DERIVED"
+# The checkpoints of a fine-tuning run folder (isoformer_cli.training.run_folder).
+RUN_CHECKPOINTS = ("best", "last")
 MODEL_DIR_VARIABLE = "ISOFORMER_MODEL_DIR"
 
 
@@ -64,7 +70,11 @@ def resolve_checkpoint(checkpoint, model_dir=None):
     if checkpoint == DEMO_CHECKPOINT_NAME:
         return demo_checkpoint_path()
     if os.path.isdir(checkpoint):
+        _refuse_run_folder(checkpoint)
         return checkpoint
+    parent, name = os.path.split(os.path.normpath(checkpoint))
+    if name in RUN_CHECKPOINTS and os.path.isfile(os.path.join(parent or ".", RUN_FOLDER_FILE)):
+        raise CheckpointError(_missing_run_checkpoint(parent or ".", name))
     if os.sep in checkpoint or (os.altsep and os.altsep in checkpoint):
         raise CheckpointError(
             f"{checkpoint}: checkpoint folder not found; give the folder written by isoformer init/convert/finetune"
@@ -88,6 +98,31 @@ def resolve_checkpoint(checkpoint, model_dir=None):
     )
 
 
+def _refuse_run_folder(folder):
+    """A fine-tuning run folder given as ``--checkpoint``: name the checkpoint inside it to use instead."""
+    if not os.path.isfile(os.path.join(folder, RUN_FOLDER_FILE)) or os.path.isfile(os.path.join(folder, "config.json")):
+        return
+    present = [name for name in RUN_CHECKPOINTS if os.path.isdir(os.path.join(folder, name))]
+    if not present:
+        raise CheckpointError(_missing_run_checkpoint(folder, RUN_CHECKPOINTS[0]))
+    raise CheckpointError(f"{folder} is a fine-tuning run folder, not a checkpoint; use --checkpoint "
+                          f"{os.path.join(folder, present[0])}")
+
+
+def _missing_run_checkpoint(run_dir, name):
+    """Why the run folder ``run_dir`` has no ``name/`` checkpoint, and what to use instead."""
+    last = os.path.join(run_dir, RUN_CHECKPOINTS[1])
+    if name == RUN_CHECKPOINTS[0]:
+        why = ("its validation never gave a Spearman (no validation split, or constant predictions), so no epoch "
+               "was best" if os.path.isfile(os.path.join(run_dir, "summary.json"))
+               else "no epoch with a validation Spearman has finished yet")
+        instead = (f"use --checkpoint {last} (the final weights)" if os.path.isdir(last)
+                   else "rerun the fine-tuning with --resume")
+        return f"run folder {run_dir} has no {name}/: {why}; {instead}"
+    return (f"run folder {run_dir} has no {name}/: no training step was saved yet; rerun the fine-tuning with "
+            "--resume")
+
+
 def checkpoint_files(checkpoint, model_dir=None):
     """``(option, path)`` of the files of ``--checkpoint``, for the same-file check of outputs.
 
@@ -106,3 +141,17 @@ def checkpoint_files(checkpoint, model_dir=None):
 def is_demo_checkpoint(folder):
     """True when ``folder`` is the bundled demo checkpoint (or a copy of it)."""
     return os.path.exists(os.path.join(folder, DEMO_MARKER))
+
+
+def is_demo_derived(folder):
+    """True when ``folder`` was fine-tuned from the demo checkpoint (or from such a checkpoint): random-weight
+    encoders, like the demo's."""
+    return os.path.exists(os.path.join(folder, DEMO_DERIVED_MARKER))
+
+
+def mark_demo_derived(folder, source):
+    """Write the marker of :func:`is_demo_derived` into ``folder`` (a checkpoint being saved), naming the
+    checkpoint ``source`` it was fine-tuned from."""
+    with open(os.path.join(folder, DEMO_DERIVED_MARKER), "w", encoding="utf-8") as stream:
+        stream.write(f"Fine-tuned from {source}, which derives from the DEMO checkpoint of isoformer: its encoders "
+                     "have random weights.\nIts outputs are NOT biological predictions.\n")

@@ -145,13 +145,33 @@ class MemoryBudget:
     Attributes:
         bytes: what the run may still allocate for activations and held outputs.
         source: where the figure comes from, for messages (``"free CUDA memory"``, ``"--max-memory 4G"``...).
+        held: when ``--max-memory`` is the binding limit, the bytes the process already held when the budget
+            was taken (the libraries, the inputs read so far; they count against the cap), else 0.
     """
 
     bytes: int
     source: str
+    held: int = 0
 
     def describe(self):
+        if self.held:
+            return (f"{format_size(self.bytes)} ({self.source}, less the {format_size(self.held)} the process "
+                    "already holds)")
         return f"{format_size(self.bytes)} ({self.source})"
+
+    def capped(self):
+        """True when ``--max-memory`` is what limits the budget."""
+        return self.source.startswith("--max-memory")
+
+    def cap_advice(self, need):
+        """What to say when ``need`` more bytes do not fit: with ``--max-memory`` binding, the smallest cap that
+        leaves ``need`` bytes (rounded up to 64 MB) beside what the process holds; else the generic hint."""
+        if not self.capped():
+            return "raise --max-memory"
+        step = 64 << 20
+        smallest = -(-(self.held + need) // step) * step
+        text = f"{smallest >> 30}G" if smallest % (1 << 30) == 0 else f"{smallest >> 20}M"
+        return f"use --max-memory {text} or more"
 
 
 def memory_budget(device, max_memory=None, held=None):
@@ -171,16 +191,17 @@ def memory_budget(device, max_memory=None, held=None):
             held = torch.cuda.memory_reserved(device)
         else:
             held = process_resident_bytes()
-    candidates = []
+    candidates, capped_held = [], 0
     if free is not None:
         candidates.append((free, "free CUDA memory" if device.type == "cuda" else "memory available to the process"))
     if max_memory is not None:
         candidates.append((max(0, max_memory - held), f"--max-memory {format_size(max_memory)}"))
+        capped_held = held
     if not candidates:
         # Neither the kernel nor the user says: assume 8 GB, the smallest machine the official preset is run on.
         candidates.append((8 << 30, "assumed: the machine's memory could not be read"))
     size, source = min(candidates)
-    return MemoryBudget(bytes=size, source=source)
+    return MemoryBudget(bytes=size, source=source, held=capped_held if source.startswith("--max-memory") else 0)
 
 
 def max_memory_option(text: Optional[str]):

@@ -4,6 +4,7 @@ One validated value object, :class:`RuntimeOptions`, built once from the command
 read by every command that runs the model (``predict``, ``embed``, ``finetune``).
 """
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -12,6 +13,9 @@ from isoformer_cli.runtime.memory import parse_size
 
 #: ``--precision`` values: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU.
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
+# ``--device`` spellings (case and surrounding blanks are ignored); whether the device exists is checked when
+# the run starts (:func:`isoformer_cli.runtime.device.resolve_device`).
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:[0-9]+)$")
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,11 @@ class RuntimeOptions:
     max_memory: Optional[str] = None
 
     def __post_init__(self):
+        if not _DEVICE.match((self.device or "auto").strip().lower()):
+            raise InputError(f"--device {self.device}: expected auto, cpu, cuda or cuda:N (N a GPU number, e.g. "
+                             "cuda:0)")
         if self.precision not in PRECISION_CHOICES:
-            raise InputError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
+            raise InputError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision}")
         if self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, not {self.num_workers}")
         self.max_memory_bytes  # noqa: B018 - the size's syntax is checked here, once

@@ -51,8 +51,11 @@ class TrainingState:
 
 
 def checkpoint_metadata(state):
-    """The safetensors header entries of a checkpoint saved at ``state``."""
-    return {"finetune_step": str(state.global_step), "finetune_epoch": str(state.epoch)}
+    """The safetensors header entries of a checkpoint saved at ``state``: the optimiser steps done and the epoch
+    its weights belong to, 1-based as in metrics.tsv and summary.json (the epoch just completed, or the one in
+    progress for a save within an epoch; 0 before the first step)."""
+    epoch = state.epoch + (1 if state.step_in_epoch else 0)
+    return {"finetune_step": str(state.global_step), "finetune_epoch": str(epoch)}
 
 
 def gather_training_state(group, optimizer, named_parameters, state):
@@ -68,8 +71,9 @@ def gather_training_state(group, optimizer, named_parameters, state):
     return tensors, state_json
 
 
-def write_last(last_dir, model, tensors, state_json, metadata):
-    """Write ``last/`` from :func:`gather_training_state`'s output (rank 0 only)."""
+def write_last(last_dir, model, tensors, state_json, metadata, on_written=None):
+    """Write ``last/`` from :func:`gather_training_state`'s output (rank 0 only); ``on_written(partial)`` adds
+    files to the folder before it is moved into place."""
     from safetensors.torch import save_file
 
     with atomic_folder(last_dir, overwrite=True) as partial:
@@ -83,6 +87,8 @@ def write_last(last_dir, model, tensors, state_json, metadata):
         os.rmdir(inner)
         save_file(tensors, os.path.join(partial, STATE_TENSORS))
         write_json(os.path.join(partial, STATE_JSON), state_json)
+        if on_written is not None:
+            on_written(partial)
 
 
 # The JSON kinds of training_state.json: TrainingState's fields, the random states and the process count.

@@ -104,3 +104,30 @@ def split_examples(examples, spec):
     if counts["val"] == 0:
         log.warning("no validation transcripts: no early stopping and no best/ checkpoint")
     return ExampleSplit(spec=spec, members=members, names=names, rows=rows)
+
+
+def check_validation(examples, val_rows, spec):
+    """InputError, before anything is written, when a validation split cannot give a Spearman.
+
+    Early stopping and ``best/`` follow the validation Spearman: the mean over tissues of the rank correlation
+    across the validation transcripts, defined in a tissue only when it has at least two transcripts whose
+    observed values differ there. A split with fewer than two transcripts, or whose observed values are the same
+    in every tissue, would train to the end without ever choosing a best epoch. An empty validation split is
+    allowed (no early stopping, no ``best/``; :func:`split_examples` warns).
+    """
+    count = len(val_rows)
+    if count == 0:
+        return
+    observed = examples.targets[val_rows]
+    varying = int(np.sum(np.any(observed != observed[:1], axis=0))) if count >= 2 else 0
+    if varying:
+        return
+    how = ("--val-chroms takes more chromosomes" if spec.by_chromosome else
+           f"raise --val-fraction (now {spec.val_fraction:g})")
+    what = (f"{count} validation transcript" if count == 1 else
+            f"{count} validation transcripts whose observed values are the same in every tissue")
+    raise InputError(
+        f"the split leaves {what} (of {len(examples.triples)} with expression): a Spearman needs at least 2 "
+        f"validation transcripts whose values differ, so no epoch could be chosen as best; {how}, or give "
+        "--val-fraction 0 to train without validation (no early stopping, last/ is the final model)"
+    )

@@ -34,16 +34,16 @@ from typing import Optional
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, is_demo_derived, resolve_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.setup import end_run, start_run
 from isoformer_cli.training.batches import BatchPlan
-from isoformer_cli.training.examples import check_lengths, load_examples, split_examples
+from isoformer_cli.training.examples import check_lengths, check_validation, load_examples, split_examples
 from isoformer_cli.training.freezing import freeze, parse_freeze, plain_batchnorm
 from isoformer_cli.training.memory import micro_batch_from_memory
 from isoformer_cli.training.model_setup import adapt_modalities, fit_head
-from isoformer_cli.training.run_folder import RunFolder, compare_settings, on_main, run_settings
+from isoformer_cli.training.run_folder import LAST_DIR, RUN_FILE, RunFolder, compare_settings, on_main, run_settings
 from isoformer_cli.training.trainer import Trainer, TrainingJob
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,13 @@ def _finetune(config):
                                 test_metrics=test_rows)
         completed = True
         return result
+    except KeyboardInterrupt:
+        # A warning, so that -q keeps the one thing to do next.
+        last = os.path.join(config.output, LAST_DIR)
+        if is_main_process() and os.path.isfile(os.path.join(config.output, RUN_FILE)):
+            log.warning("interrupted: rerun the same command with --resume to continue from %s",
+                        last if os.path.isdir(last) else "the start (no step was saved yet)")
+        raise
     finally:
         end_run(context, completed)
 
@@ -124,8 +131,13 @@ def _prepare(config, context):
 
     # 1. The starting model (on resume, the run's last checkpoint carries modalities and head).
     checkpoint_dir = resolve_checkpoint(config.checkpoint, config.model_dir)
-    if is_demo_checkpoint(checkpoint_dir) and context.group.is_main and not resume_from_last:
-        log.warning("starting from the bundled DEMO checkpoint (random weights)")
+    # A model fine-tuned from the demo keeps its random-weight encoders: its checkpoints carry the mark on.
+    from_demo = is_demo_checkpoint(checkpoint_dir) or is_demo_derived(checkpoint_dir)
+    if from_demo and context.group.is_main and not resume_from_last:
+        log.warning("starting from %s (random-weight encoders): the checkpoints of this run are marked as "
+                    "derived from the DEMO checkpoint, and their predictions are NOT biological",
+                    "the bundled DEMO checkpoint" if is_demo_checkpoint(checkpoint_dir) else
+                    f"{config.checkpoint}, fine-tuned from the DEMO checkpoint")
     if resume_from_last:
         model = load_checkpoint(folder.last_dir)
     else:
@@ -136,6 +148,7 @@ def _prepare(config, context):
     examples = load_examples(source, config.expression)
     split = split_examples(examples, dataclasses.replace(config.split, seed=training.seed))
     rows = split.rows
+    check_validation(examples, rows["val"], split.spec)
 
     # 3. The head, the frozen parts and the batch plan.
     if resume_from_last or not training.new_head:
@@ -165,4 +178,4 @@ def _prepare(config, context):
     return TrainingJob(folder=folder, model=model, frozen=frozen, columns=columns, examples=examples, rows=rows,
                        plan=plan, warmup_steps=warmup_steps, total_steps=total_steps,
                        input_paths={role: item["path"] for role, item in settings["inputs"].items()},
-                       resume_from_last=resume_from_last)
+                       resume_from_last=resume_from_last, demo_source=checkpoint_dir if from_demo else None)

@@ -71,6 +71,8 @@ def micro_batch_from_memory(model, per_process, precision, checkpointing, budget
             advice.append("add --activation-checkpointing")
         advice += (["use --precision bf16"] if precision == "fp32" else []) + [
             "freeze encoders (--freeze encoders or --freeze dna:2)", "use a GPU with more memory"]
+        if budget.capped():
+            advice.append(budget.cap_advice(int(MARGIN * (fixed + per_example))))
         raise DeviceError(
             f"not enough memory to train: one example needs about {format_size(MARGIN * per_example)} of activations "
             f"beside {format_size(MARGIN * fixed)} of gradients, optimiser state and weights, but this run may use "

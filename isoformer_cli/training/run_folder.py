@@ -32,14 +32,14 @@ from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import atomic_text_output
 from isoformer_cli.formats.metrics_table import write_metrics_table
 from isoformer_cli.formats.predictions import open_prediction_writer
-from isoformer_cli.formats.provenance import checkpoint_id, recorded_command_line, sha256_file
+from isoformer_cli.formats.provenance import RUN_FOLDER_FILE, checkpoint_id, recorded_command_line, sha256_file
 from isoformer_cli.runtime import distributed
 from isoformer_cli.training.splits import split_counts, write_split
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = 1
-RUN_FILE = "run.json"
+RUN_FILE = RUN_FOLDER_FILE
 SPLIT_FILE = "split.tsv"
 METRICS_FILE = "metrics.tsv"
 BEST_DIR = "best"

@@ -23,7 +23,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from isoformer_cli.formats.provenance import build_provenance, units_label
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.prepare import TokenizerSettings, prepare_chunk
 from isoformer_cli.models.checkpoint import load_checkpoint, save_checkpoint
+from isoformer_cli.models.locate import mark_demo_derived
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.device import autocast_context
 from isoformer_cli.runtime.determinism import derive_seed
@@ -77,6 +78,8 @@ class TrainingJob:
         plan: the batch plan; ``warmup_steps`` / ``total_steps``: the learning-rate schedule.
         input_paths: role -> path of the input files (hashed into the predictions' provenance).
         resume_from_last: continue from ``last/``.
+        demo_source: the starting checkpoint when it is (or derives from) the demo checkpoint, else None: every
+            checkpoint the run saves is then marked as derived from the demo, and its predictions warn.
     """
 
     folder: RunFolder
@@ -90,6 +93,7 @@ class TrainingJob:
     total_steps: int
     input_paths: Dict[str, str]
     resume_from_last: bool
+    demo_source: Optional[str] = None
 
 
 class Trainer:
@@ -252,7 +256,8 @@ class Trainer:
             if improved:
                 state.best_val_spearman, state.best_epoch, state.epochs_since_best = value, state.epoch + 1, 0
                 on_main(self.group, lambda: save_checkpoint(self.model, self.folder.best_dir, overwrite=True,
-                                                            metadata=checkpoint_metadata(state)))
+                                                            metadata=checkpoint_metadata(state),
+                                                            on_written=self._mark))
             else:
                 state.epochs_since_best += 1
             if config.training.patience and state.epochs_since_best >= config.training.patience:
@@ -268,13 +273,18 @@ class Trainer:
         state.epoch_loss_sum, state.epoch_steps = 0.0, 0
         self._save_last()
 
+    def _mark(self, partial_folder):
+        """Mark a checkpoint being saved as derived from the demo, when the run started from it."""
+        if self.job.demo_source is not None:
+            mark_demo_derived(partial_folder, self.job.demo_source)
+
     def _save_last(self):
         """Write last/ (checkpoint + training state) as one folder, then metrics.tsv (rank 0)."""
         tensors, state_json = gather_training_state(self.group, self.optimizer, self.named, self.state)
         metadata = checkpoint_metadata(self.state)
 
         def write():
-            write_last(self.folder.last_dir, self.model, tensors, state_json, metadata)
+            write_last(self.folder.last_dir, self.model, tensors, state_json, metadata, on_written=self._mark)
             self.folder.write_metrics(self.state.history)
             log.debug("saved %s at step %d", self.folder.last_dir, self.state.global_step)
 
@@ -318,7 +328,8 @@ class Trainer:
 
         def write():
             provenance = build_provenance(list(self.config.command_args), final_dir, self.job.input_paths,
-                                          units=units_label(model.config.target_units))
+                                          units=units_label(model.config.target_units),
+                                          demo_derived=self.job.demo_source is not None)
             for name, values in outputs.items():
                 folder.write_predictions(name, model.config.tissues, provenance,
                                          [obs_row(examples.triples[row]) for row in rows[name]], values)
