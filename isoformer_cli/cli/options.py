@@ -22,10 +22,14 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.expression import VALUE_KINDS
 from isoformer_cli.genomics.flags import ON_INVALID_CHOICES
 from isoformer_cli.inference.memory_plan import DEFAULT_CHUNK_ROWS
-from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import PRECISION_CHOICES
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
+
+# The names of isoformer_cli.models.tokenizers.TRUNCATION_POLICIES, written out because importing anything under
+# isoformer_cli.models loads torch and transformers (~4 s and ~350 MB at start-up) that `--version`, `--help` and
+# `triples` never use; tests/test_startup.py checks that the two lists agree and that those commands stay torch-free.
+TRUNCATION_POLICIES = ("keep_start", "keep_end", "keep_center", "error")
 
 
 def stack(decorators):
