@@ -15,6 +15,7 @@ Selection, building and ``--on-invalid`` are shared with ``isoformer predict`` t
 :func:`isoformer_cli.triples.source.iter_triples`.
 """
 
+import itertools
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from isoformer_cli.formats.sharding import with_shard
 from isoformer_cli.formats.triples_table import TriplesWriter
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.runtime.progress import progress
+from isoformer_cli.triples.parallel import parallel_workers, write_in_parallel
 from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples, shard_ordinals
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,16 @@ def run_triples(config):
             provenance = build_provenance(list(config.command_args), None,
                                           {"genome": source.genome, "annotation": source.annotation}, units=None)
             writer.provenance = with_shard(provenance, source.own_shard(), shard_ordinals(source, genome))
+        workers = parallel_workers(source)
         with writer:
-            for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
-                writer.write(triple)
+            if not (workers and write_in_parallel(source, genome, writer, summary, workers)):
+                # The sequential pass; after parts written in parallel it goes on from the first row not
+                # written (the rows before it are the same), and reports what stopped the parts.
+                written = writer.rows
+                summary = SourceSummary()
+                triples = progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts")
+                for triple in itertools.islice(triples, written, None):
+                    writer.write(triple)
     _log_summary(summary, config)
     return summary
 

@@ -172,24 +172,31 @@ def iter_triples(source, genome, summary=None):
     build = _builder(source, genome)
     for _, transcript, row, genome_chrom in _candidates(source, selection, aliases, matcher, summary):
         triple = build(transcript, row, genome_chrom)
-        flag_counts.update(triple.flags)
-        bad = invalid_flags(triple.flags)
-        if bad:
-            if source.on_invalid == "fail":
-                raise InputError(
-                    f"{triple.transcript.source or source.label}: transcript {triple.transcript.transcript_id} "
-                    f"is invalid ({format_flags(bad)}); use --on-invalid flag to keep it flagged "
-                    "or --on-invalid skip to leave it out"
-                )
-            if source.on_invalid == "skip":
-                summary.skipped_invalid += 1
-                continue
-        summary.yielded += 1
-        yield triple
+        if keep_triple(triple, source, summary, flag_counts):
+            yield triple
     summary.flag_counts = dict(sorted(flag_counts.items()))
     mapping = matcher.finish()  # logs contigs missing from the genome; raises ContigError when none matched
     summary.missing_contigs = {contig: matcher.counts[contig] for contig, target in mapping.items() if target is None}
     selection.warn_unmatched(annotation_label=source.label)
+
+
+def keep_triple(triple, source, summary, flag_counts):
+    """Whether ``triple`` is yielded under ``source.on_invalid``; counts its flags and the outcome in
+    ``flag_counts`` (a Counter) and ``summary``. InputError for an invalid triple with ``"fail"``."""
+    flag_counts.update(triple.flags)
+    bad = invalid_flags(triple.flags)
+    if bad:
+        if source.on_invalid == "fail":
+            raise InputError(
+                f"{triple.transcript.source or source.label}: transcript {triple.transcript.transcript_id} "
+                f"is invalid ({format_flags(bad)}); use --on-invalid flag to keep it flagged "
+                "or --on-invalid skip to leave it out"
+            )
+        if source.on_invalid == "skip":
+            summary.skipped_invalid += 1
+            return False
+    summary.yielded += 1
+    return True
 
 
 def shard_ordinals(source, genome):
