@@ -263,3 +263,32 @@ def test_small_compressed_selected_or_sharded_inputs_stay_sequential(synthetic, 
                                          min_bytes=0) == 0
         patch.setattr(parallel, "usable_cores", lambda: 1)
         assert parallel.parallel_workers(base, min_bytes=0) == 0
+
+
+# -- a shard's table in one pass -------------------------------------------------------------------
+
+def test_a_shard_reads_the_annotation_once(synthetic, tmp_path, monkeypatch):
+    from isoformer_cli.triples import source as source_module
+
+    opened = []
+    original = source_module.read_annotation
+
+    def counting(path, **options):
+        opened.append(path)
+        return original(path, **options)
+
+    monkeypatch.setattr(source_module, "read_annotation", counting)
+    tables = []
+    for k in (1, 2):
+        output = tmp_path / f"{k}.tsv"
+        result = CliRunner().invoke(cli, ["triples", "--genome", synthetic.fasta, "--annotation", synthetic.gtf,
+                                          "--shard", f"{k}/2", "-o", str(output)])
+        assert result.exit_code == 0, result.stderr
+        tables.append(output.read_text().splitlines())
+    assert opened == [synthetic.gtf, synthetic.gtf]  # one pass per shard run
+    whole = CliRunner().invoke(cli, ["triples", "--genome", synthetic.fasta, "--annotation", synthetic.gtf])
+    rows = whole.stdout.splitlines()
+    for table in tables:
+        assert table[0].startswith("# provenance: ") and table[1] == rows[0]
+    assert sorted(tables[0][2:] + tables[1][2:]) == sorted(rows[1:])
+    assert 0 < len(tables[0]) - 2 < len(rows) - 1
