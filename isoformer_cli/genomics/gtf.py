@@ -50,7 +50,8 @@ class GtfPass:
         # Consecutive lines mostly belong to one transcript: when a line's attribute column starts
         # with the previous line's text up to the end of its transcript_id value, it is the same
         # transcript, and neither the id search nor the dict lookup is needed.
-        last_prefix = None
+        # (b"\t" starts no attribute column: the columns were split at tabs.)
+        last_prefix = b"\t"
         last_item = None
         lineno = 0
         try:
@@ -80,18 +81,18 @@ class GtfPass:
                         yield from self._flush(pending, done, self._finish_gtf)
                     current = chrom
                     current_text = decode(chrom)
-                    last_prefix = last_item = None
-                if last_prefix is not None and attrs.startswith(last_prefix):
+                    last_prefix, last_item = b"\t", None
+                if attrs.startswith(last_prefix):
                     item = last_item
                 else:
                     index = attrs.find(b'transcript_id "')
                     if index == 0 or (index > 0 and attrs[index - 1] in b" ;\t"):
                         close = attrs.find(b'"', index + 15)
                         transcript_id = attrs[index + 15:close] if close > 0 else None
-                        last_prefix = attrs[:close + 1] if transcript_id else None
+                        last_prefix = attrs[:close + 1] if transcript_id else b"\t"
                     else:
                         transcript_id = _gtf_transcript_id(attrs)
-                        last_prefix = None
+                        last_prefix = b"\t"
                     if not transcript_id:
                         raise self._error(
                             lineno, f"{decode(feature)} record without a transcript_id attribute; every exon/CDS line "

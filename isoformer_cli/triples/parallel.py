@@ -14,16 +14,20 @@ returns False), so messages and line numbers are the sequential pass's too.
 
 Used only where it pays and is simple to keep exact: a plain (not compressed) GTF of at least
 :data:`MIN_PARALLEL_BYTES`, no selection and no ``--shard`` (their bookkeeping stays sequential), and
-two or more usable cores. Memory: each worker holds the transcripts of one contig block and the text
-of its part; at most ``workers + 1`` parts' text waits in the main process.
+two or more usable cores. Memory: each worker holds the transcripts of one contig block; the text of
+a part goes to a file in a temporary folder as it is made and the main process copies it into the
+outputs in file order (at most ``workers + 1`` parts are in flight).
 """
 
 import collections
+import contextlib
 import itertools
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -48,6 +52,7 @@ MIN_PARALLEL_BYTES = 32 << 20
 # waiting in memory, large enough that the per-part overhead (a task, one message back) is negligible.
 PART_BYTES = 24 << 20
 MAX_WORKERS = 8
+COPY_BLOCK = 1 << 20  # characters copied at a time from a part's text file into an output
 
 
 def usable_cores() -> int:
@@ -76,10 +81,10 @@ def parallel_workers(source, min_bytes: Optional[int] = None) -> int:
 
 @dataclass
 class PartResult:
-    """What one worker made of one part: formatted text and counts to add up."""
+    """What one worker made of one part: the files of its formatted text, and counts to add up."""
 
-    table: str
-    fasta: Dict[str, str]
+    table: str                    # path of the part's table rows (format_row lines)
+    fasta: Dict[str, str]         # kind -> path of the part's FASTA records
     rows: int
     transcript_ids: List[str]
     reader: AnnotationSummary
@@ -95,59 +100,69 @@ class PartResult:
 _worker = None
 
 
+def _text_file(path):
+    return open(path, "w", encoding="utf-8", newline="")
+
+
 class _Worker:
-    def __init__(self, source, genome, fasta_kinds):
+    def __init__(self, source, genome, fasta_kinds, folder):
         self.source = source
         self.genome = genome  # reopens its FASTA handle in this process on first fetch
         self.aliases = ContigAliases(genome.contigs, alias_file=source.contig_alias)
         self.builder = TripleBuilder(genome, source.build_options())
         self.fasta_kinds = tuple(fasta_kinds)
+        self.folder = folder
 
-    def part(self, byte_range: Tuple[int, int]) -> PartResult:
+    def part(self, index: int, byte_range: Tuple[int, int]) -> PartResult:
+        """Parse, build and format one part. The text goes to files in the run's temporary folder as it
+        is made (the main process copies them into the outputs), so no part's text is held in memory."""
         source = self.source
         reader = AnnotationReader(source.annotation, byte_range=byte_range)
         matcher = ContigMatcher(self.aliases, annotation_label=source.label)
         summary = SourceSummary()
         flag_counts: collections.Counter = collections.Counter()
-        rows: List[str] = []
-        fasta: Dict[str, List[str]] = {kind: [] for kind in self.fasta_kinds}
         ids = []
         build = self.builder.build
         with_dna = source.with_dna
-        for transcript in reader:
-            ids.append(transcript.transcript_id)
-            summary.selected += 1
-            genome_chrom = matcher.resolve(transcript.chrom)
-            if genome_chrom is None:
-                summary.skipped_missing_contig += 1
-                continue
-            triple = build(transcript, genome_chrom)
-            if not keep_triple(triple, source, summary, flag_counts):
-                continue
-            rows.append(format_row(triple, with_dna))
-            if fasta:
-                for kind, text in fasta_records(triple, self.fasta_kinds).items():
-                    fasta[kind].append(text)
+        table_path = os.path.join(self.folder, f"{index}.tsv")
+        fasta_paths = {kind: os.path.join(self.folder, f"{index}.{kind}.fa") for kind in self.fasta_kinds}
+        with contextlib.ExitStack() as files:
+            table = files.enter_context(_text_file(table_path))
+            fasta = {kind: files.enter_context(_text_file(path)) for kind, path in fasta_paths.items()}
+            for transcript in reader:
+                ids.append(transcript.transcript_id)
+                summary.selected += 1
+                genome_chrom = matcher.resolve(transcript.chrom)
+                if genome_chrom is None:
+                    summary.skipped_missing_contig += 1
+                    continue
+                triple = build(transcript, genome_chrom)
+                if not keep_triple(triple, source, summary, flag_counts):
+                    continue
+                table.write(format_row(triple, with_dna))
+                if fasta:
+                    for kind, text in fasta_records(triple, self.fasta_kinds).items():
+                        fasta[kind].write(text)
         return PartResult(
-            table="".join(rows), fasta={kind: "".join(texts) for kind, texts in fasta.items()}, rows=len(rows),
-            transcript_ids=ids, reader=reader.summary, selected=summary.selected, yielded=summary.yielded,
-            skipped_invalid=summary.skipped_invalid, skipped_missing_contig=summary.skipped_missing_contig,
-            flag_counts=dict(flag_counts), contig_counts=matcher.counts,
+            table=table_path, fasta=fasta_paths, rows=summary.yielded, transcript_ids=ids, reader=reader.summary,
+            selected=summary.selected, yielded=summary.yielded, skipped_invalid=summary.skipped_invalid,
+            skipped_missing_contig=summary.skipped_missing_contig, flag_counts=dict(flag_counts),
+            contig_counts=matcher.counts,
         )
 
 
-def _start_worker(source, genome, fasta_kinds):
+def _start_worker(source, genome, fasta_kinds, folder):
     global _worker
     # The main process handles Ctrl-C and SIGTERM (and stops the workers); a worker just ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _worker = _Worker(source, genome, fasta_kinds)
+    _worker = _Worker(source, genome, fasta_kinds, folder)
 
 
-def _run_part(byte_range):
+def _run_part(index, byte_range):
     """A part's :class:`PartResult`, or None when reading it sequentially would stop with an error."""
     try:
-        return _worker.part(byte_range)
+        return _worker.part(index, byte_range)
     except Exception:  # noqa: BLE001 - the sequential pass reports it, with its own message and line
         return None
 
@@ -174,24 +189,27 @@ def write_in_parallel(source, genome, writer, summary, workers: int) -> bool:
     contig_counts: Dict[str, int] = {}
     flag_counts: collections.Counter = collections.Counter()
     bar = progress(desc="triples", unit=" transcripts")
+    folder = tempfile.mkdtemp(prefix="isoformer-triples-")
     try:
         with _context().Pool(min(workers, len(parts)), initializer=_start_worker,
-                             initargs=(source, genome, tuple(writer.fasta_targets))) as pool:
-            queue = iter(parts)
-            waiting = collections.deque(pool.apply_async(_run_part, (part,))
-                                        for part in itertools.islice(queue, workers + 1))
+                             initargs=(source, genome, tuple(writer.fasta_targets), folder)) as pool:
+            queue = enumerate(parts)
+            # At most workers + 1 parts are in flight (their text waits on disk, not in memory).
+            waiting = collections.deque(pool.apply_async(_run_part, task)
+                                        for task in itertools.islice(queue, workers + 1))
             while waiting:
                 result = waiting.popleft().get()
-                for part in itertools.islice(queue, 1):
-                    waiting.append(pool.apply_async(_run_part, (part,)))
+                for task in itertools.islice(queue, 1):
+                    waiting.append(pool.apply_async(_run_part, task))
                 if result is None or not seen.isdisjoint(result.transcript_ids):
                     return False
                 seen.update(result.transcript_ids)
-                writer.write_text(result.table, result.fasta, result.rows)
+                _copy_part(result, writer)
                 bar.update(result.rows)
                 _add_up(summary, reader_summary, contig_counts, flag_counts, result)
     finally:
         bar.close()
+        shutil.rmtree(folder, ignore_errors=True)
     if reader_summary.transcripts == 0:
         return False  # the sequential pass raises "no transcripts found"
     reader_summary.complete = True
@@ -204,6 +222,20 @@ def write_in_parallel(source, genome, writer, summary, workers: int) -> bool:
     mapping = matcher.finish()  # logs contigs missing from the genome; raises ContigError when none matched
     summary.missing_contigs = {contig: contig_counts[contig] for contig, target in mapping.items() if target is None}
     return True
+
+
+def _copy_part(result, writer):
+    """Append a part's text files to the outputs, then remove them."""
+    with open(result.table, encoding="utf-8", newline="") as table:
+        for block in iter(lambda: table.read(COPY_BLOCK), ""):
+            writer.write_text(block, {}, 0)
+    os.remove(result.table)
+    for kind, path in result.fasta.items():
+        with open(path, encoding="utf-8", newline="") as records:
+            for block in iter(lambda: records.read(COPY_BLOCK), ""):
+                writer.write_text("", {kind: block}, 0)
+        os.remove(path)
+    writer.write_text("", {}, result.rows)
 
 
 def _add_up(summary, reader_summary, contig_counts, flag_counts, result):
