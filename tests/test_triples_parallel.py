@@ -292,3 +292,19 @@ def test_a_shard_reads_the_annotation_once(synthetic, tmp_path, monkeypatch):
         assert table[0].startswith("# provenance: ") and table[1] == rows[0]
     assert sorted(tables[0][2:] + tables[1][2:]) == sorted(rows[1:])
     assert 0 < len(tables[0]) - 2 < len(rows) - 1
+
+
+def test_encoded_text_reaches_any_output_the_same(tmp_path, monkeypatch):
+    import io
+
+    from isoformer_cli.formats.triples_table import TriplesWriter
+
+    text = "T1\tG1\tnamé\n"
+    for encoding in ("utf-8", "latin-1"):  # a latin-1 standard output gets the text re-encoded
+        raw = io.BytesIO()
+        stream = io.TextIOWrapper(raw, encoding=encoding, newline="\n")
+        monkeypatch.setattr(sys, "stdout", stream)
+        with TriplesWriter("-") as writer:
+            writer.write_encoded("table", text.encode("utf-8"))
+        stream.flush()
+        assert raw.getvalue().decode(encoding).endswith(text)

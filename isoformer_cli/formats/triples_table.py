@@ -25,10 +25,12 @@ with ``--with-dna``, ``P.dna.fa``; sequences wrapped at 60 letters. Every file i
 atomically (see :mod:`isoformer_cli.formats.atomic`): after an error none of them exists.
 """
 
+import codecs
 import contextlib
 import gzip
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
@@ -169,6 +171,19 @@ class TriplesWriter:
         self.rows += rows
         for kind, stream in self._fasta.items():
             stream.write(fasta.get(kind, ""))
+
+
+    def write_encoded(self, kind, data):
+        """Append UTF-8 bytes of text made by :func:`format_row` (``kind`` "table") or :func:`fasta_records`
+        (``kind`` "rna", "protein", "dna") to that output, without decoding them again where the output
+        is UTF-8 without newline translation (all but an unusual standard output)."""
+        stream = self._table if kind == "table" else self._fasta[kind]
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None and os.linesep == "\n" and codecs.lookup(stream.encoding).name == "utf-8":
+            stream.flush()
+            buffer.write(data)
+        else:
+            stream.write(data.decode("utf-8"))
 
 
 def fasta_records(triple, kinds=("rna", "protein")):

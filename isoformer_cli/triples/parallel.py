@@ -52,7 +52,7 @@ MIN_PARALLEL_BYTES = 32 << 20
 # waiting in memory, large enough that the per-part overhead (a task, one message back) is negligible.
 PART_BYTES = 24 << 20
 MAX_WORKERS = 8
-COPY_BLOCK = 1 << 20  # characters copied at a time from a part's text file into an output
+COPY_BLOCK = 1 << 20  # bytes copied at a time from a part's text file into an output
 
 
 def usable_cores() -> int:
@@ -225,17 +225,13 @@ def write_in_parallel(source, genome, writer, summary, workers: int) -> bool:
 
 
 def _copy_part(result, writer):
-    """Append a part's text files to the outputs, then remove them."""
-    with open(result.table, encoding="utf-8", newline="") as table:
-        for block in iter(lambda: table.read(COPY_BLOCK), ""):
-            writer.write_text(block, {}, 0)
-    os.remove(result.table)
-    for kind, path in result.fasta.items():
-        with open(path, encoding="utf-8", newline="") as records:
-            for block in iter(lambda: records.read(COPY_BLOCK), ""):
-                writer.write_text("", {kind: block}, 0)
+    """Append a part's text files (UTF-8) to the outputs, then remove them."""
+    for kind, path in [("table", result.table)] + list(result.fasta.items()):
+        with open(path, "rb") as part:
+            for block in iter(lambda: part.read(COPY_BLOCK), b""):
+                writer.write_encoded(kind, block)
         os.remove(path)
-    writer.write_text("", {}, result.rows)
+    writer.rows += result.rows
 
 
 def _add_up(summary, reader_summary, contig_counts, flag_counts, result):
