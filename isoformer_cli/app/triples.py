@@ -89,7 +89,10 @@ def run_triples(config):
             return summary
         workers = parallel_workers(source)
         with writer:
-            if not (workers and write_in_parallel(source, genome, writer, summary, workers)):
+            if workers:
+                with progress(desc="triples", unit=" transcripts") as bar:
+                    in_parallel = write_in_parallel(source, genome, writer, summary, workers, bar.update)
+            if not (workers and in_parallel):
                 # The sequential pass; after parts written in parallel it goes on from the first row not
                 # written (the rows before it are the same), and reports what stopped the parts.
                 written = writer.rows

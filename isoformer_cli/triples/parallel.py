@@ -42,7 +42,6 @@ from isoformer_cli.genomics.annotation import (
 )
 from isoformer_cli.genomics.contigs import ContigAliases, ContigMatcher
 from isoformer_cli.genomics.gtf_parts import contig_parts
-from isoformer_cli.runtime.progress import progress
 from isoformer_cli.triples.builder import TripleBuilder
 from isoformer_cli.triples.source import SourceSummary, keep_triple
 
@@ -173,9 +172,10 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def write_in_parallel(source, genome, writer, summary, workers: int) -> bool:
+def write_in_parallel(source, genome, writer, summary, workers: int, on_rows=None) -> bool:
     """Build and write the triples of ``source`` with ``workers`` processes; fills ``summary`` and logs
-    as :func:`~isoformer_cli.triples.source.iter_triples` does. False when the file must be read
+    as :func:`~isoformer_cli.triples.source.iter_triples` does; ``on_rows(n)`` (a progress bar's update)
+    is called after each part's ``n`` rows are written. False when the file must be read
     sequentially instead (see the module docstring): ``writer.rows`` rows are written by then, the
     same as the sequential pass's first rows."""
     parts = contig_parts(source.annotation, max(workers, -(-os.path.getsize(source.annotation) // PART_BYTES)))
@@ -188,7 +188,6 @@ def write_in_parallel(source, genome, writer, summary, workers: int) -> bool:
     reader_summary = AnnotationSummary(path=source.annotation, format=GTF)
     contig_counts: Dict[str, int] = {}
     flag_counts: collections.Counter = collections.Counter()
-    bar = progress(desc="triples", unit=" transcripts")
     folder = tempfile.mkdtemp(prefix="isoformer-triples-")
     try:
         with _context().Pool(min(workers, len(parts)), initializer=_start_worker,
@@ -205,10 +204,10 @@ def write_in_parallel(source, genome, writer, summary, workers: int) -> bool:
                     return False
                 seen.update(result.transcript_ids)
                 _copy_part(result, writer)
-                bar.update(result.rows)
+                if on_rows is not None:
+                    on_rows(result.rows)
                 _add_up(summary, reader_summary, contig_counts, flag_counts, result)
     finally:
-        bar.close()
         shutil.rmtree(folder, ignore_errors=True)
     if reader_summary.transcripts == 0:
         return False  # the sequential pass raises "no transcripts found"
