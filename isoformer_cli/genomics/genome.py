@@ -148,6 +148,11 @@ class Genome:
         """Upper-cased sequence of ``contig[start:end]``, 0-based half-open, with
         ``0 <= start <= end <= length(contig)`` (the caller pads beyond contig ends). Letters other
         than ACGT are kept as they are (only upper-cased)."""
+        return self.fetch_as_stored(contig, start, end).upper()
+
+    def fetch_as_stored(self, contig, start, end) -> str:
+        """:meth:`fetch` without the upper-casing: soft-masked bases stay lower-case. For callers that
+        map the letters themselves (the triples builder), so as not to pay for upper-casing a genome."""
         length = self.length(contig)
         if not 0 <= start <= end <= length:
             raise GenomeError(
@@ -167,7 +172,7 @@ class Genome:
                 f"{self.path}: read {len(sequence)} bases for {contig}:{start}-{end} instead of {end - start}; "
                 f"the index is outdated or the file truncated: {self._reindex_hint()}"
             )
-        return sequence.upper()
+        return sequence
 
     def close(self):
         """Close the pysam handle of this process (a later fetch reopens it)."""
