@@ -287,7 +287,8 @@ def test_a_shard_reads_the_annotation_once(synthetic, tmp_path, monkeypatch):
         tables.append(output.read_text().splitlines())
     assert opened == [synthetic.gtf, synthetic.gtf]  # one pass per shard run
     whole = CliRunner().invoke(cli, ["triples", "--genome", synthetic.fasta, "--annotation", synthetic.gtf])
-    rows = whole.stdout.splitlines()
+    provenance, *rows = whole.stdout.splitlines()  # every table, a shard's or not, opens with its provenance
+    assert provenance.startswith("# provenance: ")
     for table in tables:
         assert table[0].startswith("# provenance: ") and table[1] == rows[0]
     assert sorted(tables[0][2:] + tables[1][2:]) == sorted(rows[1:])

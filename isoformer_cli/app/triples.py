@@ -83,15 +83,15 @@ def run_triples(config):
     writer.check_targets()
     summary = SourceSummary()
     with lock_outputs(*writer.targets()), Genome(source.genome) as genome:
-        # The table's first line says what made it, like every other output; a shard's also records which
-        # input transcripts it holds, for isoformer merge.
-        provenance = build_provenance(list(config.command_args), None,
-                                      {"genome": source.genome, "annotation": source.annotation}, units=None)
         if source.shard is not None:
             summary = _write_shard(config, genome, writer)
             _log_summary(summary, config)
             return summary
-        writer.provenance = provenance
+        # The table's first line says what made it, like every other output (a shard's, written by
+        # _write_shard, also records which input transcripts it holds, for isoformer merge).
+        writer.provenance = build_provenance(list(config.command_args), None,
+                                             {"genome": source.genome, "annotation": source.annotation},
+                                             units=None)
         workers = parallel_workers(source)
         with writer:
             if workers:
