@@ -548,7 +548,8 @@ GOOD = 'gene_id "g1"; transcript_id "t1";'
      r"bad\.gtf: no transcripts found: .*found 2 gene in 2 lines"),
     ("", r"bad\.gtf: no transcripts found: .*found no feature lines in 0 lines"),
     (">chr1\nACGT\n", r"bad\.gtf:1: this is a FASTA file, not a GTF/GFF3 annotation"),
-    ("\x00\x01binary\x02 stuff\n", r"bad\.gtf:1: expected 9 tab-separated columns, found 1"),
+    ("\x00\x01binary\x02 stuff\n", r"bad\.gtf: looks like a binary file \(not text\), not a GTF/GFF3 annotation; "
+                                  r"--annotation takes a GTF or GFF3 file \(plain or gzip\)"),
 ])
 def test_gtf_errors_name_file_and_line(tmp_path, text, pattern):
     path = write(tmp_path, "bad.gtf", text)
@@ -570,7 +571,8 @@ GFF3_HEAD = "##gff-version 3\n"
      r"bad\.gff3:4: duplicate transcript id t1 on c \(line 2\) and d \(line 4\)"),
     (GFF3_HEAD + rows(("c", "s", "exon", 1, 100, ".", "+", ".", "Parent=t1"), ("c", "s", "mRNA", 1, 100, ".", "-", ".", "ID=t1")),
      r"bad\.gff3:2: records of transcript t1 are on c strand \+ but its mRNA line \(line 3\) is on c strand -"),
-    (GFF3_HEAD + rows(("c", "s", "exon", 1, 100, ".", "+", ".", "Parent=t1"), ("c", "s", "CDS", 150, 180, ".", "+", "0", "Parent=t1")),
+    (GFF3_HEAD + rows(("c", "s", "exon", 1, 100, ".", "+", ".", "Parent=t1"), ("c", "s", "CDS", 150, 180, ".", "+", "0", "Parent=t1"),
+                      ("c", "s", "mRNA", 1, 100, ".", "+", ".", "ID=t1")),
      r"bad\.gff3:2: CDS 150-180 \(1-based\) of transcript t1 is not inside any of its exons"),
     (GFF3_HEAD + rows(("c", "s", "gene", 1, 100, ".", "+", ".", "ID=g1"), ("c", "s", "region", 1, 1000, ".", "+", ".", "ID=r")),
      r"bad\.gff3: no transcripts found: .*1 gene, 1 region"),

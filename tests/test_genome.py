@@ -119,8 +119,13 @@ def test_missing_folder_empty_and_not_fasta(tmp_path):
         Genome(str(blank))
     gtf = tmp_path / "genes.gtf"
     gtf.write_text('chr1\tx\texon\t1\t10\t.\t+\t.\ttranscript_id "t";\n')
-    with pytest.raises(GenomeError, match=r"genes\.gtf: not a FASTA file .*did you swap --genome and --annotation"):
+    with pytest.raises(GenomeError, match=r"genes\.gtf: looks like a GTF annotation, not a genome FASTA; did you swap "
+                                          r"--genome and --annotation\?"):
         Genome(str(gtf))
+    text = tmp_path / "notes.txt"
+    text.write_text("some notes\n")  # text of no known kind: the reader's own message
+    with pytest.raises(GenomeError, match=r"notes\.txt: not a FASTA file .*found 'some notes'"):
+        Genome(str(text))
 
 
 def test_unreadable_fasta(tmp_path, monkeypatch):
@@ -142,7 +147,8 @@ def test_read_only_folder_without_index(tmp_path, monkeypatch):
         Genome(path)
     message = str(info.value)
     assert "has no index and its folder" in message and "is not writable" in message
-    assert f"`samtools faidx {path}`" in message and "ln -s" in message
+    # `samtools faidx` writes beside the FASTA, which is what fails here: only the link is suggested.
+    assert "samtools faidx" not in message and f"`ln -s {os.path.abspath(path)} " in message
     assert not os.path.exists(path + ".fai")
     # with an index already there, a read-only folder is fine
     monkeypatch.undo()

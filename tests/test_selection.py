@@ -140,12 +140,12 @@ def test_check_region_against_the_genome():
         TranscriptSelection.from_options(region="chr2:1-10").check_region(aliases)
 
 
-def test_warn_unmatched_reports_count_and_a_few_names(caplog):
+def test_report_unmatched_warns_with_count_and_a_few_names(caplog):
     wanted = ",".join(["ENST00000001"] + [f"MISSING{i}" for i in range(7)])
     selection = TranscriptSelection.from_options(transcripts=wanted, biotypes="protein_coding,snoRNA")
     with caplog.at_level(logging.WARNING):
         assert selected(selection) == ["ENST00000001.5"]
-        missing = selection.warn_unmatched("genes.gtf")
+        missing = selection.report_unmatched("genes.gtf")
     assert missing["transcripts"] == [f"MISSING{i}" for i in range(7)] and missing["biotypes"] == ["snoRNA"]
     text = caplog.text
     assert "7 of 8 requested transcript ids not found in genes.gtf: MISSING0, MISSING1, MISSING2, MISSING3, " \
@@ -157,5 +157,32 @@ def test_nothing_to_warn_when_everything_was_found(caplog):
     selection = TranscriptSelection.from_options(transcripts="ENST00000003")
     with caplog.at_level(logging.WARNING):
         list(selection.filter(ANNOTATION))
-        assert selection.warn_unmatched() == {"transcripts": []}
+        assert selection.report_unmatched() == {"transcripts": []}
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"genes": "NOSUCH,NOPE"}, "--genes: none of the 2 requested genes is in genes.gtf: NOSUCH, NOPE; check the ids "
+                               "(gene ids or gene names; a version suffix and rna-/gene- prefixes may be left out)"),
+    ({"transcripts": ",".join(f"X{i}" for i in range(7))},
+     "--transcripts: none of the 7 requested transcript ids is in genes.gtf: X0, X1, X2, X3, X4 and 2 more; check "
+     "the ids (transcript ids; a version suffix and rna-/gene- prefixes may be left out)"),
+    ({"biotypes": "snoRNA"}, "--biotype: none of the 1 requested biotypes is in genes.gtf: snoRNA (biotypes present: "),
+])
+def test_a_kind_of_request_that_matches_nothing_is_an_error(options, expected, caplog):
+    selection = TranscriptSelection.from_options(**options)
+    assert selected(selection) == []
+    with caplog.at_level(logging.WARNING), pytest.raises(InputError) as info:
+        selection.report_unmatched("genes.gtf")
+    assert str(info.value).startswith(expected)
+    assert caplog.text == ""
+
+
+def test_every_kind_that_matches_nothing_is_in_the_one_error():
+    selection = TranscriptSelection.from_options(genes="NOSUCH", transcripts="ENST00000001,NOPE", biotypes="snoRNA")
+    selected(selection)
+    with pytest.raises(InputError) as info:
+        selection.report_unmatched("genes.gtf")
+    message = str(info.value)
+    assert message.startswith("--genes: none of the 1 requested genes is in genes.gtf: NOSUCH; ")
+    assert "; --biotype: none of the 1 requested biotypes" in message and "--transcripts" not in message

@@ -6,6 +6,7 @@ temporary file). Bad option values are usage errors, exit code 2.
 """
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -56,7 +57,12 @@ def rows_of(path):
 def test_stdout_table_and_summary(data):
     result = triples(data)
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    provenance, *lines = result.stdout.splitlines()
+    # Like every output, the table says what made it (issue 18): the inputs by checksum, no model.
+    assert provenance.startswith("# provenance: ")
+    recorded = json.loads(provenance[len("# provenance: "):])
+    assert set(recorded["inputs"]) == {"genome", "annotation"} and "checkpoint_id" not in recorded
+    assert "shard" not in recorded
     assert lines[0].split("\t") == list(COLUMNS)
     assert len(lines) == 18
     assert all(len(line.split("\t")) == len(COLUMNS) for line in lines)
@@ -70,6 +76,7 @@ def test_files_gzip_fasta_and_dna(data):
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     with gzip.open(out, "rt") as handle:
+        assert handle.readline().startswith("# provenance: {")
         assert handle.readline().rstrip("\n").split("\t") == list(COLUMNS) + ["dna"]
     rows = rows_of(out)
     assert len(rows) == 17
@@ -105,7 +112,9 @@ def test_crlf_annotation_and_fasta_give_the_same_table(data):
     plain = triples(data, "--with-dna", "--dna-length", 500)
     crlf = triples(data, "--with-dna", "--dna-length", 500, genome="crlf.fa", annotation="crlf.gtf")
     assert plain.exit_code == 0 and crlf.exit_code == 0, crlf.output
-    assert crlf.stdout == plain.stdout
+    # Only the provenance line differs: it records each input's checksum.
+    assert crlf.stdout.split("\n", 1)[1] == plain.stdout.split("\n", 1)[1]
+    assert crlf.stdout.split("\n", 1)[0] != plain.stdout.split("\n", 1)[0]
 
 
 # -- selection, ORF, contigs, invalid records ---------------------------------------------------------
@@ -328,7 +337,7 @@ def test_console_script_in_a_subprocess(data):
                "--annotation", str(data / HS_GTF), "--transcripts", "NM_021259"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("\n") == 2 and done.stdout.splitlines()[1].startswith("NM_021259\t")
+    assert done.stdout.count("\n") == 3 and done.stdout.splitlines()[2].startswith("NM_021259\t")
     (data / "bad.gtf").write_text(gtf_line(1, "exon", 300, 200) + "\n")
     command[command.index(str(data / HS_GTF))] = str(data / "bad.gtf")
     done = subprocess.run(command + ["-o", str(data / "o.tsv")], capture_output=True, text=True, timeout=60)

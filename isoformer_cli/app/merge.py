@@ -301,13 +301,12 @@ def _gzipped(path):
         return stream.read(2) == _GZIP_MAGIC
 
 
-def _merged_header(shard, kind, provenance):
-    """The single run's leading lines: the shard's, with the merged provenance (none for a triples table)."""
+def _merged_header(shard, provenance):
+    """The single run's leading lines: the shard's, with the merged provenance in place of the shard's."""
     lines = []
     for line in shard.header:
         if line.startswith(PROVENANCE_PREFIX):
-            if kind != TRIPLES:
-                lines.append(f"{PROVENANCE_PREFIX}{canonical_json(provenance)}\n")
+            lines.append(f"{PROVENANCE_PREFIX}{canonical_json(provenance)}\n")
         else:
             lines.append(line)
     return "".join(lines)
@@ -321,7 +320,7 @@ def _merge_text(shards, kind, output, provenance):
     units = 0
     # Level 6 for triples tables and GZIP_LEVEL for the others: what the commands themselves write with.
     with atomic_text_output(output, compresslevel=6 if kind == TRIPLES else GZIP_LEVEL) as stream:
-        stream.write(_merged_header(shards[0], kind, provenance))
+        stream.write(_merged_header(shards[0], provenance))
         for _, unit in _interleave(shards, lambda shard: _text_units(shard, kind)):
             stream.write(unit)
             units += 1
@@ -498,7 +497,7 @@ def _merge_variant_text(shards, ranks, kind, output, provenance):
 
     rows = 0
     with atomic_text_output(output, compresslevel=GZIP_LEVEL) as stream:
-        stream.write(_merged_header(shards[0], kind, provenance))
+        stream.write(_merged_header(shards[0], provenance))
         for line in merge_row_units([(shard.path, shard.ordinals, units(shard), shard_ranks)
                                      for shard, shard_ranks in zip(shards, ranks)]):
             stream.write(line)

@@ -15,8 +15,10 @@ Selection, building and ``--on-invalid`` are shared with ``isoformer predict`` t
 :func:`isoformer_cli.triples.source.iter_triples`.
 """
 
+import itertools
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -26,10 +28,13 @@ from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.provenance import build_provenance
 from isoformer_cli.formats.sharding import with_shard
-from isoformer_cli.formats.triples_table import TriplesWriter
+from isoformer_cli.formats.triples_table import TriplesWriter, format_row
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.runtime.progress import progress
-from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples, shard_ordinals
+from isoformer_cli.triples.parallel import parallel_workers, write_in_parallel
+from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples
+
+SPOOL_BLOCK = 1 << 20  # characters copied at a time from a shard's spooled rows into its table
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class TriplesConfig:
         output: table path (``.tsv``/``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: write ``P.rna.fa`` and ``P.protein.fa`` (and ``P.dna.fa`` with
             ``with_dna``) when set.
-        command_args: the command-line arguments a shard's table records in its provenance.
+        command_args: the command-line arguments the table records in its provenance.
     """
 
     source: TripleSource
@@ -78,15 +83,50 @@ def run_triples(config):
     writer.check_targets()
     summary = SourceSummary()
     with lock_outputs(*writer.targets()), Genome(source.genome) as genome:
+        # The table's first line says what made it, like every other output; a shard's also records which
+        # input transcripts it holds, for isoformer merge.
+        provenance = build_provenance(list(config.command_args), None,
+                                      {"genome": source.genome, "annotation": source.annotation}, units=None)
         if source.shard is not None:
-            # The table's first line records which input transcripts it holds, for isoformer merge.
-            provenance = build_provenance(list(config.command_args), None,
-                                          {"genome": source.genome, "annotation": source.annotation}, units=None)
-            writer.provenance = with_shard(provenance, source.own_shard(), shard_ordinals(source, genome))
+            summary = _write_shard(config, genome, writer)
+            _log_summary(summary, config)
+            return summary
+        writer.provenance = provenance
+        workers = parallel_workers(source)
         with writer:
-            for triple in progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts"):
-                writer.write(triple)
+            if workers:
+                with progress(desc="triples", unit=" transcripts") as bar:
+                    in_parallel = write_in_parallel(source, genome, writer, summary, workers, bar.update)
+            if not (workers and in_parallel):
+                # The sequential pass; after parts written in parallel it goes on from the first row not
+                # written (the rows before it are the same), and reports what stopped the parts.
+                written = writer.rows
+                summary = SourceSummary()
+                triples = progress(iter_triples(source, genome, summary), desc="triples", unit=" transcripts")
+                for triple in itertools.islice(triples, written, None):
+                    writer.write(triple)
     _log_summary(summary, config)
+    return summary
+
+
+def _write_shard(config, genome, writer):
+    """A shard's table in one pass over the annotation. Its first line records which input transcripts it
+    holds (for isoformer merge), known only at the end: the rows wait in a temporary file until then."""
+    source = config.source
+    summary = SourceSummary()
+    ordinals = []
+    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="", prefix="isoformer-shard-") as spool:
+        for triple in progress(iter_triples(source, genome, summary, ordinals), desc="triples",
+                               unit=" transcripts"):
+            spool.write(format_row(triple, source.with_dna))
+        provenance = build_provenance(list(config.command_args), None,
+                                      {"genome": source.genome, "annotation": source.annotation}, units=None)
+        writer.provenance = with_shard(provenance, source.own_shard(), ordinals)
+        spool.seek(0)
+        with writer:
+            writer.write_text("", {}, len(ordinals))
+            for block in iter(lambda: spool.read(SPOOL_BLOCK), ""):
+                writer.write_text(block, {}, 0)
     return summary
 
 

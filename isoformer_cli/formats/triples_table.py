@@ -16,19 +16,23 @@ columns in this order::
   empty when there is none. ``flags``: comma-separated, sorted (``isoformer_cli.genomics.flags``).
 * ``dna``: the strand-oriented DNA window, only written with ``--with-dna``.
 
-A table written by a shard run (``--shard K/N``) starts with one more line, ``# provenance: {...}`` (JSON,
-with the ``shard`` entry of :mod:`isoformer_cli.formats.sharding`), before the column header; readers
-skip leading ``#`` lines, and ``isoformer merge`` drops the line again.
+The table starts with one more line, ``# provenance: {...}`` (JSON, :mod:`isoformer_cli.formats.provenance`;
+a shard run's (``--shard K/N``) also holds the ``shard`` entry of :mod:`isoformer_cli.formats.sharding`),
+before the column header; readers skip leading ``#`` lines, and ``isoformer merge`` writes the merged
+provenance in its place. (Tables of earlier
+versions had the line only when sharded; readers need none.)
 
 FASTA side files for a prefix ``P``: ``P.rna.fa``, ``P.protein.fa`` (coding transcripts only) and,
 with ``--with-dna``, ``P.dna.fa``; sequences wrapped at 60 letters. Every file is written
 atomically (see :mod:`isoformer_cli.formats.atomic`): after an error none of them exists.
 """
 
+import codecs
 import contextlib
 import gzip
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
@@ -89,11 +93,12 @@ def header(with_dna=False):
     return "\t".join(COLUMNS + ((DNA_COLUMN,) if with_dna else ())) + "\n"
 
 
-def _write_fasta_record(stream, name, description, sequence):
-    stream.write(f">{name} {description}\n" if description else f">{name}\n")
-    for offset in range(0, len(sequence), FASTA_WIDTH):
-        stream.write(sequence[offset:offset + FASTA_WIDTH])
-        stream.write("\n")
+def _fasta_record(name, description, sequence):
+    """One FASTA record, its sequence wrapped at FASTA_WIDTH letters."""
+    lines = [f">{name} {description}" if description else f">{name}"]
+    lines += [sequence[offset:offset + FASTA_WIDTH] for offset in range(0, len(sequence), FASTA_WIDTH)]
+    lines.append("")
+    return "\n".join(lines)
 
 
 class TriplesWriter:
@@ -105,7 +110,7 @@ class TriplesWriter:
         output: table path (``.tsv``, ``.tsv.gz``) or ``-`` for stdout.
         fasta_prefix: prefix ``P`` of the FASTA side files, or None for none.
         with_dna: add the ``dna`` column (and ``P.dna.fa``).
-        provenance: written as a ``# provenance:`` line before the header (shard runs), or None.
+        provenance: written as a ``# provenance:`` line before the header, or None (no line).
     """
 
     def __init__(self, output=STDOUT, fasta_prefix=None, with_dna=False, provenance=None):
@@ -158,16 +163,46 @@ class TriplesWriter:
         self.rows += 1
         if not self._fasta:
             return
-        transcript = triple.transcript
-        name = _text(transcript.transcript_id).replace(" ", "_")
-        description = f"gene_id={_text(transcript.gene_id).replace(' ', '_')}" if transcript.gene_id else ""
-        _write_fasta_record(self._fasta["rna"], name, description, triple.rna)
-        if triple.protein:
-            _write_fasta_record(self._fasta["protein"], name, description, triple.protein)
-        if "dna" in self._fasta:
-            window = (f"window={triple.genome_chrom}:{triple.window_start}-{triple.window_end}"
-                      f"({transcript.strand})")
-            _write_fasta_record(self._fasta["dna"], name, f"{description} {window}".strip(), triple.dna or "")
+        for kind, text in fasta_records(triple, self._fasta).items():
+            self._fasta[kind].write(text)
+
+    def write_text(self, table, fasta, rows):
+        """Write ``rows`` rows already formatted: ``table`` (lines of :func:`format_row`) and ``fasta``
+        (kind -> records of :func:`fasta_records`, for the kinds this writer writes)."""
+        self._table.write(table)
+        self.rows += rows
+        for kind, stream in self._fasta.items():
+            stream.write(fasta.get(kind, ""))
+
+
+    def write_encoded(self, kind, data):
+        """Append UTF-8 bytes of text made by :func:`format_row` (``kind`` "table") or :func:`fasta_records`
+        (``kind`` "rna", "protein", "dna") to that output, without decoding them again where the output
+        is UTF-8 without newline translation (all but an unusual standard output)."""
+        stream = self._table if kind == "table" else self._fasta[kind]
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None and os.linesep == "\n" and codecs.lookup(stream.encoding).name == "utf-8":
+            stream.flush()
+            buffer.write(data)
+        else:
+            stream.write(data.decode("utf-8"))
+
+
+def fasta_records(triple, kinds=("rna", "protein")):
+    """``kind -> FASTA text`` of ``triple`` for each of ``kinds`` ("rna", "protein", "dna") it has a
+    record in (no protein record for a transcript without protein)."""
+    transcript = triple.transcript
+    name = _text(transcript.transcript_id).replace(" ", "_")
+    description = f"gene_id={_text(transcript.gene_id).replace(' ', '_')}" if transcript.gene_id else ""
+    records = {}
+    if "rna" in kinds:
+        records["rna"] = _fasta_record(name, description, triple.rna)
+    if "protein" in kinds and triple.protein:
+        records["protein"] = _fasta_record(name, description, triple.protein)
+    if "dna" in kinds:
+        window = f"window={triple.genome_chrom}:{triple.window_start}-{triple.window_end}({transcript.strand})"
+        records["dna"] = _fasta_record(name, f"{description} {window}".strip(), triple.dna or "")
+    return records
 
 
 @dataclass(frozen=True)
@@ -235,7 +270,7 @@ def read_triples_table(path) -> Iterator[TripleRow]:
 
 
 def read_triples_provenance(path):
-    """The provenance dict of a triples table (``{}`` when it has none: every table but a shard run's)."""
+    """The provenance dict of a triples table (``{}`` when it has none: a table of an older version)."""
     with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
         for number, line in enumerate(stream, start=1):
             if not line.startswith("#"):

@@ -61,6 +61,7 @@ from isoformer_cli.genomics.annotation_common import GFF3, GTF, decode
 from isoformer_cli.genomics.gff3 import Gff3Pass
 from isoformer_cli.genomics.gtf import GtfPass
 from isoformer_cli.genomics.records import Transcript
+from isoformer_cli.genomics.sniff import ANNOTATION_KINDS, wrong_kind_message
 
 try:  # python-isal: gzip decompression ~3x faster than zlib, in a thread beside the parser
     from isal import igzip_threaded as _igzip_threaded
@@ -78,7 +79,7 @@ def _sort_hint(path, annotation_format):
     if annotation_format == GFF3:
         return (f"sort it so that each contig's records are together, e.g. `gffread {path} -o sorted.gff3` "
                 "(keeps transcripts with their exons)")
-    reader = f"zcat {path} | grep -v '^#' | sort" if _is_gzip(path) else f"grep -v '^#' {path} | sort"
+    reader = f"zcat {path} | grep -v '^#' | sort" if is_gzip(path) else f"grep -v '^#' {path} | sort"
     return f"sort it so that each transcript's records are together, e.g. `{reader} -k1,1 -k4,4n > sorted.gtf`"
 
 
@@ -125,6 +126,20 @@ class AnnotationSummary:
             text += f" and {len(ranked) - limit} more types"
         return text
 
+def report_summary(summary: AnnotationSummary) -> None:
+    """Log what a whole pass did that a user should know (exons built from CDSs, spans used as exons,
+    unstranded transcripts skipped)."""
+    if summary.exons_from_cds:
+        log.info("%s: %d transcripts have no exon records; their exons were built from their CDS/UTR "
+                 "segments, as gffread does", summary.path, summary.exons_from_cds)
+    if summary.span_as_exon:
+        log.warning("%s: %d transcript records have no exon, CDS or UTR records; each was used as a "
+                    "single exon spanning the transcript, as gffread does", summary.path, summary.span_as_exon)
+    if summary.skipped_unstranded:
+        log.warning("%s: skipped %d transcripts without a strand ('.' or '?')",
+                    summary.path, summary.skipped_unstranded)
+
+
 def read_annotation(path, *, skip_unstranded=False, grouped=True) -> "AnnotationReader":
     """Open ``path`` and return an iterable :class:`AnnotationReader` (iterate it once)."""
     return AnnotationReader(path, skip_unstranded=skip_unstranded, grouped=grouped)
@@ -147,15 +162,24 @@ class AnnotationReader(GtfPass, Gff3Pass):
             one contig). False holds every transcript until the end of the file (GFF3 ``###``
             still flushes): correct for any record order, memory grows with the annotation.
 
+        byte_range: ``(start, end)`` byte offsets of a plain GTF, both at the start of a line (or the
+            end of the file) and at contig changes (:func:`~isoformer_cli.genomics.gtf_parts.contig_parts`):
+            read only these lines, as one part of a file read in parallel. Line numbers then count from
+            the part's first line, and neither the end-of-file checks nor their log lines happen
+            (the caller adds the parts' summaries up and calls :func:`report_summary`).
+
     Raises AnnotationError (when constructed: unreadable file, not an annotation; while
     iterating: a bad record) with one line naming ``FILE:LINE`` or the transcript and the fix.
     """
 
-    def __init__(self, path, *, skip_unstranded=False, grouped=True):
+    def __init__(self, path, *, skip_unstranded=False, grouped=True, byte_range=None):
         self.path = os.fspath(path)
         self.skip_unstranded = skip_unstranded
         self.grouped = grouped
         self.format = detect_format(self.path)
+        if byte_range is not None and (self.format != GTF or is_gzip(self.path)):
+            raise ValueError("byte_range: only a plain (not compressed) GTF can be read in parts")
+        self.byte_range = byte_range
         self.summary = AnnotationSummary(path=self.path, format=self.format)
         self._iterated = False
 
@@ -174,7 +198,7 @@ class AnnotationReader(GtfPass, Gff3Pass):
             handle, parse = _open_text(self.path), self._parse_gff3
         try:
             with handle:
-                yield from parse(handle)
+                yield from parse(handle if self.byte_range is None else _lines_in_range(handle, *self.byte_range))
         except (EOFError, zlib.error, _IsalError, gzip.BadGzipFile) as exc:
             # (python-isal inflates ahead of the parser, so the line count is only a lower bound)
             where = f" after line {self.summary.lines}" if self.summary.lines else ""
@@ -185,6 +209,8 @@ class AnnotationReader(GtfPass, Gff3Pass):
         except OSError as exc:
             raise AnnotationError(f"{self.path}: read error after line {self.summary.lines}: {exc}") from None
         self.summary.complete = True
+        if self.byte_range is not None:
+            return
         summary = self.summary
         if summary.transcripts == 0 and summary.skipped_unstranded == 0:
             summary.feature_counts = _count_features(self.path)
@@ -193,15 +219,7 @@ class AnnotationReader(GtfPass, Gff3Pass):
                 f"records (found {summary.describe_features()} in {summary.lines} lines); give a "
                 "GTF/GFF3 with exon lines"
             )
-        if summary.exons_from_cds:
-            log.info("%s: %d transcripts have no exon records; their exons were built from their CDS/UTR "
-                     "segments, as gffread does", self.path, summary.exons_from_cds)
-        if summary.span_as_exon:
-            log.warning("%s: %d transcript records have no exon, CDS or UTR records; each was used as a "
-                        "single exon spanning the transcript, as gffread does", self.path, summary.span_as_exon)
-        if summary.skipped_unstranded:
-            log.warning("%s: skipped %d transcripts without a strand ('.' or '?')",
-                        self.path, summary.skipped_unstranded)
+        report_summary(summary)
 
     def _error(self, lineno, message):
         return AnnotationError(f"{self.path}:{lineno}: {message}")
@@ -212,6 +230,10 @@ class AnnotationReader(GtfPass, Gff3Pass):
             return
         if len(fields) == 10 and not fields[9].strip():
             return  # a trailing tab before the newline
+        # Another kind of file altogether (a BAM, a VCF, a FASTA...): say which, not the column count.
+        wrong = wrong_kind_message(self.path, ANNOTATION_KINDS, "a GTF/GFF3 annotation")
+        if wrong:
+            raise AnnotationError(f"{wrong}; --annotation takes a GTF or GFF3 file (plain or gzip)")
         stripped = line.rstrip("\r\n")
         hint = ""
         if len(fields) < 9 and len(stripped.split()) >= 9:
@@ -414,12 +436,25 @@ def _count_features(path) -> Dict[str, int]:
     return counts
 
 
-def _is_gzip(path):
+def is_gzip(path):
     try:
         with open(path, "rb") as raw:
             return raw.read(2) == b"\x1f\x8b"
     except OSError:
         return False
+
+
+def _lines_in_range(handle, start, end):
+    """The lines of binary ``handle`` from byte ``start`` (a line start) up to byte ``end``."""
+    handle.seek(start)
+    remaining = end - start
+    if remaining <= 0:
+        return
+    for line in handle:
+        yield line
+        remaining -= len(line)
+        if remaining <= 0:
+            return
 
 
 def _open_text(path, threaded=True):
@@ -502,4 +537,5 @@ def load_transcripts(path, **options) -> List[Transcript]:
 
 
 __all__ = ["AnnotationReader", "AnnotationSummary", "detect_format", "load_transcripts", "read_annotation",
+           "report_summary",
            "GTF", "GFF3"]

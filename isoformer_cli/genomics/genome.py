@@ -19,12 +19,14 @@ import gzip
 import logging
 import os
 import secrets
+import tempfile
 import zlib
 from typing import Dict, Optional, Tuple
 
 import pysam
 
 from isoformer_cli.errors import GenomeError
+from isoformer_cli.genomics.sniff import ANNOTATION_KINDS, GENOME_KINDS, sniff, wrong_kind_message
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,11 @@ class Genome:
         """Upper-cased sequence of ``contig[start:end]``, 0-based half-open, with
         ``0 <= start <= end <= length(contig)`` (the caller pads beyond contig ends). Letters other
         than ACGT are kept as they are (only upper-cased)."""
+        return self.fetch_as_stored(contig, start, end).upper()
+
+    def fetch_as_stored(self, contig, start, end) -> str:
+        """:meth:`fetch` without the upper-casing: soft-masked bases stay lower-case. For callers that
+        map the letters themselves (the triples builder), so as not to pay for upper-casing a genome."""
         length = self.length(contig)
         if not 0 <= start <= end <= length:
             raise GenomeError(
@@ -165,7 +172,7 @@ class Genome:
                 f"{self.path}: read {len(sequence)} bases for {contig}:{start}-{end} instead of {end - start}; "
                 f"the index is outdated or the file truncated: {self._reindex_hint()}"
             )
-        return sequence.upper()
+        return sequence
 
     def close(self):
         """Close the pysam handle of this process (a later fetch reopens it)."""
@@ -216,8 +223,31 @@ class Genome:
         return paths
 
     def _reindex_hint(self):
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not _folder_writable(folder):
+            # Neither deleting the index nor `samtools faidx` (which writes beside the FASTA) works there.
+            return f"its folder {folder} is not writable, so {self._link_hint()}"
         names = " and ".join(os.path.basename(p) for p in self._index_paths())
         return f"delete {names} (it is rebuilt on the next run) or run `samtools faidx {self.path}`"
+
+    def _link_hint(self):
+        """How to index a FASTA whose folder is read-only: the reader looks for ``PATH.fai`` (and ``PATH.gzi``)
+        beside the path it is given, so a symbolic link in a writable folder gets its own index there."""
+        name = os.path.basename(self.path)
+        here = os.path.dirname(os.path.abspath(self.path))
+        target = None
+        for candidate in (os.getcwd(), os.path.expanduser("~"), tempfile.gettempdir()):
+            candidate = os.path.abspath(candidate)
+            if (candidate != here and _folder_writable(candidate)
+                    and not os.path.lexists(os.path.join(candidate, name))):
+                target = os.path.join(candidate, name)
+                break
+        if target is None:
+            target = os.path.join("WRITABLE_FOLDER", name)
+        elif os.path.dirname(target) == os.path.abspath(os.getcwd()):
+            target = os.path.join(".", name)
+        return (f"link the FASTA into a writable folder and give that path, where the index is then written: "
+                f"`ln -s {os.path.abspath(self.path)} {target}` and --genome {target}")
 
     def _check_file(self) -> bool:
         """Existence, readability and content sniffing; returns True for BGZF."""
@@ -236,6 +266,8 @@ class Genome:
         if not header:
             raise GenomeError(f"{path}: the FASTA file is empty (no sequence records)")
         compressed = header[:2] == _GZIP_MAGIC
+        if not header.startswith(b">"):
+            self._refuse_other_kind()
         if compressed and not _is_bgzf(header):
             stem = path[:-3] if path.endswith(".gz") else path + ".bgz"
             command = (f"gzip -d {path} && bgzip {stem}" if path.endswith(".gz")
@@ -254,6 +286,20 @@ class Genome:
                 "did you swap --genome and --annotation?"
             )
         return compressed
+
+    def _refuse_other_kind(self):
+        """GenomeError when the file is recognisably something else (a BAM, a GTF, a .fai index...)."""
+        wrong = wrong_kind_message(self.path, GENOME_KINDS, "a genome FASTA")
+        if wrong is None:
+            return
+        kind = sniff(self.path)
+        if kind is not None and kind.code in ANNOTATION_KINDS:
+            fix = "did you swap --genome and --annotation?"
+        elif kind is not None and kind.code == "fai":
+            fix = "give the FASTA itself, not its index"
+        else:
+            fix = "--genome takes a FASTA file (plain or bgzip)"
+        raise GenomeError(f"{wrong}; {fix}")
 
     def _first_text_bytes(self, compressed) -> bytes:
         try:
@@ -324,12 +370,7 @@ class Genome:
             )
 
     def _read_only_message(self, folder):
-        name = os.path.basename(self.path)
-        return (
-            f"{self.path}: the FASTA has no index and its folder {folder} is not writable; run "
-            f"`samtools faidx {self.path}` where you may write, or link the FASTA into a writable "
-            f"folder (`ln -s {os.path.abspath(self.path)} ./{name}`) and pass that path"
-        )
+        return f"{self.path}: the FASTA has no index and its folder {folder} is not writable; {self._link_hint()}"
 
     def _explain_open_failure(self, exc) -> str:
         text = str(exc)

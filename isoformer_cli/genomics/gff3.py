@@ -4,7 +4,18 @@
 parent feature (mRNA, lnc_RNA, transcript, ... or a gene when exons hang directly from it) is the transcript,
 and the gene is found by following ``Parent`` upwards. The transcript id is the GFF3 ``ID`` (unique by the
 GFF3 rules), without Ensembl's ``transcript:`` prefix. Reading stops at ``##FASTA``.
+
+Orphans: a child whose ``Parent`` names no feature of the file (within the same contig block and ``###``
+section) is left out, never made a transcript of its own: it would be a transcript without gene, biotype or
+name, usually a sign of a damaged or filtered file. Such Parent ids are counted and logged in one warning
+(the count, the first few ids, the file); a file of orphans only is an error. A Parent that names any
+feature with an ID is kept, whatever its type (mRNA-like, a gene with exons hanging from it as in RefSeq's
+ncRNA genes and prokaryote-style files, or a type we do not know), except the types of
+``_GFF3_NEVER_PARENT`` (regions, matches, repeats, ...): those are never remembered, so their children are
+orphans too.
 """
+
+import logging
 
 import re
 from typing import Dict, Tuple
@@ -24,6 +35,9 @@ from isoformer_cli.genomics.annotation_common import (
     PendingTranscript,
     first_value,
 )
+
+log = logging.getLogger(__name__)
+_ORPHANS_SHOWN = 5
 
 # GFF3 child records (grouped by Parent). Every other feature with an ID is remembered as a
 # possible transcript or gene, except these types which never are.
@@ -52,6 +66,7 @@ class Gff3Pass:
         # of the current contig block: the possible transcripts and genes.
         features: Dict[str, tuple] = {}
         self._features = features
+        self._orphans: Dict[str, int] = {}  # Parent id naming no feature -> its child records
         current = None
         lineno = 0
         try:
@@ -147,6 +162,26 @@ class Gff3Pass:
         if pending:
             yield from self._flush(pending, done, self._finish_gff3)
         features.clear()
+        self._report_orphans()
+
+    def _report_orphans(self):
+        """One warning for the Parent ids that name no feature (module docstring); an error when the file
+        holds nothing else."""
+        orphans = self._orphans
+        if not orphans:
+            return
+        shown = ", ".join(list(orphans)[:_ORPHANS_SHOWN])
+        if len(orphans) > _ORPHANS_SHOWN:
+            shown += f" and {len(orphans) - _ORPHANS_SHOWN} more"
+        records = sum(orphans.values())
+        what = (f"{records} exon/CDS/UTR records name a Parent that is no feature of the file "
+                f"({len(orphans)} Parent ids: {shown})")
+        if self.summary.transcripts == 0 and self.summary.skipped_unstranded == 0:
+            raise AnnotationError(
+                f"{self.path}: no transcripts found: {what}; each Parent must be the ID of a transcript (mRNA, "
+                "transcript, ...) or gene line of the file — are those lines missing (a filtered file?)"
+            )
+        log.warning("%s: %s; they were left out (is the transcript line of each missing?)", self.path, what)
 
     def _gff3_cds_extras(self, item, attrs, strand):
         """NCBI partial-CDS ranges become cds_start_NF/cds_end_NF tags; transl_except Sec codons
@@ -162,6 +197,11 @@ class Gff3Pass:
     def _finish_gff3(self, item):
         features = self._features
         record = features.get(item.key)
+        if record is None and item.span is None:
+            # Children only, and their Parent is no feature: an orphan, not a transcript (module docstring).
+            self._orphans[item.key] = (len(item.exons) + len(item.cds) + len(item.utrs) + len(item.stops)
+                                       + len(item.secs))
+            return None
         attrs = _parse_gff3_attributes(record[1]) if record else {}
         if record is not None and (record[3] != item.chrom or record[4] != item.strand):
             raise AnnotationError(

@@ -50,7 +50,8 @@ class GtfPass:
         # Consecutive lines mostly belong to one transcript: when a line's attribute column starts
         # with the previous line's text up to the end of its transcript_id value, it is the same
         # transcript, and neither the id search nor the dict lookup is needed.
-        last_prefix = None
+        # (b"\t" starts no attribute column: the columns were split at tabs.)
+        last_prefix = b"\t"
         last_item = None
         lineno = 0
         try:
@@ -80,18 +81,18 @@ class GtfPass:
                         yield from self._flush(pending, done, self._finish_gtf)
                     current = chrom
                     current_text = decode(chrom)
-                    last_prefix = last_item = None
-                if last_prefix is not None and attrs.startswith(last_prefix):
+                    last_prefix, last_item = b"\t", None
+                if attrs.startswith(last_prefix):
                     item = last_item
                 else:
                     index = attrs.find(b'transcript_id "')
                     if index == 0 or (index > 0 and attrs[index - 1] in b" ;\t"):
                         close = attrs.find(b'"', index + 15)
                         transcript_id = attrs[index + 15:close] if close > 0 else None
-                        last_prefix = attrs[:close + 1] if transcript_id else None
+                        last_prefix = attrs[:close + 1] if transcript_id else b"\t"
                     else:
                         transcript_id = _gtf_transcript_id(attrs)
-                        last_prefix = None
+                        last_prefix = b"\t"
                     if not transcript_id:
                         raise self._error(
                             lineno, f"{decode(feature)} record without a transcript_id attribute; every exon/CDS line "
@@ -103,7 +104,7 @@ class GtfPass:
                             raise self._already_done(lineno, decode(transcript_id), decode(chrom), done[transcript_id])
                         self._check_strand(lineno, decode(strand), None, decode(feature))
                         item = PendingTranscript(decode(transcript_id), decode(chrom), decode(strand), lineno, strand)
-                        item.attrs = _parse_gtf_attributes(attrs)
+                        item.attrs = _parse_gtf_attributes(attrs, USED_KEYS)
                         pending[transcript_id] = item
                     elif item.chrom != current_text:  # only possible with grouped=False
                         raise self._already_done(lineno, item.key, current_text, (item.chrom, item.line))
@@ -114,16 +115,13 @@ class GtfPass:
                     item.exons.append((start, end))
                 elif kind == CDS:
                     item.cds.append((start, end, phase))
-                elif kind == UTR:
-                    item.utrs.append((start, end))
-                elif kind == STOP:
-                    item.stops.append((start, end))
-                elif kind == SEC:
-                    item.secs.append((start, end))
+                elif kind != TRANSCRIPT:
+                    # UTR, stop_codon or Selenocysteine: the list of that kind
+                    (item.utrs if kind == UTR else item.stops if kind == STOP else item.secs).append((start, end))
                 else:  # transcript line: its attributes win over those of the first record
                     item.span = (start, end)
                     if item.line != lineno:
-                        extra = _parse_gtf_attributes(attrs)
+                        extra = _parse_gtf_attributes(attrs, USED_KEYS)
                         tags = tuple(dict.fromkeys(item.attrs.get("tag", ()) + extra.get("tag", ())))
                         item.attrs.update(extra)
                         if tags:
@@ -158,20 +156,28 @@ def _gtf_transcript_id(raw: bytes) -> Optional[bytes]:
     return value.encode() if value else None
 
 
-def _parse_gtf_attributes(raw: bytes):
-    """Raw GTF attribute column -> dict of str. The first value of a key wins, except ``tag``
-    whose values are collected, in order and without repeats, in a tuple."""
+# The attributes a Transcript is made of (see GtfPass._finish_gtf); the others are never decoded.
+USED_KEYS = frozenset(key.encode() for key in ("gene_id", "tag") + GENE_NAME_KEYS + TRANSCRIPT_BIOTYPE_KEYS
+                      + GENE_BIOTYPE_KEYS)
+
+
+def _parse_gtf_attributes(raw: bytes, keys: Optional[frozenset] = None):
+    """Raw GTF attribute column -> dict of str, of every key or only of ``keys`` (bytes). The first
+    value of a key wins, except ``tag`` whose values are collected, in order and without repeats, in a
+    tuple."""
     attrs = {}
     tags = []
     for key, quoted, bare in _GTF_ATTRIBUTE.findall(raw):
-        value = (quoted if quoted or not bare else bare).decode("utf-8", "replace")
+        if keys is not None and key not in keys:
+            continue
         if key == b"tag":
+            value = (quoted if quoted or not bare else bare).decode("utf-8", "replace")
             if value not in tags:
                 tags.append(sys.intern(value))
         else:
             key = key.decode("utf-8", "replace")
             if key not in attrs:
-                attrs[key] = value
+                attrs[key] = (quoted if quoted or not bare else bare).decode("utf-8", "replace")
     if tags:
         attrs["tag"] = tuple(tags)
     return attrs

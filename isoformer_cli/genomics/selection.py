@@ -8,9 +8,12 @@
         coding_only=False,
     )
     for transcript in selection.filter(reader, aliases=aliases): ...
-    selection.warn_unmatched()             # one warning per kind of id/biotype asked for but absent
+    selection.report_unmatched()           # error when no value of a kind is there, else a warning
 
-Every filter given must hold (they combine with AND); no filter selects everything.
+Every filter given must hold (they combine with AND); no filter selects everything. Transcript ids,
+genes or biotypes of which the annotation holds none are an error naming them (a typo, the wrong
+annotation): every command that selects reports them through :meth:`TranscriptSelection.report_unmatched`.
+A region without transcripts is not an error (a pipeline may scatter by region).
 
 Identifiers match with or without a version suffix: ``ENST0001`` matches ``ENST0001.5`` and
 ``ENST0001.5`` matches an annotation that writes ``ENST0001`` (Ensembl GTF), but ``ENST0001.4``
@@ -126,6 +129,11 @@ def parse_biotypes(values: Union[None, str, Sequence[str]]) -> List[str]:
     return list(dict.fromkeys(biotypes))
 
 
+def _few(values, limit=5) -> str:
+    """``"A, B, C, D, E and 3 more"``: the first few of ``values``, for messages."""
+    return ", ".join(values[:limit]) + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
 def strip_version(identifier) -> str:
     """``ENST0001.5`` -> ``ENST0001``; unchanged without a numeric ``.N`` suffix."""
     match = _VERSION.match(identifier)
@@ -228,7 +236,7 @@ class TranscriptSelection:
 
     def matches(self, transcript: Transcript, aliases: Optional[ContigAliases] = None) -> bool:
         """True when ``transcript`` passes every filter. Also records which requested ids and
-        biotypes the annotation holds, for :meth:`warn_unmatched`."""
+        biotypes the annotation holds, for :meth:`report_unmatched`."""
         keep = True
         if self._transcripts is not None and not self._transcripts.match(transcript.transcript_id):
             keep = False
@@ -287,24 +295,49 @@ class TranscriptSelection:
             missing["biotypes"] = [b for b in self.biotypes if b.lower() not in self._biotypes_found]
         return missing
 
-    def warn_unmatched(self, annotation_label="the annotation") -> Dict[str, List[str]]:
-        """Log one warning per kind of request with absent values (count and a few names);
-        returns :meth:`unmatched`. Call after the whole annotation went through the filter."""
+    def report_unmatched(self, annotation_label="the annotation") -> Dict[str, List[str]]:
+        """Check the requested values against what went through the filter; returns :meth:`unmatched`.
+        Call after the whole annotation went through the filter.
+
+        A kind of request (transcript ids, genes, biotypes) none of whose values the annotation holds selects
+        nothing by mistake, not by design: InputError naming them (one line for every such kind). A kind with
+        only some values absent logs one warning with their count and the first few.
+        """
         missing = self.unmatched()
+        errors = []
         for kind, values in missing.items():
             if not values:
                 continue
             asked = {"transcripts": self._transcripts, "genes": self._genes}.get(kind)
             total = len(asked.ids) if asked is not None else len(self.biotypes)
-            shown = ", ".join(values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
-            extra = ""
-            if kind == "biotypes" and self._biotypes_seen:
-                common = sorted(self._biotypes_seen, key=lambda b: -self._biotypes_seen[b])[:8]
-                extra = f" (biotypes present: {', '.join(b or '(none)' for b in common)})"
+            shown = _few(values)
+            if len(values) == total:
+                errors.append(self._nothing_matched(kind, total, shown, annotation_label))
+                continue
+            extra = self._biotypes_present() if kind == "biotypes" else ""
             noun = {"transcripts": "transcript ids", "genes": "genes", "biotypes": "biotypes"}[kind]
             log.warning("%d of %d requested %s not found in %s: %s%s",
                         len(values), total, noun, annotation_label, shown, extra)
+        if errors:
+            raise InputError("; ".join(errors))
         return missing
+
+    def _nothing_matched(self, kind, total, shown, annotation_label):
+        if kind == "biotypes":
+            return (f"--biotype: none of the {total} requested biotypes is in {annotation_label}: {shown}"
+                    f"{self._biotypes_present()}")
+        option, noun, fix = {
+            "transcripts": ("--transcripts", "transcript ids", "transcript ids"),
+            "genes": ("--genes", "genes", "gene ids or gene names"),
+        }[kind]
+        return (f"{option}: none of the {total} requested {noun} is in {annotation_label}: {shown}; check the "
+                f"ids ({fix}; a version suffix and rna-/gene- prefixes may be left out)")
+
+    def _biotypes_present(self):
+        if not self._biotypes_seen:
+            return ""
+        common = sorted(self._biotypes_seen, key=lambda b: -self._biotypes_seen[b])[:8]
+        return f" (biotypes present: {', '.join(b or '(none)' for b in common)})"
 
     def describe(self) -> str:
         """Short text of the active filters, for logs (``"all transcripts"`` when none)."""

@@ -19,6 +19,7 @@ and eight tab-separated columns at least. Which alleles can be scored is decided
 back as one record.
 """
 
+import contextlib
 import gzip
 import io
 import logging
@@ -29,6 +30,7 @@ from typing import List, Optional, Tuple
 
 from isoformer_cli.errors import ContigError, InputError
 from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.genomics.sniff import VCF_KINDS, wrong_kind_message
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ INDEL_TOO_LONG = "indel_too_long"
 CONTIG_END = "contig_end"
 CONTIG_MISSING = "contig_missing"
 TSS_DELETED = "tss_deleted"
+NOT_VISIBLE = "not_visible"
 
 #: Every status with its meaning (README and the VCF header use the same words).
 STATUS_DESCRIPTIONS = {
@@ -61,6 +64,9 @@ STATUS_DESCRIPTIONS = {
     CONTIG_END: "REF runs past the contig end",
     CONTIG_MISSING: "the contig is not in the genome FASTA (after the alias layer)",
     TSS_DELETED: "the allele deletes the transcript's TSS (per transcript)",
+    NOT_VISIBLE: ("the allele changes the transcript only where the model does not read it (past the RNA tokens "
+                  "or protein residues kept, see FLAGS, or a modality the checkpoint lacks): its ISOFORMER entry "
+                  "has no scores (per transcript)"),
 }
 
 
@@ -140,7 +146,14 @@ class VcfReader:
         self._bcf = None
         self._stream = None
         self._lineno = 0
-        self._open()
+        try:
+            self._open()
+        except InputError:
+            # Another kind of file altogether (a BAM, a GTF...): say which instead of what is missing.
+            wrong = wrong_kind_message(path, VCF_KINDS, "a VCF") if path != STDIN else None
+            if wrong:
+                raise InputError(f"{wrong}; give a VCF (plain, gzip or bgzip) or BCF file") from None
+            raise
 
     # -- opening
 
@@ -179,12 +192,13 @@ class VcfReader:
         if self.path == STDIN:
             raise InputError("standard input holds BCF, which is read from a file only; give the BCF file "
                              "or convert it: bcftools view -Ov")
-        import pysam
-
-        try:
-            self._bcf = pysam.VariantFile(self.path, "r")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.path}: cannot read the BCF file ({exc}); check it with bcftools view") from None
+        # The records are streamed, so a missing .csi index does not matter; htslib would say so on stderr
+        # ("[E::idx_find_and_load] Could not retrieve index file") at every open, even under -q.
+        with _htslib_silenced():
+            try:
+                self._bcf = _pysam().VariantFile(self.path, "r")
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.path}: cannot read the BCF file ({exc}); check it with bcftools view") from None
         self.header_lines = str(self._bcf.header).rstrip("\n").split("\n")
 
     def _read_text_header(self):
@@ -240,8 +254,14 @@ class VcfReader:
 
     def _rows(self):
         if self._bcf is not None:
+            records = iter(self._bcf)
             try:
-                for record in self._bcf:
+                while True:
+                    # htslib reports a damaged record on stderr before pysam raises; our message says it.
+                    with _htslib_silenced():
+                        record = next(records, None)
+                    if record is None:
+                        return
                     yield None, str(record).rstrip("\n").split("\t")
             except (OSError, ValueError) as exc:
                 raise InputError(f"{self.path}: the BCF file is truncated or corrupt ({exc}); "
@@ -282,6 +302,23 @@ class VcfReader:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def _pysam():
+    import pysam  # only for BCF: text VCF never needs it
+
+    return pysam
+
+
+@contextlib.contextmanager
+def _htslib_silenced():
+    """htslib writes nothing on stderr inside the block (its messages would bypass our logging and -q)."""
+    pysam = _pysam()
+    previous = pysam.set_verbosity(0)
+    try:
+        yield
+    finally:
+        pysam.set_verbosity(previous)
 
 
 def check_vcf(path, aliases):

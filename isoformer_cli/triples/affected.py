@@ -99,7 +99,7 @@ class TranscriptIndex:
             key = (contig, gene_key(transcript.gene_id, transcript.transcript_id))
             by_gene.setdefault(key, (order, []))[1].append(transcript)
         matcher.finish()
-        selection.warn_unmatched(annotation_label=source.label)
+        selection.report_unmatched(annotation_label=source.label)
         for key, (order, transcripts) in by_gene.items():
             start, end = None, None
             for transcript in transcripts:

@@ -25,6 +25,7 @@ from isoformer_cli.triples.dna_window import (
 )
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES, longest_orf
 from isoformer_cli.genomics.records import Triple
+from isoformer_cli.triples.protein import translate_layout
 from isoformer_cli.triples.sequence import normalise, reverse_complement
 from isoformer_cli.triples.translation import MITOCHONDRIAL_CODE, STANDARD_CODE, translate_cds
 
@@ -67,19 +68,23 @@ class _LocusCache:
 
     def __init__(self, genome):
         self.genome = genome
+        # The RNA is normalised (upper case, non-ACGT -> N) after splicing, so the stored case serves
+        # as well as upper case, and upper-casing every chunk (~1 ms per Mb) is saved where the genome
+        # offers it; other genomes (test doubles, the alternative genome of variants) give upper case.
+        self._fetch = getattr(genome, "fetch_as_stored", genome.fetch)
         self.contig = None
         self.start = 0
         self.end = 0
         self.sequence = ""
 
     def chunk(self, contig, start, end, contig_length):
-        """``(sequence, offset)``: a cached upper-case stretch of ``contig`` that covers
+        """``(sequence, offset)``: a cached stretch of ``contig`` (in the genome's case) that covers
         ``[start, end)`` and the genomic position of its first base. The span must lie within
         the contig; callers slice ``sequence[s - offset:e - offset]`` without copying the span."""
         if contig != self.contig or start < self.start or end > self.end:
             chunk_start = max(0, start - self.BACKWARD)
             chunk_end = min(contig_length, max(end, start + self.CHUNK))
-            self.sequence = self.genome.fetch(contig, chunk_start, chunk_end)
+            self.sequence = self._fetch(contig, chunk_start, chunk_end)
             self.contig, self.start, self.end = contig, chunk_start, chunk_end
         return self.sequence, self.start
 
@@ -134,14 +139,9 @@ class TripleBuilder:
         layout = cds_layout(transcript)
         if layout is not None:
             cds_start, cds_end = layout.start, layout.end
-            five_prime_complete = not layout.start_tagged_incomplete and layout.phase == 0
-            translation = translate_cds(
-                layout.sequence(rna), code,
-                selenocysteine_codons=layout.selenocysteine_codons,
-                five_prime_complete=five_prime_complete,
-            )
+            translation = translate_layout(layout, rna, code)
             protein = translation.protein
-            if not five_prime_complete or not translation.initiator:
+            if not layout.five_prime_complete or not translation.initiator:
                 flags.add(F.CDS_START_INCOMPLETE)
             if layout.end_tagged_incomplete or not translation.terminal_stop:
                 flags.add(F.CDS_END_INCOMPLETE)

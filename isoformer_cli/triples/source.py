@@ -151,13 +151,15 @@ def shard_source_inputs(source):
     return provenance.get("inputs") if SHARD_KEY in provenance else None
 
 
-def iter_triples(source, genome, summary=None):
+def iter_triples(source, genome, summary=None, ordinals=None):
     """Yield the triples of ``source`` in input order, applying selection, the shard and ``on_invalid``.
 
     Args:
         source: a :class:`TripleSource`.
         genome: an open :class:`~isoformer_cli.genomics.genome.Genome` of ``source.genome``.
         summary: optional :class:`SourceSummary` updated as records go by.
+        ordinals: optional list; the ordinal (module docstring) of each yielded triple is appended to it,
+            so one pass gives both the triples and what :func:`shard_ordinals` would.
 
     Raises:
         InputError (and subclasses): malformed inputs, no contig in common, or an invalid
@@ -170,26 +172,35 @@ def iter_triples(source, genome, summary=None):
     selection.check_region(aliases)
     matcher = ContigMatcher(aliases, annotation_label=source.label)
     build = _builder(source, genome)
-    for _, transcript, row, genome_chrom in _candidates(source, selection, aliases, matcher, summary):
+    for ordinal, transcript, row, genome_chrom in _candidates(source, selection, aliases, matcher, summary):
         triple = build(transcript, row, genome_chrom)
-        flag_counts.update(triple.flags)
-        bad = invalid_flags(triple.flags)
-        if bad:
-            if source.on_invalid == "fail":
-                raise InputError(
-                    f"{triple.transcript.source or source.label}: transcript {triple.transcript.transcript_id} "
-                    f"is invalid ({format_flags(bad)}); use --on-invalid flag to keep it flagged "
-                    "or --on-invalid skip to leave it out"
-                )
-            if source.on_invalid == "skip":
-                summary.skipped_invalid += 1
-                continue
-        summary.yielded += 1
-        yield triple
+        if keep_triple(triple, source, summary, flag_counts):
+            if ordinals is not None:
+                ordinals.append(ordinal)
+            yield triple
     summary.flag_counts = dict(sorted(flag_counts.items()))
     mapping = matcher.finish()  # logs contigs missing from the genome; raises ContigError when none matched
     summary.missing_contigs = {contig: matcher.counts[contig] for contig, target in mapping.items() if target is None}
-    selection.warn_unmatched(annotation_label=source.label)
+    selection.report_unmatched(annotation_label=source.label)
+
+
+def keep_triple(triple, source, summary, flag_counts):
+    """Whether ``triple`` is yielded under ``source.on_invalid``; counts its flags and the outcome in
+    ``flag_counts`` (a Counter) and ``summary``. InputError for an invalid triple with ``"fail"``."""
+    flag_counts.update(triple.flags)
+    bad = invalid_flags(triple.flags)
+    if bad:
+        if source.on_invalid == "fail":
+            raise InputError(
+                f"{triple.transcript.source or source.label}: transcript {triple.transcript.transcript_id} "
+                f"is invalid ({format_flags(bad)}); use --on-invalid flag to keep it flagged "
+                "or --on-invalid skip to leave it out"
+            )
+        if source.on_invalid == "skip":
+            summary.skipped_invalid += 1
+            return False
+    summary.yielded += 1
+    return True
 
 
 def shard_ordinals(source, genome):

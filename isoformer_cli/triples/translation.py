@@ -147,15 +147,18 @@ def translate_cds(cds, code=STANDARD_CODE, *, selenocysteine_codons: Iterable[in
     Returns:
         a :class:`Translation`.
     """
-    residues = list(code.translate(cds))
+    protein = code.translate(cds)
     initiator = len(cds) >= 3 and cds[:3] in code.starts
-    if initiator and five_prime_complete and code.table_id == MITOCHONDRIAL_TABLE_ID:
-        residues[0] = "M"
-    for index in selenocysteine_codons:
-        if 0 <= index < len(residues):
-            residues[index] = "U"
-    terminal_stop = bool(residues) and residues[-1] == "*"
+    mitochondrial_start = initiator and five_prime_complete and code.table_id == MITOCHONDRIAL_TABLE_ID
+    if mitochondrial_start or selenocysteine_codons:  # (a list only for these few: most CDSs need none)
+        residues = list(protein)
+        if mitochondrial_start:
+            residues[0] = "M"
+        for index in selenocysteine_codons:
+            if 0 <= index < len(residues):
+                residues[index] = "U"
+        protein = "".join(residues)
+    terminal_stop = protein.endswith("*")
     if terminal_stop:
-        residues.pop()
-    protein = "".join(residues)
+        protein = protein[:-1]
     return Translation(protein, terminal_stop, "*" in protein, initiator)
