@@ -516,7 +516,7 @@ def bad_inputs(tmp_path):
         ("negative", "transcript_id\tLiver", lambda t: f"{t}\t-3"),
         ("other_ids", "transcript_id\tLiver", lambda t: f"ENST{t}\t1"),
         ("unknown_tissue", "transcript_id\tLiverr", lambda t: f"{t}\t1"),
-        ("good", "transcript_id\tLiver", lambda t: f"{t}\t1"),
+        ("good", "transcript_id\tLiver", lambda t: f"{t}\t{ids.index(t) + 1}"),  # values differ: a Spearman
     ):
         path = tmp_path / f"{name}.tsv"
         path.write_text(header + "\n" + "\n".join(row(t) for t in ids) + "\n")

@@ -148,7 +148,6 @@ def _prepare(config, context):
     examples = load_examples(source, config.expression)
     split = split_examples(examples, dataclasses.replace(config.split, seed=training.seed))
     rows = split.rows
-    check_validation(examples, rows["val"], split.spec)
 
     # 3. The head, the frozen parts and the batch plan.
     if resume_from_last or not training.new_head:
@@ -165,6 +164,7 @@ def _prepare(config, context):
     total_steps = plan.steps_per_epoch * training.epochs
     warmup_steps = int(round(training.warmup_fraction * total_steps))
     check_lengths(examples, model.config, config.rna_truncation, config.protein_truncation)
+    check_validation(examples, rows["val"], split.spec)  # last: the other input errors say more
     settings = run_settings(config, source=source, checkpoint_dir=checkpoint_dir, tissues=examples.tissues,
                             modalities=model.config.modalities, freeze_specs=freeze_specs, columns=columns, plan=plan,
                             warmup_steps=warmup_steps, precision=context.precision, split=split.spec,
