@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.expression import (
-    ExpressionTable,
-    match_transcripts,
-    read_expression,
-    read_sample_tissues,
-    require_overlap,
-)
+from isoformer_cli.genomics.expression import ExpressionTable, read_expression, read_sample_tissues
+from isoformer_cli.genomics.transcript_match import match_transcripts, require_overlap
 
 
 def write(path, text, compress=False):

@@ -16,7 +16,8 @@ from typing import Optional
 from isoformer_cli.errors import InputError
 from isoformer_cli.evaluation.metrics import evaluate, headline
 from isoformer_cli.formats.metrics_table import write_metrics_table
-from isoformer_cli.genomics.expression import ExpressionInput, match_transcripts, require_overlap
+from isoformer_cli.genomics.expression import ExpressionInput
+from isoformer_cli.genomics.transcript_match import match_transcripts, require_overlap
 from isoformer_cli.formats.atomic import STDOUT, check_writable
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs

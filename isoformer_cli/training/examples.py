@@ -19,7 +19,7 @@ from typing import Dict, List
 import numpy as np
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.expression import match_transcripts, require_overlap
+from isoformer_cli.genomics.transcript_match import match_transcripts, require_overlap
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.training.splits import SPLITS, SplitMember, SplitSpec, assign_splits, split_counts
 from isoformer_cli.triples.source import iter_triples
