@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pysam
 import pytest
@@ -251,9 +252,13 @@ def test_read_only_genome_folder_suggests_a_link_that_works(tmp_path, monkeypatc
 
 # ------------------------------------------------------------------------------- 14. triples provenance
 
-def test_a_plain_triples_table_has_a_provenance_line_that_readers_skip(tmp_path, genome):
+def test_a_plain_triples_table_has_a_provenance_line_that_readers_skip(tmp_path, genome, monkeypatch):
     table = tmp_path / "t.tsv.gz"
-    result = invoke("triples", "--genome", genome, "--annotation", HUMAN_GTF, "--dna-length", 1000, "-o", table)
+    arguments = ["triples", "--genome", str(genome), "--annotation", str(HUMAN_GTF), "--dna-length", "1000",
+                 "-o", str(table)]
+    # Commands record sys.argv (the real command line); in-process, that is pytest's unless set here.
+    monkeypatch.setattr(sys, "argv", ["isoformer", *arguments])
+    result = invoke(*arguments)
     assert result.exit_code == 0, result.output
     with gzip.open(table, "rt") as stream:
         first = stream.readline()
