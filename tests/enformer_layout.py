@@ -14,7 +14,7 @@ import json
 
 from torch import nn
 
-from isoformer_cli.models.encoders.enformer import build_trunk, library_fields
+from isoformer_cli.models.network.encoders.enformer import build_trunk, library_fields
 
 
 class EnformerPytorchLayout(nn.Module):

@@ -39,7 +39,7 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     result = lint(tmp_path)
     assert result.returncode != 0
     assert "isoformer_cli.genomics is not allowed to import isoformer_cli.models" in result.stdout
-    assert "isoformer_cli.genomics.genome -> isoformer_cli.models.configuration" in result.stdout
+    assert "isoformer_cli.genomics.genome -> isoformer_cli.models.network.configuration" in result.stdout
 
 
 def test_an_enformer_pytorch_import_breaks_its_contract(tmp_path):
@@ -52,4 +52,4 @@ def test_an_enformer_pytorch_import_breaks_its_contract(tmp_path):
     result = lint(tmp_path)
     assert result.returncode != 0
     assert "enformer-pytorch is a test-only reference" in result.stdout
-    assert "isoformer_cli.models.encoders.enformer -> enformer_pytorch" in result.stdout
+    assert "isoformer_cli.models.network.encoders.enformer -> enformer_pytorch" in result.stdout

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.encoders import enformer_trunk
-from isoformer_cli.models.encoders.enformer_trunk import (
+from isoformer_cli.models.network.encoders import enformer_trunk
+from isoformer_cli.models.network.encoders.enformer_trunk import (
     AttentionPool,
     EnformerTrunk,
     conv_tower_widths,
@@ -312,8 +312,8 @@ def test_demo_checkpoint_matches_enformer_pytorch():
     enformer_pytorch = pytest.importorskip("enformer_pytorch", exc_type=ImportError)
     from safetensors.torch import load_file
 
-    from isoformer_cli.models.checkpoint import load_checkpoint
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.checkpoint.load import load_checkpoint
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
     folder = Path(demo_checkpoint_path())
     config = json.loads((folder / "config.json").read_text())
@@ -343,8 +343,8 @@ def test_test_layout_of_enformer_pytorch_files_is_the_real_one(tmp_path):
     enformer_pytorch = pytest.importorskip("enformer_pytorch", exc_type=ImportError)
     from enformer_layout import enformer_pytorch_module, write_enformer_pytorch_config
 
-    from isoformer_cli.models import IsoformerConfig
-    from isoformer_cli.models.encoders.enformer import (
+    from isoformer_cli.models.network.configuration import IsoformerConfig
+    from isoformer_cli.models.network.encoders.enformer import (
         ENFORMER_FOLDER_FIELDS,
         library_fields,
     )

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from transformers import EsmModel
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models import (
-    IsoformerConfig,
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders.nucleotide_transformer import (
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
 )
-from isoformer_cli.models.encoders.enformer import (
+from isoformer_cli.models.network.encoders.enformer import (
     ENFORMER,
     ENFORMER_DUPLICATE_KEY_PREFIXES,
     EnformerDNAEncoder,

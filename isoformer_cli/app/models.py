@@ -9,8 +9,8 @@
   untrained aggregation and head);
 
 and stores the result as ``MODEL_DIR/NAME`` (``--checkpoint NAME`` resolves it) with a manifest of where
-everything came from (:mod:`isoformer_cli.models.store`). Downloads go through ``huggingface_hub``
-(:mod:`isoformer_cli.models.hub`): resumable, verified, offline-aware; this is the only place the tool uses
+everything came from (:mod:`isoformer_cli.models.distribution.store`). Downloads go through ``huggingface_hub``
+(:mod:`isoformer_cli.models.distribution.hub`): resumable, verified, offline-aware; this is the only place the tool uses
 the network.
 """
 
@@ -19,11 +19,11 @@ import os
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.checkpoint import check_folder_target
-from isoformer_cli.models.hub import fetch_repository, remove_download_folder
-from isoformer_cli.models.locate import demo_checkpoint_path, model_dir_for
-from isoformer_cli.models.registry import KNOWN_MODELS
-from isoformer_cli.models.store import (
+from isoformer_cli.models.checkpoint.save import check_folder_target
+from isoformer_cli.models.distribution.hub import fetch_repository, remove_download_folder
+from isoformer_cli.models.distribution.locate import demo_checkpoint_path, model_dir_for
+from isoformer_cli.models.distribution.registry import KNOWN_MODELS
+from isoformer_cli.models.distribution.store import (
     check_name,
     checkpoint_folder,
     downloads_dir,
@@ -131,7 +131,7 @@ def run_pull(config):
 
 def _build(entry, config, fetched, target, metadata, on_written):
     if entry.kind == "convert":
-        from isoformer_cli.models.convert import convert_official
+        from isoformer_cli.models.conversion.convert import convert_official
 
         official = fetched[0]
         weights = official.files.get("pytorch_model.bin")
@@ -140,7 +140,7 @@ def _build(entry, config, fetched, target, metadata, on_written):
                          source_sha256=weights.sha256 if weights else None, extra_metadata=metadata,
                          on_written=on_written)
         return
-    from isoformer_cli.models.pretrained import init_model
+    from isoformer_cli.models.conversion.pretrained import init_model
 
     if config.mapping:
         raise InputError("--mapping applies to the official release (pull official), not to the encoders")

@@ -29,8 +29,8 @@ from isoformer_cli.formats.streaming import refuse_resume_of_direct
 from isoformer_cli.formats.targets import classify_output
 from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.runner import ModelRunner
-from isoformer_cli.models.locate import checkpoint_files
-from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
+from isoformer_cli.models.distribution.locate import checkpoint_files
+from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.setup import end_run, start_run

@@ -22,7 +22,7 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.expression import VALUE_KINDS
 from isoformer_cli.genomics.flags import ON_INVALID_CHOICES
 from isoformer_cli.inference.memory_plan import DEFAULT_CHUNK_ROWS
-from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
+from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import PRECISION_CHOICES
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
-from isoformer_cli.models.checkpoint import check_checkpoint, load_checkpoint
-from isoformer_cli.models.locate import is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.models.checkpoint.check import check_checkpoint
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.distribution.locate import is_demo_checkpoint, resolve_checkpoint
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
@@ -38,7 +39,7 @@ class ModelRunner:
 
     Args:
         context: the :class:`~isoformer_cli.runtime.setup.RunContext` (device, process group, precision).
-        checkpoint, model_dir: the model (see :func:`~isoformer_cli.models.locate.resolve_checkpoint`).
+        checkpoint, model_dir: the model (see :func:`~isoformer_cli.models.distribution.locate.resolve_checkpoint`).
         source: a :class:`~isoformer_cli.triples.source.TripleSource`; its window length becomes the model's.
         genome: the genome of ``source`` (see the module docstring).
         rna_truncation, protein_truncation: tokenizer policies for inputs longer than the model maximum.

@@ -33,8 +33,8 @@ from typing import Optional
 
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
-from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.distribution.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.setup import end_run, start_run

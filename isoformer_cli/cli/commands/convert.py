@@ -44,7 +44,7 @@ def convert_command(official, output, list_keys, show_mapping, preset, settings,
     if list_keys or show_mapping:
         if output:
             raise click.UsageError("--list-keys and --show-mapping print to stdout; they take no -o/--output")
-        from isoformer_cli.models.convert import list_official_keys, mapping_rows_text
+        from isoformer_cli.models.conversion.convert import list_official_keys, mapping_rows_text
 
         if show_mapping:
             click.echo(mapping_rows_text(official, mapping_file=mapping), nl=False)
@@ -56,7 +56,7 @@ def convert_command(official, output, list_keys, show_mapping, preset, settings,
 
     import logging
 
-    from isoformer_cli.models.convert import convert_official
+    from isoformer_cli.models.conversion.convert import convert_official
 
     result = convert_official(official, output, preset=preset, mapping_file=mapping, overwrite=force,
                               settings=settings)

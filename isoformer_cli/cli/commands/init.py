@@ -27,7 +27,7 @@ def init_command(output, dna_encoder, rna_encoder, protein_encoder, preset, moda
     differs in size is refused. An omitted encoder, the aggregation and the head start from random
     weights (--seed).
     """
-    from isoformer_cli.models.pretrained import init_model
+    from isoformer_cli.models.conversion.pretrained import init_model
 
     overrides = {}
     if modalities:

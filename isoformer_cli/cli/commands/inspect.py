@@ -23,8 +23,8 @@ def inspect_command(checkpoint, preset, as_json):
 
     import json
 
-    from isoformer_cli.models.locate import DEMO_CHECKPOINT_NAME, demo_checkpoint_path
-    from isoformer_cli.models.summary import format_summary, inspect_model
+    from isoformer_cli.models.distribution.locate import DEMO_CHECKPOINT_NAME, demo_checkpoint_path
+    from isoformer_cli.models.checkpoint.summary import format_summary, inspect_model
 
     if checkpoint == DEMO_CHECKPOINT_NAME and not os.path.isdir(checkpoint):
         checkpoint = demo_checkpoint_path()

@@ -24,7 +24,7 @@ def settings_option(function):
 
 def parse_settings(settings):
     """``{field: value}`` from the ``--set`` values; a bad one is a usage error."""
-    from isoformer_cli.models.checkpoint import parse_config_settings
+    from isoformer_cli.models.checkpoint.schema import parse_config_settings
 
     return usage_errors(parse_config_settings, settings)
 

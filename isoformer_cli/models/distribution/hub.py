@@ -1,6 +1,6 @@
 """Download a model repository's files through ``huggingface_hub``: resumable, verified, offline-aware.
 
-:func:`fetch_repository` brings the files a :class:`~isoformer_cli.models.registry.Repository` lists into one
+:func:`fetch_repository` brings the files a :class:`~isoformer_cli.models.distribution.registry.Repository` lists into one
 local folder (``MODEL_DIR/.downloads/OWNER__NAME``) and returns what it got. Per file:
 
 1. Metadata from the hub (``huggingface_hub.get_hf_file_metadata``: a HEAD request on ``/resolve``): the
@@ -207,7 +207,7 @@ def fetch_repository(repository, folder, revision=None, progress=False):
     """Bring the files of ``repository`` into ``folder`` (created), verified; return a :class:`FetchedRepository`.
 
     Args:
-        repository: a :class:`~isoformer_cli.models.registry.Repository`.
+        repository: a :class:`~isoformer_cli.models.distribution.registry.Repository`.
         folder: the download folder of this repository.
         revision: a branch, tag or commit overriding the registry's (None: the registry's pin, else its
             default branch).

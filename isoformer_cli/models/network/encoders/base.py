@@ -5,7 +5,7 @@ Nucleotide Transformer over the window's 6-mers), the spliced RNA (Nucleotide Tr
 protein (ESM-2). Everything the rest of the tool needs to know about one kind of encoder lives in one
 subclass of :class:`SequenceEncoder`, in its own module:
 
-* how to build its ``nn.Module`` from an :class:`~isoformer_cli.models.configuration.IsoformerConfig`,
+* how to build its ``nn.Module`` from an :class:`~isoformer_cli.models.network.configuration.IsoformerConfig`,
   and which configuration fields it reads (:meth:`validate`, :attr:`config_fields`);
 * its output width and number of output positions;
 * how a sequence becomes token ids (:meth:`tokenizer`) and how ids become a batch (:meth:`collate`);
@@ -18,7 +18,7 @@ subclass of :class:`SequenceEncoder`, in its own module:
   layout, which the new checkpoint's encoder must reproduce (:meth:`reference_encoder`, :meth:`check_inputs`).
 
 Nothing outside an encoder's module branches on the encoder's name: callers look the encoder up
-(:func:`isoformer_cli.models.encoders.encoder_for`) and call these methods.
+(:func:`isoformer_cli.models.network.encoders.encoder_for`) and call these methods.
 
 Module contract. The module built for the DNA role maps ``(input_ids (B, L) long, attention_mask (B, L)
 bool | None)`` to ``(embeddings (B, N, D), mask (B, N) bool | None)`` (N output positions, a None mask
@@ -88,7 +88,7 @@ class FoundComponent:
         label: what was found, for messages (``"ESM-2"``).
         root: the literal prefix of its keys in the file (``"esm_model."``; may be empty).
         keys: the file's keys that belong to it (ignored extras such as masked-LM heads included).
-        rows: key-mapping rows (:class:`~isoformer_cli.models.key_mapping.MappingRow`) onto our keys.
+        rows: key-mapping rows (:class:`~isoformer_cli.models.conversion.key_mapping.MappingRow`) onto our keys.
         fields: configuration fields read off its shapes (``{"esm_hidden_size": 640, ...}``).
         width: the width of its output (encoders) or of its input (aggregation blocks, head).
         sub_keys: ``{name in the component's own library layout: key in the file}``, what a reference
@@ -276,7 +276,7 @@ class SequenceEncoder:
 
     # -- foreign checkpoints ------------------------------------------------------------------------
     def key_rows(self, source_prefix: str, target_prefix: str) -> tuple:
-        """Key-mapping rows (:class:`~isoformer_cli.models.key_mapping.MappingRow`) from this encoder's
+        """Key-mapping rows (:class:`~isoformer_cli.models.conversion.key_mapping.MappingRow`) from this encoder's
         tensors saved by its own library under ``source_prefix`` (a regular expression) to the model's
         keys under ``target_prefix``."""
         raise NotImplementedError(f"{type(self).__name__} must define key_rows()")

@@ -18,7 +18,7 @@
   the alphabet (``*`` included) becomes ``<unk>``, one token per character.
 
 Padding id is 1 for RNA and protein. Each tokenizer encodes one sequence at a time; batches are padded
-by the encoders' ``collate`` (:mod:`isoformer_cli.models.encoders.base`).
+by the encoders' ``collate`` (:mod:`isoformer_cli.models.network.encoders.base`).
 
 Truncation (``truncation=``), applied to the tokens between the special tokens, so ``<cls>`` (and
 the protein's ``<eos>``) are always kept:

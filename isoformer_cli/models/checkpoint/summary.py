@@ -9,7 +9,8 @@ is read.
 import os
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.checkpoint import build_model, check_checkpoint, checkpoint_metadata
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.checkpoint.check import check_checkpoint, checkpoint_metadata
 
 SUMMARY_FORMAT_VERSION = 1
 COMPONENTS = ("dna_encoder", "rna_encoder", "protein_encoder", "aggregation", "head", "total")
@@ -68,7 +69,7 @@ def inspect_model(checkpoint=None, preset=None):
     :func:`summarize_config`, and for a checkpoint ``weights`` (file, size in bytes, header metadata).
     Raises :class:`CheckpointError` for a broken checkpoint, :class:`InputError` for an unknown preset.
     """
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.network.configuration import IsoformerConfig
 
     if (checkpoint is None) == (preset is None):
         raise InputError("give either a checkpoint folder or a preset name, not both or neither")
@@ -92,7 +93,7 @@ def inspect_model(checkpoint=None, preset=None):
 
 def _encoder_line(summary):
     """The encoder's one-line description (its own ``describe``), or ``none``."""
-    from isoformer_cli.models.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
+    from isoformer_cli.models.network.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
 
     if summary is None:
         return "none"

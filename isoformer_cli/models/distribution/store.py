@@ -1,7 +1,7 @@
 """The model folder: named checkpoints, their manifests, and the downloads they were made from.
 
 Layout of the model folder (``--model-dir``, ``$ISOFORMER_MODEL_DIR`` or the per-user default of
-:func:`~isoformer_cli.models.locate.default_model_dir`)::
+:func:`~isoformer_cli.models.distribution.locate.default_model_dir`)::
 
     MODEL_DIR/NAME/config.json             a checkpoint (what --checkpoint NAME loads)
     MODEL_DIR/NAME/model.safetensors
@@ -24,9 +24,10 @@ import shutil
 import sys
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_checkpoint, checkpoint_metadata
-from isoformer_cli.models.hub import sha256_file
-from isoformer_cli.models.locate import DEMO_CHECKPOINT_NAME, demo_checkpoint_path, model_dir_for
+from isoformer_cli.models.checkpoint.schema import CONFIG_FILE, WEIGHTS_FILE
+from isoformer_cli.models.checkpoint.check import check_checkpoint, checkpoint_metadata
+from isoformer_cli.models.distribution.hub import sha256_file
+from isoformer_cli.models.distribution.locate import DEMO_CHECKPOINT_NAME, demo_checkpoint_path, model_dir_for
 
 MANIFEST_FILE = "isoformer-model.json"
 MANIFEST_VERSION = 1
@@ -152,7 +153,7 @@ def checkpoint_folder(name_or_dir, model_dir=None, names_only=False):
     check_name(name_or_dir)
     folder = os.path.join(model_dir_for(model_dir), name_or_dir)
     if not os.path.isdir(folder):
-        from isoformer_cli.models.registry import KNOWN_MODELS
+        from isoformer_cli.models.distribution.registry import KNOWN_MODELS
 
         hint = f"; get it with: isoformer models pull {name_or_dir}" if name_or_dir in KNOWN_MODELS else \
             " (isoformer models list shows what is there)"
@@ -168,7 +169,7 @@ def verify_checkpoint(folder):
     kept, and against today's registry where it knows sizes and checksums. Without a manifest the SHA-256
     of each file is computed and shown, with nothing to compare against.
     """
-    from isoformer_cli.models.registry import KNOWN_MODELS
+    from isoformer_cli.models.distribution.registry import KNOWN_MODELS
 
     lines = []
     check_checkpoint(folder)

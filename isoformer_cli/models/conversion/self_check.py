@@ -8,7 +8,7 @@ implementation loaded from the *source* tensors under their *source* names, not 
 * ESM-2: ``transformers.EsmModel`` with eager attention;
 * Enformer: against its source layout. A new Enformer encoder, built with what the source states, loaded
   strictly with the source tensors under their own names (``_trunk.N`` duplicates folded onto the named
-  modules; :mod:`isoformer_cli.models.encoders.enformer_layout`). enformer-pytorch is not used at run time
+  modules; :mod:`isoformer_cli.models.conversion.encoders.enformer`). enformer-pytorch is not used at run time
   (a test oracle only): the trunk's arithmetic is checked against it by the tests, not here;
 * NT-v2: our NT-v2 module filled directly from the source's names (NT-v2 has no implementation outside
   remote code).

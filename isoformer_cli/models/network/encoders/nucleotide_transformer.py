@@ -1,7 +1,7 @@
 """Nucleotide Transformer v2 as IsoFormer's RNA encoder, and as the paper's alternative DNA encoder.
 
 RNA (always): the spliced RNA as NT-v2 6-mer tokens (``<cls>`` first, pad id 1, at most ``max_rna_tokens``
-tokens after ``<cls>``), encoded by the NT-v2 network (:mod:`~isoformer_cli.models.encoders.nt_network`)
+tokens after ``<cls>``), encoded by the NT-v2 network (:mod:`~isoformer_cli.models.network.encoders.nt_network`)
 sized by the ``nt_*`` fields; output ``(B, L, nt_hidden_size)``, ``<cls>`` included.
 
 DNA (``dna_encoder_type="nucleotide_transformer"``): the DNA window tokenised exactly like RNA (greedy
@@ -19,22 +19,22 @@ from torch import nn
 from transformers import EsmConfig
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.encoders.base import (
+from isoformer_cli.models.network.encoders.base import (
     FoundComponent,
     LayerGroups,
     PretrainedFolder,
     ReferenceEncoder,
     SequenceEncoder,
 )
-from isoformer_cli.models.encoders.esm import ESM_FOLDER_FIELDS, esm_style_key_rows, find_esm_style_encoders
-from isoformer_cli.models.encoders.nt_network import (  # noqa: F401 - re-exported
+from isoformer_cli.models.network.encoders.esm import ESM_FOLDER_FIELDS, esm_style_key_rows, find_esm_style_encoders
+from isoformer_cli.models.network.encoders.nt_network import (  # noqa: F401 - re-exported
     NT_UNUSED_CHECKPOINT_KEYS,
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
 )
-from isoformer_cli.models.key_mapping import IGNORE, MappingRow
-from isoformer_cli.models.tokenizers import RNA_CLS_ID, RNA_FIRST_KMER_ID, RNA_FIRST_SINGLE_BASE_ID, RnaTokenizer
+from isoformer_cli.models.conversion.key_mapping import IGNORE, MappingRow
+from isoformer_cli.models.network.tokenizers import RNA_CLS_ID, RNA_FIRST_KMER_ID, RNA_FIRST_SINGLE_BASE_ID, RnaTokenizer
 
 # (field of an NT-v2 config.json, is it part of the architecture?) for `isoformer init`.
 NT_FOLDER_FIELDS = ESM_FOLDER_FIELDS[:7] + (("add_bias_fnn", True), ("pad_token_id", True), ("layer_norm_eps", False))
@@ -219,7 +219,7 @@ class NucleotideTransformerRNA(SequenceEncoder):
     def reference_encoder(self, config, tensors):
         # NT-v2's own implementation is remote code, which this tool never runs: the reference is our NT-v2
         # module filled straight from the source's EsmModel-style names (no key mapping involved).
-        from isoformer_cli.models.checkpoint import skip_weight_initialisation
+        from isoformer_cli.models.network.build import skip_weight_initialisation
 
         with skip_weight_initialisation():  # every tensor is loaded next
             module = NucleotideTransformer(rna_network_config(config)).eval()

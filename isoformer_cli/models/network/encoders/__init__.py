@@ -12,10 +12,10 @@ Adding a DNA encoder is one new module with a :class:`~.base.SequenceEncoder` su
 from __future__ import annotations
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.encoders.base import LayerGroups, PretrainedFolder, SequenceEncoder, pad_token_arrays
-from isoformer_cli.models.encoders.enformer import ENFORMER
-from isoformer_cli.models.encoders.esm import ESM2
-from isoformer_cli.models.encoders.nucleotide_transformer import NT_DNA, NT_RNA
+from isoformer_cli.models.network.encoders.base import LayerGroups, PretrainedFolder, SequenceEncoder, pad_token_arrays
+from isoformer_cli.models.network.encoders.enformer import ENFORMER
+from isoformer_cli.models.network.encoders.esm import ESM2
+from isoformer_cli.models.network.encoders.nucleotide_transformer import NT_DNA, NT_RNA
 
 #: DNA encoders by ``dna_encoder_type``.
 DNA_ENCODERS: dict[str, SequenceEncoder] = {

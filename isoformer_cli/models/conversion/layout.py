@@ -16,7 +16,7 @@ what its tensors look like, under whatever prefix the file uses:
   rows to add by hand;
 * the head: the one chain of two biased linears D -> H -> T left over (T, the number of tissues).
 
-Each component becomes :class:`~isoformer_cli.models.key_mapping.MappingRow` rows onto our names, ordered
+Each component becomes :class:`~isoformer_cli.models.conversion.key_mapping.MappingRow` rows onto our names, ordered
 most specific prefix first, plus configuration fields read off its shapes (widths, depths, heads where a
 tensor reveals them). Keys that no component claims are reported as unmatched by the conversion plan.
 Rows from a ``--mapping`` file are tried before these; the keys they claim are left out of the detection,
@@ -27,9 +27,9 @@ import re
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
-from isoformer_cli.models.encoders.base import FoundComponent
-from isoformer_cli.models.key_mapping import MappingRow, map_key
+from isoformer_cli.models.network.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
+from isoformer_cli.models.network.encoders.base import FoundComponent
+from isoformer_cli.models.conversion.key_mapping import MappingRow, map_key
 
 #: The components of the official architecture, in report order, with the prefix of our keys they fill.
 COMPONENT_TARGETS = {

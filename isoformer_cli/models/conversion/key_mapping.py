@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.weights import (
+from isoformer_cli.models.checkpoint.weights import (
     COMPUTED_BUFFER_PATTERN,
     format_shape,
     name_some,

@@ -78,7 +78,7 @@ def resolve_checkpoint(checkpoint, model_dir=None):
         if not name.startswith(".") and os.path.isdir(os.path.join(model_dir, name))
     ) if os.path.isdir(model_dir) else []
     hint = ""
-    from isoformer_cli.models.registry import KNOWN_MODELS
+    from isoformer_cli.models.distribution.registry import KNOWN_MODELS
 
     if checkpoint in KNOWN_MODELS and KNOWN_MODELS[checkpoint].pullable:
         hint = f"; get it with: isoformer models pull {checkpoint}"
@@ -94,7 +94,7 @@ def checkpoint_files(checkpoint, model_dir=None):
     Empty when the checkpoint does not resolve: that error is reported when it is loaded.
     """
     from isoformer_cli.errors import IsoformerError
-    from isoformer_cli.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from isoformer_cli.models.checkpoint.schema import CONFIG_FILE, WEIGHTS_FILE
 
     try:
         folder = resolve_checkpoint(checkpoint, model_dir)

@@ -13,7 +13,7 @@ Accepted folders (each downloaded by the user; ``config.json`` plus ``model.safe
   heads are ignored. With ``dna_encoder_type="nucleotide_transformer"`` the DNA folder is an NT-v2 one.
 
 Self-checks: once filled, each loaded encoder is run against a reference built from the folder's own tensors
-(:mod:`isoformer_cli.models.self_check`: ESM-2 against ``transformers.EsmModel``, Enformer against a new
+(:mod:`isoformer_cli.models.conversion.self_check`: ESM-2 against ``transformers.EsmModel``, Enformer against a new
 Enformer loaded in its source layout, NT-v2 against our module loaded without key mapping); a
 disagreement refuses the new checkpoint, and the results are recorded in its provenance.
 
@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.checkpoint import build_model, check_folder_target, save_checkpoint
-from isoformer_cli.models.key_mapping import plan_conversion
-from isoformer_cli.models.self_check import check_encoders, metadata_of
-from isoformer_cli.models.weights import fill_module, load_weights_folder, read_json_file
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.checkpoint.save import check_folder_target, save_checkpoint
+from isoformer_cli.models.conversion.key_mapping import plan_conversion
+from isoformer_cli.models.conversion.self_check import check_encoders, metadata_of
+from isoformer_cli.models.checkpoint.weights import fill_module, load_weights_folder, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
 
 
 def _init_model(output, preset, encoder_folders, overrides, seed, overwrite, extra_metadata, on_written):
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.network.configuration import IsoformerConfig
 
     config = IsoformerConfig.from_preset(preset, **(overrides or {}))
     specs = _encoder_folders(config)

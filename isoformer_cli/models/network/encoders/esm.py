@@ -19,16 +19,16 @@ import torch
 from transformers import EsmConfig, EsmModel
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.encoders.base import (
+from isoformer_cli.models.network.encoders.base import (
     FoundComponent,
     LayerGroups,
     PretrainedFolder,
     ReferenceEncoder,
     SequenceEncoder,
 )
-from isoformer_cli.models.key_mapping import IGNORE, MappingRow
-from isoformer_cli.models.tokenizers import PROTEIN_VOCABULARY, ProteinTokenizer
-from isoformer_cli.models.weights import COMPUTED_BUFFER_PATTERN, name_some, transformers_renames
+from isoformer_cli.models.conversion.key_mapping import IGNORE, MappingRow
+from isoformer_cli.models.network.tokenizers import PROTEIN_VOCABULARY, ProteinTokenizer
+from isoformer_cli.models.checkpoint.weights import COMPUTED_BUFFER_PATTERN, name_some, transformers_renames
 
 # (field of an ESM config.json, is it part of the architecture?) for `isoformer init`.
 ESM_FOLDER_FIELDS = (
@@ -328,7 +328,7 @@ class Esm2(SequenceEncoder):
         library = esm_config(config)
         # The straightforward softmax(QK^T)V path, not the fused kernel the model itself uses.
         library._attn_implementation = "eager"
-        from isoformer_cli.models.checkpoint import skip_weight_initialisation
+        from isoformer_cli.models.network.build import skip_weight_initialisation
 
         with skip_weight_initialisation():  # every tensor is loaded next
             module = EsmModel(library, add_pooling_layer=False).eval()

@@ -20,20 +20,20 @@ import torch
 from torch import nn
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.encoders import enformer_trunk
-from isoformer_cli.models.encoders.base import (
+from isoformer_cli.models.network.encoders import enformer_trunk
+from isoformer_cli.models.network.encoders.base import (
     LayerGroups,
     PretrainedFolder,
     SequenceEncoder,
 )
-from isoformer_cli.models.encoders.enformer_trunk import (
+from isoformer_cli.models.network.encoders.enformer_trunk import (
     OUTPUT_HEADS_PREFIX,
     TRUNK_SEQUENTIAL_POSITIONS,
     EnformerTrunk,
     one_hot_dna,
 )
-from isoformer_cli.models.key_mapping import IGNORE, MappingRow
-from isoformer_cli.models.tokenizers import DnaTokenizer
+from isoformer_cli.models.conversion.key_mapping import IGNORE, MappingRow
+from isoformer_cli.models.network.tokenizers import DnaTokenizer
 
 #: Key prefixes (relative to an enformer-pytorch ``Enformer`` module) that our checkpoints never contain:
 #: the duplicate trunk spelling and the original human/mouse output heads.
@@ -287,12 +287,12 @@ class Enformer(SequenceEncoder):
     # Finding an Enformer in a foreign file and its self-check reference live in enformer_layout, imported on
     # use: that module builds on this one's key rows.
     def find_in_checkpoint(self, shapes):
-        from isoformer_cli.models.encoders.enformer_layout import found_components
+        from isoformer_cli.models.conversion.encoders.enformer import found_components
 
         return found_components(self, shapes)
 
     def reference_encoder(self, config, tensors):
-        from isoformer_cli.models.encoders.enformer_layout import source_layout_reference
+        from isoformer_cli.models.conversion.encoders.enformer import source_layout_reference
 
         return source_layout_reference(self, config, tensors)
 

@@ -9,7 +9,7 @@
   NT-v2 ``esm.*`` names without ``esm.``); None without RNA.
 - ``protein_encoder``: ``transformers.EsmModel`` (``protein_encoder.*``: ESM-2 ``esm.*`` names without
   ``esm.``); None without protein.
-- ``aggregation``: see `isoformer_cli.models.aggregation` (``aggregation.rna_cross_attention.*``, ...).
+- ``aggregation``: see `isoformer_cli.models.network.aggregation` (``aggregation.rna_cross_attention.*``, ...).
 - ``head``: `IsoformerHead` (``head.dense``: Linear(D, head_hidden_size), activation, dropout,
   ``head.output``: Linear(head_hidden_size, n_tissues)).
 
@@ -34,8 +34,8 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.aggregation import PerceiverAggregation, build_aggregation
-from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.models.network.aggregation import PerceiverAggregation, build_aggregation
+from isoformer_cli.models.network.configuration import IsoformerConfig
 
 try:  # transformers >= 5: init functions that respect already-loaded tensors.
     from transformers import initialization as _init

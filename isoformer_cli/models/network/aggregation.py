@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.models.network.configuration import IsoformerConfig
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -3,7 +3,7 @@
 The official file is a plain PyTorch state dict (read with ``weights_only=True``, memory-mapped; nothing but
 tensors is unpickled). Its top-level names have never been documented, so nothing here depends on them:
 
-1. **Layout** (:mod:`isoformer_cli.models.layout`): each component (ESM-2, NT-v2, Enformer in either
+1. **Layout** (:mod:`isoformer_cli.models.conversion.layout`): each component (ESM-2, NT-v2, Enformer in either
    spelling, the two cross-attention blocks, the head) is found by its key signature and shapes, whatever
    its prefix, and becomes mapping rows onto our names. Rows of a ``--mapping`` file
    (``REGEX<TAB>REPLACEMENT``, ``-`` to ignore) are tried first and override the detection.
@@ -14,11 +14,11 @@ tensors is unpickled). Its top-level names have never been documented, so nothin
    (``--preset``, default ``official``) and are reported as assumed; the architecture's unknowns are plain
    configuration fields (``fusion_order``, ``head_activation``, ``pool_window_*``): ``--set KEY=VALUE``
    fixes them, and overrides anything else.
-3. **Plan** (:func:`~isoformer_cli.models.key_mapping.plan_conversion`): every key is matched, ignored with a
+3. **Plan** (:func:`~isoformer_cli.models.conversion.key_mapping.plan_conversion`): every key is matched, ignored with a
    reason (species heads, masked-LM heads, contact heads, recomputed buffers) or reported unmatched with its
    shape. A tensor of ours left uninitialised, a wrong shape or two spellings with different values refuse
    the conversion.
-4. **Self-checks** (:mod:`isoformer_cli.models.self_check`): each encoder of the new model against a
+4. **Self-checks** (:mod:`isoformer_cli.models.conversion.self_check`): each encoder of the new model against a
    reference built from the source tensors; a disagreement refuses the conversion.
 
 Nothing is written unless all of this succeeds; the checkpoint's provenance records the source file and its
@@ -30,18 +30,14 @@ import logging
 import os
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.checkpoint import (
-    _config_field_kinds,
-    build_model,
-    check_folder_target,
-    config_field_names,
-    save_checkpoint,
-)
-from isoformer_cli.models.hub import sha256_file
-from isoformer_cli.models.key_mapping import plan_conversion, read_mapping_file
-from isoformer_cli.models.layout import COMPONENT_TARGETS, detect_layout
-from isoformer_cli.models.self_check import check_encoders, metadata_of
-from isoformer_cli.models.weights import (
+from isoformer_cli.models.checkpoint.schema import _config_field_kinds, config_field_names
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.checkpoint.save import check_folder_target, save_checkpoint
+from isoformer_cli.models.distribution.hub import sha256_file
+from isoformer_cli.models.conversion.key_mapping import plan_conversion, read_mapping_file
+from isoformer_cli.models.conversion.layout import COMPONENT_TARGETS, detect_layout
+from isoformer_cli.models.conversion.self_check import check_encoders, metadata_of
+from isoformer_cli.models.checkpoint.weights import (
     fill_module,
     format_shape,
     load_weights_file,
@@ -133,7 +129,7 @@ def derive_config(official, official_path, layout, preset="official", settings=N
     Args:
         official: the fields of the official config.json (None without one).
         official_path: its path, for messages.
-        layout: the :class:`~isoformer_cli.models.layout.Layout` found in the weights.
+        layout: the :class:`~isoformer_cli.models.conversion.layout.Layout` found in the weights.
         preset: fills the fields nothing else determines.
         settings: ``{field: value}`` from ``--set``, applied last.
 
@@ -147,7 +143,7 @@ def derive_config(official, official_path, layout, preset="official", settings=N
             does not implement; InputError for an invalid resulting configuration.
     """
     from isoformer_cli.formats.config_fields import check_field_types
-    from isoformer_cli.models.configuration import GTEX_TISSUES, IsoformerConfig
+    from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
 
     settings = dict(settings or {})
     names = config_field_names() - _GENERIC_FIELDS
@@ -229,7 +225,7 @@ def check_vocabularies(folder):
     Returns the names of the files checked. Raises CheckpointError naming the file and the first difference:
     a different vocabulary would make every input token mean something else to the model.
     """
-    from isoformer_cli.models.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
+    from isoformer_cli.models.network.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
 
     expected = {
         # The DNA tokenizer's trailing <unk> is never produced; the protein file adds an unused <bos>.
@@ -265,10 +261,10 @@ class ConversionResult:
     """What :func:`convert_official` did.
 
     Attributes:
-        plan: the :class:`~isoformer_cli.models.key_mapping.ConversionPlan` (matched, ignored, unmatched keys).
-        layout: the :class:`~isoformer_cli.models.layout.Layout` found.
+        plan: the :class:`~isoformer_cli.models.conversion.key_mapping.ConversionPlan` (matched, ignored, unmatched keys).
+        layout: the :class:`~isoformer_cli.models.conversion.layout.Layout` found.
         config: the :class:`IsoformerConfig` built; origins: where each architecture field came from.
-        checks: the :class:`~isoformer_cli.models.self_check.SelfCheck` results; notes: report lines.
+        checks: the :class:`~isoformer_cli.models.conversion.self_check.SelfCheck` results; notes: report lines.
         metadata: the provenance written into the checkpoint.
     """
 
@@ -416,7 +412,7 @@ def list_official_keys(source, preset="official", mapping_file=None, settings=No
     ``ignored: reason`` or ``UNMATCHED``).
     """
     from isoformer_cli.errors import InputError
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.network.configuration import IsoformerConfig
 
     weights = find_official_weights(source)
     shapes = weights_file_shapes(weights)

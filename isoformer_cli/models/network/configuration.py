@@ -293,7 +293,7 @@ class IsoformerConfig(PretrainedConfig):
         self.tissues = list(tissues)
         self.target_units = target_units
         self.initializer_range = initializer_range
-        from isoformer_cli.models.encoders import encoder_config_fields
+        from isoformer_cli.models.network.encoders import encoder_config_fields
 
         for name, default in encoder_config_fields().items():
             kwargs.setdefault(name, copy.deepcopy(default))
@@ -313,7 +313,7 @@ class IsoformerConfig(PretrainedConfig):
             raise InputError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
         fields = copy.deepcopy(_PRESET_OVERRIDES[name])
         if "dna_encoder_type" in overrides:
-            from isoformer_cli.models.encoders import dna_encoder
+            from isoformer_cli.models.network.encoders import dna_encoder
 
             fields.update(dna_encoder(overrides["dna_encoder_type"]).preset_overrides(name))
         fields.update(overrides)
@@ -343,8 +343,8 @@ class IsoformerConfig(PretrainedConfig):
         return next(m for m in ALL_MODALITIES if m in self.modalities)
 
     def encoder(self, modality: str):
-        """The :class:`~isoformer_cli.models.encoders.base.SequenceEncoder` that fills ``modality`` here."""
-        from isoformer_cli.models.encoders import encoder_for
+        """The :class:`~isoformer_cli.models.network.encoders.base.SequenceEncoder` that fills ``modality`` here."""
+        from isoformer_cli.models.network.encoders import encoder_for
 
         return encoder_for(self, modality)
 
@@ -373,7 +373,7 @@ class IsoformerConfig(PretrainedConfig):
         def fail(message: str) -> None:
             raise InputError(f"invalid IsoFormer configuration: {message}")
 
-        from isoformer_cli.models.encoders import dna_encoder
+        from isoformer_cli.models.network.encoders import dna_encoder
 
         dna_encoder(self.dna_encoder_type)  # an unknown type is an error even in a DNA-free configuration
         if self.aggregation not in AGGREGATIONS:

@@ -3,7 +3,7 @@
 Both work on enformer-pytorch's state-dict layout, which is also ours (``stem``, ``conv_tower``,
 ``transformer``, ``final_pointwise``), possibly with each trunk tensor named a second time under ``_trunk.N.``
 and with human/mouse output heads under ``_heads.``. Every key is first brought to the named spelling by
-:func:`~isoformer_cli.models.encoders.enformer.enformer_key_rows`, so nothing here depends on the positions
+:func:`~isoformer_cli.models.network.encoders.enformer.enformer_key_rows`, so nothing here depends on the positions
 inside ``_trunk`` or on the library itself: enformer-pytorch is a test oracle, never imported at run time.
 
 Finding (:func:`find_enformer`): anchored on the stem's first convolution, the only Enformer tensor that reads
@@ -20,9 +20,9 @@ arithmetic: that is tested against enformer-pytorch in the test suite.
 
 import re
 
-from isoformer_cli.models.encoders.base import FoundComponent, ReferenceEncoder
-from isoformer_cli.models.encoders.enformer import enformer_key_rows
-from isoformer_cli.models.key_mapping import IGNORE, map_key
+from isoformer_cli.models.network.encoders.base import FoundComponent, ReferenceEncoder
+from isoformer_cli.models.network.encoders.enformer import enformer_key_rows
+from isoformer_cli.models.conversion.key_mapping import IGNORE, map_key
 
 #: The modules of the trunk that hold tensors, in the named spelling (ours and enformer-pytorch's).
 NAMED_MODULES = ("stem", "conv_tower", "transformer", "final_pointwise")
@@ -126,8 +126,8 @@ def source_layout_reference(encoder, config, tensors):
             another shape).
     """
     # Imported here: the checkpoint and weights modules build on the encoders package.
-    from isoformer_cli.models.checkpoint import skip_weight_initialisation
-    from isoformer_cli.models.weights import fill_module
+    from isoformer_cli.models.network.build import skip_weight_initialisation
+    from isoformer_cli.models.checkpoint.weights import fill_module
 
     names = named_spelling(tensors)
     named = {}
