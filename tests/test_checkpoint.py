@@ -9,12 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from isoformer_cli.errors import CheckpointError, OutputError
-from isoformer_cli.models.network.configuration import IsoformerConfig
-from isoformer_cli.models.network.modeling import IsoformerModel
 from isoformer_cli.models.checkpoint import save as checkpoint_module
-from isoformer_cli.models.checkpoint.save import atomic_folder, save_checkpoint
-from isoformer_cli.models.checkpoint.load import load_checkpoint
 from isoformer_cli.models.checkpoint.check import load_config
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.checkpoint.save import atomic_folder, save_checkpoint
 from isoformer_cli.models.checkpoint.weights import (
     fill_module,
     load_weights_file,
@@ -22,6 +20,8 @@ from isoformer_cli.models.checkpoint.weights import (
     name_some,
     weights_file_shapes,
 )
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
 
 TENSORS = {"layer.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "steps": torch.tensor(7)}
 

@@ -12,13 +12,13 @@ from torch import nn
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.predictions import read_predictions
-from isoformer_cli.models.network.encoders import DNA_ENCODERS, register_dna_encoder
-from isoformer_cli.models.network.configuration import IsoformerConfig
-from isoformer_cli.models.network.build import build_model
 from isoformer_cli.models.checkpoint.load import load_checkpoint
 from isoformer_cli.models.checkpoint.save import save_checkpoint
-from isoformer_cli.models.network.encoders import LayerGroups, SequenceEncoder
 from isoformer_cli.models.conversion.key_mapping import MappingRow
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders import DNA_ENCODERS, register_dna_encoder
+from isoformer_cli.models.network.encoders import LayerGroups, SequenceEncoder
 from isoformer_cli.models.network.tokenizers import DnaTokenizer
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"

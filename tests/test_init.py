@@ -29,15 +29,15 @@ from transformers import EsmForMaskedLM
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.conversion.pretrained import init_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.models.network.encoders.esm import esm_config
 from isoformer_cli.models.network.encoders.nucleotide_transformer import (
     NucleotideTransformer,
     dna_network_config,
     rna_network_config,
 )
-from isoformer_cli.models.conversion.pretrained import init_model
 
 CONFIG = IsoformerConfig.from_preset("tiny")
 

@@ -8,10 +8,10 @@ import torch
 from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
-from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
-from isoformer_cli.models.network.modeling import IsoformerModel
 from isoformer_cli.models.checkpoint.save import save_checkpoint
 from isoformer_cli.models.checkpoint.summary import inspect_model
+from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
 
 # The parameter budget of the official 2.8 GB file (float32, about 700.6M parameters).
 ENFORMER_STEM_AND_TOWER = 50_877_952

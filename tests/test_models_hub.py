@@ -20,9 +20,9 @@ from huggingface_hub import constants as hub_constants
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import DownloadError
-from isoformer_cli.models.distribution import registry
 from isoformer_cli.models.checkpoint.load import load_checkpoint
 from isoformer_cli.models.checkpoint.save import save_checkpoint
+from isoformer_cli.models.distribution import registry
 from isoformer_cli.models.distribution.hub import fetch_repository
 from isoformer_cli.models.distribution.registry import RepoFile, Repository
 from isoformer_cli.models.distribution.store import MANIFEST_FILE

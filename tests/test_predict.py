@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from cli_helpers import run_torchrun
+from isoformer_cli.app.predict import PredictConfig, run_predict
 from isoformer_cli.cli.main import cli
 from isoformer_cli.formats.atomic import temporary_path_for
 from isoformer_cli.formats.embeddings import read_embeddings
 from isoformer_cli.formats.predictions import read_predictions
-from isoformer_cli.app.predict import PredictConfig, run_predict
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.triples.source import TripleSource
 

@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from isoformer_cli.errors import CheckpointError, InputError
 from isoformer_cli.models.checkpoint.save import check_folder_target
 from isoformer_cli.models.distribution.hub import fetch_repository, remove_download_folder
-from isoformer_cli.models.distribution.locate import demo_checkpoint_path, model_dir_for
+from isoformer_cli.models.distribution.locate import (
+    DEMO_CHECKPOINT_NAME,
+    demo_checkpoint_path,
+    locate_checkpoint,
+    model_dir_for,
+    resolve_checkpoint,
+)
 from isoformer_cli.models.distribution.registry import KNOWN_MODELS
 from isoformer_cli.models.distribution.store import (
     check_name,
-    checkpoint_folder,
     downloads_dir,
     present_checkpoints,
     remove_checkpoint,
@@ -207,12 +212,12 @@ def _human_size(size):
 
 def run_verify(name_or_dir, model_dir=None):
     """Report lines of ``isoformer models verify``; CheckpointError on any mismatch."""
-    return verify_checkpoint(checkpoint_folder(name_or_dir, model_dir))
+    return verify_checkpoint(locate_checkpoint(name_or_dir, model_dir))
 
 
 def run_path(name, model_dir=None):
     """The folder of checkpoint ``name`` (``demo``: the bundled one)."""
-    return checkpoint_folder(name, model_dir, names_only=True)
+    return resolve_checkpoint(name if name == DEMO_CHECKPOINT_NAME else check_name(name), model_dir, names_only=True)
 
 
 def run_remove(name, model_dir=None):

@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from isoformer_cli.formats.config_fields import check_field_types
 from isoformer_cli.errors import InputError
+from isoformer_cli.formats.config_fields import check_field_types
 from isoformer_cli.models.checkpoint.save import atomic_folder, save_checkpoint
 from isoformer_cli.runtime import distributed
 from isoformer_cli.training.run_folder import write_json

@@ -33,8 +33,8 @@ from typing import Optional
 
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
-from isoformer_cli.models.checkpoint.load import load_checkpoint
-from isoformer_cli.models.distribution.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
+from isoformer_cli.models.checkpoint.load import load_checked, load_checkpoint
+from isoformer_cli.models.distribution.locate import is_demo_checkpoint, locate_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.setup import end_run, start_run
@@ -69,18 +69,19 @@ def run_finetune(config):
     Raises the typed errors of the inputs, checkpoint and outputs before anything is written. No
     input may lie inside the run folder (``--force`` replaces it); the folder is locked for the run.
     """
-    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    inputs = config.source.input_files() + checked.files()
     inputs += [("--expression", config.expression.path), ("--samples", config.expression.samples)]
     refuse_shared_files(inputs, {}, output_folders={"-o/--output": config.output})
     with lock_outputs(folders=[config.output]) if is_main_process() else contextlib.nullcontext():
-        return _finetune(config)
+        return _finetune(config, checked)
 
 
-def _finetune(config):
+def _finetune(config, checked):
     context = start_run(config.runtime, seed=config.training.seed)
     completed = False
     try:
-        trainer = Trainer(config, context, _prepare(config, context))
+        trainer = Trainer(config, context, _prepare(config, context, checked))
         finished, stop_reason, test_rows = trainer.train()
         state = trainer.state
         result = FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
@@ -113,8 +114,9 @@ def _micro_batch(training, model, context, saved):
     return training.micro_batch_size
 
 
-def _prepare(config, context):
-    """Check every input, build the model and the examples, then create the run folder; a TrainingJob."""
+def _prepare(config, context, checked):
+    """Check every input, build the model (from ``checked``, the located checkpoint) and the examples, then
+    create the run folder; a TrainingJob."""
     training = config.training
     folder = RunFolder(os.path.abspath(config.output))
     saved = folder.check(config)
@@ -123,13 +125,13 @@ def _prepare(config, context):
     freeze_specs = parse_freeze(training.freeze)
 
     # 1. The starting model (on resume, the run's last checkpoint carries modalities and head).
-    checkpoint_dir = resolve_checkpoint(config.checkpoint, config.model_dir)
+    checkpoint_dir = checked.folder
     if is_demo_checkpoint(checkpoint_dir) and context.group.is_main and not resume_from_last:
         log.warning("starting from the bundled DEMO checkpoint (random weights)")
     if resume_from_last:
         model = load_checkpoint(folder.last_dir)
     else:
-        model = adapt_modalities(load_checkpoint(checkpoint_dir), training.modalities, checkpoint_dir)
+        model = adapt_modalities(load_checked(checked), training.modalities, checkpoint_dir)
     source = dataclasses.replace(config.source, dna_length=model.config.dna_length)
 
     # 2. Triples with expression, and the split.

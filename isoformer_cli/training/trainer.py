@@ -38,8 +38,8 @@ from isoformer_cli.inference.prepare import TokenizerSettings, prepare_chunk
 from isoformer_cli.models.checkpoint.load import load_checkpoint
 from isoformer_cli.models.checkpoint.save import save_checkpoint
 from isoformer_cli.runtime import distributed
-from isoformer_cli.runtime.device import autocast_context
 from isoformer_cli.runtime.determinism import derive_seed
+from isoformer_cli.runtime.device import autocast_context
 from isoformer_cli.runtime.progress import progress
 from isoformer_cli.training.batches import BatchPlan, MicroBatches
 from isoformer_cli.training.checkpoints import (

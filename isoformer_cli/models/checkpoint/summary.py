@@ -9,8 +9,10 @@ is read.
 import os
 
 from isoformer_cli.errors import InputError
+from isoformer_cli.models.checkpoint.check import checkpoint_metadata
 from isoformer_cli.models.network.build import build_model
-from isoformer_cli.models.checkpoint.check import check_checkpoint, checkpoint_metadata
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
 
 SUMMARY_FORMAT_VERSION = 1
 COMPONENTS = ("dna_encoder", "rna_encoder", "protein_encoder", "aggregation", "head", "total")
@@ -62,23 +64,22 @@ def summarize_config(config, model):
     }
 
 
-def inspect_model(checkpoint=None, preset=None):
-    """Summary of a checkpoint folder or of a named preset (exactly one of the two).
+def inspect_model(checked=None, preset=None):
+    """Summary of a checked checkpoint (a :class:`~isoformer_cli.models.checkpoint.check.CheckedCheckpoint`) or of
+    a named preset (exactly one of the two).
 
     Returns a dictionary: ``source`` (``{"checkpoint": path}`` or ``{"preset": name}``), the fields of
     :func:`summarize_config`, and for a checkpoint ``weights`` (file, size in bytes, header metadata).
     Raises :class:`CheckpointError` for a broken checkpoint, :class:`InputError` for an unknown preset.
     """
-    from isoformer_cli.models.network.configuration import IsoformerConfig
-
-    if (checkpoint is None) == (preset is None):
+    if (checked is None) == (preset is None):
         raise InputError("give either a checkpoint folder or a preset name, not both or neither")
     if preset is not None:
         config = IsoformerConfig.from_preset(preset)
         source, weights = {"preset": preset}, None
     else:
-        config, weights_path, _ = check_checkpoint(checkpoint)
-        source = {"checkpoint": os.path.abspath(checkpoint)}
+        config, weights_path = checked.config, checked.weights
+        source = {"checkpoint": os.path.abspath(checked.folder)}
         weights = {
             "file": os.path.abspath(weights_path),
             "bytes": os.path.getsize(weights_path),
@@ -93,8 +94,6 @@ def inspect_model(checkpoint=None, preset=None):
 
 def _encoder_line(summary):
     """The encoder's one-line description (its own ``describe``), or ``none``."""
-    from isoformer_cli.models.network.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
-
     if summary is None:
         return "none"
     for encoder in (*DNA_ENCODERS.values(), RNA_ENCODER, PROTEIN_ENCODER):

@@ -19,6 +19,8 @@ import re
 import zipfile
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from isoformer_cli.errors import CheckpointError
 
@@ -79,9 +81,6 @@ def _suffix_kind(path):
 
 
 def _load_safetensors(path):
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(path, device="cpu")
     except SafetensorError as exc:
@@ -208,7 +207,6 @@ def weights_file_shapes(path):
     _check_file(path)
     if _suffix_kind(path) != "safetensors":
         return {name: tuple(tensor.shape) for name, tensor in load_weights_file(path).items()}
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(path, framework="pt", device="cpu") as handle:

@@ -29,14 +29,15 @@ import json
 import logging
 import os
 
-from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.checkpoint.schema import _config_field_kinds, config_field_names
-from isoformer_cli.models.network.build import build_model
+from transformers import PretrainedConfig
+
+from isoformer_cli.errors import CheckpointError, InputError
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.config_fields import check_field_types
+from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.formats.provenance import sha256_file
 from isoformer_cli.models.checkpoint.save import check_folder_target, save_checkpoint
-from isoformer_cli.models.distribution.hub import sha256_file
-from isoformer_cli.models.conversion.key_mapping import plan_conversion, read_mapping_file
-from isoformer_cli.models.conversion.layout import COMPONENT_TARGETS, detect_layout
-from isoformer_cli.models.conversion.self_check import check_encoders, metadata_of
+from isoformer_cli.models.checkpoint.schema import _config_field_kinds, config_field_names
 from isoformer_cli.models.checkpoint.weights import (
     fill_module,
     format_shape,
@@ -45,6 +46,12 @@ from isoformer_cli.models.checkpoint.weights import (
     read_json_file,
     weights_file_shapes,
 )
+from isoformer_cli.models.conversion.key_mapping import plan_conversion, read_mapping_file
+from isoformer_cli.models.conversion.layout import COMPONENT_TARGETS, detect_layout
+from isoformer_cli.models.conversion.self_check import check_encoders, metadata_of
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
+from isoformer_cli.models.network.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +149,6 @@ def derive_config(official, official_path, layout, preset="official", settings=N
         CheckpointError: config.json and the weights disagree, or config.json asks for something this tool
             does not implement; InputError for an invalid resulting configuration.
     """
-    from isoformer_cli.formats.config_fields import check_field_types
-    from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
-
     settings = dict(settings or {})
     names = config_field_names() - _GENERIC_FIELDS
     fields, origins, notes = {}, {}, []
@@ -209,8 +213,6 @@ def derive_config(official, official_path, layout, preset="official", settings=N
 
 
 def _huggingface_generic_fields():
-    from transformers import PretrainedConfig
-
     return set(PretrainedConfig().to_dict())
 
 
@@ -225,8 +227,6 @@ def check_vocabularies(folder):
     Returns the names of the files checked. Raises CheckpointError naming the file and the first difference:
     a different vocabulary would make every input token mean something else to the model.
     """
-    from isoformer_cli.models.network.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
-
     expected = {
         # The DNA tokenizer's trailing <unk> is never produced; the protein file adds an unused <bos>.
         "dna_vocab_list.txt": list(DNA_VOCABULARY),
@@ -295,9 +295,6 @@ def convert_official(source, output, preset="official", mapping_file=None, overw
         would stay uninitialised, a shape differs, spellings disagree, the layout is ambiguous or a self-check
         fails; nothing is written then. Unmatched official tensors are reported, not fatal.
     """
-    from isoformer_cli.formats.collisions import refuse_shared_files
-    from isoformer_cli.formats.locks import lock_outputs
-
     refuse_shared_files({"OFFICIAL": source, "--mapping": mapping_file}, {}, output_folders={"-o/--output": output})
     check_folder_target(output, overwrite)
     with lock_outputs(folders=[output]):
@@ -388,7 +385,7 @@ def _convert_official(source, output, preset, mapping_file, overwrite, settings,
 
     metadata = {
         "converted_from": os.path.abspath(weights),
-        "source_sha256": source_sha256 or sha256_file(weights),
+        "source_sha256": source_sha256 or sha256_file(weights).removeprefix("sha256:"),
         "key_mapping": "found by key signatures and shapes"
         + (f", with the rows of {mapping_file}" if mapping_file else ""),
         "layout": "; ".join(layout.report()),
@@ -411,9 +408,6 @@ def list_official_keys(source, preset="official", mapping_file=None, settings=No
     tensors and of elements, then per key (tab-separated): name, shape, and where it goes (our key,
     ``ignored: reason`` or ``UNMATCHED``).
     """
-    from isoformer_cli.errors import InputError
-    from isoformer_cli.models.network.configuration import IsoformerConfig
-
     weights = find_official_weights(source)
     shapes = weights_file_shapes(weights)
     lines = [f"# {weights}: {len(shapes):,} tensors, {sum(_numel(s) for s in shapes.values()):,} elements"]

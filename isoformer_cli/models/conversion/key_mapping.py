@@ -15,6 +15,8 @@ Used by ``isoformer convert`` (the official checkpoint) and ``isoformer init`` (
 import re
 from dataclasses import dataclass, field
 
+import torch
+
 from isoformer_cli.errors import CheckpointError
 from isoformer_cli.models.checkpoint.weights import (
     COMPUTED_BUFFER_PATTERN,
@@ -138,8 +140,6 @@ class ConversionPlan:
 
     def check_values(self, tensors):
         """Record spellings of one tensor of ours whose values differ (``tensors``: foreign key -> tensor)."""
-        import torch
-
         first_key = {}
         for key, ours in self.targets.items():
             if ours in first_key:

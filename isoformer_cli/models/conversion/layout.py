@@ -4,7 +4,7 @@ The official ``pytorch_model.bin`` is a flat ``{key: tensor}`` dictionary whose 
 been documented. Rather than trusting one guessed table, :func:`detect_layout` recognises each component by
 what its tensors look like, under whatever prefix the file uses:
 
-* the encoders, by asking each registered encoder (:meth:`SequenceEncoder.find_in_checkpoint`): ESM-2 and
+* the encoders, by asking each registered encoder (:meth:`~isoformer_cli.models.conversion.encoders.base.EncoderConversion.find_in_checkpoint`): ESM-2 and
   NT-v2 by their ``[esm.]embeddings.word_embeddings.weight`` anchor and ``encoder.layer.N`` stack (NT-v2's
   gated feed-forward tells the two apart), Enformer by its stem convolution over the 4-letter one-hot in
   either spelling (named modules and/or enformer-pytorch's ``_trunk.N`` duplicates), with or without the
@@ -27,9 +27,10 @@ import re
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import CheckpointError
-from isoformer_cli.models.network.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
-from isoformer_cli.models.network.encoders.base import FoundComponent
+from isoformer_cli.models.conversion.encoders import conversion_for
+from isoformer_cli.models.conversion.encoders.base import FoundComponent
 from isoformer_cli.models.conversion.key_mapping import MappingRow, map_key
+from isoformer_cli.models.network.encoders import DNA_ENCODERS, PROTEIN_ENCODER, RNA_ENCODER
 
 #: The components of the official architecture, in report order, with the prefix of our keys they fill.
 COMPONENT_TARGETS = {
@@ -196,13 +197,13 @@ def _find_components(shapes, skip=(), widths=None):
             remaining.pop(key, None)
 
     if "dna_encoder" not in skip:
-        candidates = [c for encoder in DNA_ENCODERS.values() for c in encoder.find_in_checkpoint(remaining)]
+        candidates = [c for encoder in DNA_ENCODERS.values() for c in conversion_for(encoder).find_in_checkpoint(remaining)]
         component = _single("DNA encoder", candidates)
         if component is not None:
             take(component)
     for kind, encoder in (("rna_encoder", RNA_ENCODER), ("protein_encoder", PROTEIN_ENCODER)):
         if kind not in skip:
-            component = _single(f"{encoder.label} encoder", encoder.find_in_checkpoint(remaining))
+            component = _single(f"{encoder.label} encoder", conversion_for(encoder).find_in_checkpoint(remaining))
             if component is not None:
                 take(component)
     dna_width = widths.get("dna_encoder")

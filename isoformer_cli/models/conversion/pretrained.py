@@ -33,11 +33,15 @@ from dataclasses import dataclass, field
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.network.build import build_model
+from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.models.checkpoint.save import check_folder_target, save_checkpoint
+from isoformer_cli.models.checkpoint.weights import fill_module, load_weights_folder, read_json_file
+from isoformer_cli.models.conversion.encoders import conversion_for
 from isoformer_cli.models.conversion.key_mapping import plan_conversion
 from isoformer_cli.models.conversion.self_check import check_encoders, metadata_of
-from isoformer_cli.models.checkpoint.weights import fill_module, load_weights_folder, read_json_file
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ MODALITY_OF_ENCODER = {"dna_encoder": "dna", "rna_encoder": "rna", "protein_enco
 def _encoder_folders(config):
     """How to read a pretrained folder of each encoder the configuration has, keyed by our attribute name."""
     return {
-        f"{modality}_encoder": config.encoder(modality).pretrained_folder(config) for modality in config.modalities
+        f"{modality}_encoder": conversion_for(config.encoder(modality)).pretrained_folder(config) for modality in config.modalities
     }
 
 
@@ -99,7 +103,7 @@ def reference_tensors(encoder, tensors, plan, prefix):
     The names come from the encoder's own signature search in the folder (independent of the key mapping);
     when it finds nothing, from the names the mapping gave them.
     """
-    found = encoder.find_in_checkpoint({key: tuple(tensor.shape) for key, tensor in tensors.items()})
+    found = conversion_for(encoder).find_in_checkpoint({key: tuple(tensor.shape) for key, tensor in tensors.items()})
     if len(found) == 1:
         return {name: tensors[key] for name, key in found[0].sub_keys.items()}
     return {ours[len(prefix):]: tensors[key] for key, ours in plan.targets.items() if key not in plan.duplicates}
@@ -149,9 +153,6 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
         :class:`InitReport`. Raises CheckpointError, writing nothing, when a folder does not fit the preset or
         a loaded encoder fails its self-check.
     """
-    from isoformer_cli.formats.collisions import refuse_shared_files
-    from isoformer_cli.formats.locks import lock_outputs
-
     encoder_folders = {name: folder for name, folder in (encoder_folders or {}).items() if folder}
     refuse_shared_files({f"--{name.replace('_', '-')}": folder for name, folder in encoder_folders.items()}, {},
                         output_folders={"-o/--output": output})
@@ -161,8 +162,6 @@ def init_model(output, preset="official", encoder_folders=None, overrides=None, 
 
 
 def _init_model(output, preset, encoder_folders, overrides, seed, overwrite, extra_metadata, on_written):
-    from isoformer_cli.models.network.configuration import IsoformerConfig
-
     config = IsoformerConfig.from_preset(preset, **(overrides or {}))
     specs = _encoder_folders(config)
     report = InitReport()

@@ -3,7 +3,7 @@
 After ``isoformer convert`` and ``isoformer init`` fill a model, every encoder that came from a source file is
 run on a fixed random input (seeded, so every run checks the same thing) and compared with a reference
 implementation loaded from the *source* tensors under their *source* names, not through our key mapping
-(:meth:`SequenceEncoder.reference_encoder`):
+(:meth:`~isoformer_cli.models.conversion.encoders.base.EncoderConversion.reference_encoder`):
 
 * ESM-2: ``transformers.EsmModel`` with eager attention;
 * Enformer: against its source layout. A new Enformer encoder, built with what the source states, loaded
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from isoformer_cli.errors import CheckpointError
+from isoformer_cli.models.conversion.encoders import conversion_for
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,14 @@ def check_encoders(model, sources, reference_config=None):
     reference_config = reference_config or config
     results = []
     for modality, tensors in sources.items():
-        encoder = config.encoder(modality)
-        reference = encoder.reference_encoder(reference_config, tensors)
+        conversion = conversion_for(config.encoder(modality))
+        reference = conversion.reference_encoder(reference_config, tensors)
         component = f"{modality}_encoder"
         if reference is None:
             log.info("self-check of the %s: no reference implementation, skipped", component)
             continue
         generator = torch.Generator().manual_seed(SEED)
-        input_ids, attention_mask = encoder.check_inputs(config, generator)
+        input_ids, attention_mask = conversion.check_inputs(config, generator)
         with torch.no_grad():
             ours, mask = _encode(model, modality, input_ids, attention_mask)
             theirs = reference.run(input_ids, attention_mask)

@@ -33,6 +33,11 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, field
 
+from huggingface_hub import constants, errors, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.file_download import http_get
+from huggingface_hub.utils import build_hf_headers
+from tqdm.auto import tqdm
+
 from isoformer_cli.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -52,15 +57,11 @@ _HASH_BLOCK = 16 * 1024 * 1024
 
 def hub_endpoint():
     """The hub to download from: ``$HF_ENDPOINT`` or huggingface_hub's default (https://huggingface.co)."""
-    from huggingface_hub import constants
-
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def is_offline():
     """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set to a true value."""
-    from huggingface_hub import constants
-
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         value = os.environ.get(variable)
         if value is not None:
@@ -70,8 +71,6 @@ def is_offline():
 
 def hf_cache_dir():
     """The Hugging Face hub cache: ``$HF_HUB_CACHE``, ``$HF_HOME/hub``, or huggingface_hub's default."""
-    from huggingface_hub import constants
-
     if os.environ.get("HF_HUB_CACHE"):
         return os.path.expanduser(os.environ["HF_HUB_CACHE"])
     if os.environ.get("HF_HOME"):
@@ -240,8 +239,6 @@ def fetch_repository(repository, folder, revision=None, progress=False):
 def _metadata(repository, name, revision, endpoint):
     """The hub's metadata of ``name`` at ``revision`` (commit, size, ETag, location), or None when it has no such
     file; DownloadError, with what to do, for everything else."""
-    from huggingface_hub import errors, get_hf_file_metadata, hf_hub_url
-
     url = hf_hub_url(repository.repo_id, name, revision=revision, endpoint=endpoint)
     where = f"{repository.repo_id} (revision {revision}) at {endpoint}"
     try:
@@ -351,7 +348,6 @@ def _link(source, target):
 def _in_hf_cache(repository, name, commit):
     if not commit:
         return None
-    from huggingface_hub import try_to_load_from_cache
 
     try:
         cached = try_to_load_from_cache(repository.repo_id, name, cache_dir=hf_cache_dir(), revision=commit)
@@ -362,8 +358,6 @@ def _in_hf_cache(repository, name, commit):
 
 def _progress_class(enabled):
     """A tqdm class for huggingface_hub's ``http_get`` that follows this tool's progress setting."""
-    from tqdm.auto import tqdm
-
     class DownloadBar(tqdm):
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = not enabled
@@ -376,9 +370,6 @@ def _progress_class(enabled):
 
 def _download(repository, name, metadata, part, etag, commit, progress):
     """Download (or continue downloading) ``name`` into ``part``; DownloadError keeping ``part`` to resume."""
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils import build_hf_headers
-
     sidecar = part + ".json"
     resume = 0
     if os.path.exists(part):
@@ -496,7 +487,6 @@ def _local_file(repository, entry, name, folder, state, revision):
             result = FetchedFile(name, target, size, sha256_file(target), "placed by hand")
         _check(result, entry, None, None, None, repository, remove_on_failure=False)
         return result
-    from huggingface_hub import try_to_load_from_cache
 
     wanted = revision or repository.revision or repository.default_branch
     try:

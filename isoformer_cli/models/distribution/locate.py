@@ -7,6 +7,11 @@
   per-user data folder (:func:`default_model_dir`), where ``isoformer models pull`` stores checkpoints.
 
 A path that exists as a folder wins over a name. The network is never used.
+
+Every command goes one way from ``--checkpoint`` (or ``inspect NAME``, ``models verify NAME``) to a model:
+:func:`resolve_checkpoint` (the folder) -> :func:`~isoformer_cli.models.checkpoint.check.check_checkpoint` (once,
+without reading tensor data) -> :func:`~isoformer_cli.models.checkpoint.load.load_checked`; the first two are
+:func:`locate_checkpoint`.
 """
 
 import os
@@ -14,6 +19,8 @@ import sys
 from importlib import resources
 
 from isoformer_cli.errors import CheckpointError, InputError
+from isoformer_cli.models.checkpoint.check import CheckedCheckpoint, check_checkpoint
+from isoformer_cli.models.distribution.registry import KNOWN_MODELS
 
 DEMO_CHECKPOINT_NAME = "demo"
 # A file inside the bundled demo checkpoint that marks it as the demo.
@@ -50,10 +57,12 @@ def demo_checkpoint_path():
     return str(resources.files("isoformer_cli") / "data" / "demo_checkpoint")
 
 
-def resolve_checkpoint(checkpoint, model_dir=None):
+def resolve_checkpoint(checkpoint, model_dir=None, names_only=False):
     """Folder of the checkpoint named by ``--checkpoint`` (a folder, a name inside the model folder, or ``demo``).
 
     Never touches the network: a name is only looked up inside the model folder (:func:`model_dir_for`).
+    ``names_only``: ``checkpoint`` is a name in the model folder even where a folder of that name exists here
+    (``models remove``, which must never delete a folder given by path).
     """
     if not checkpoint:
         raise InputError(
@@ -63,7 +72,7 @@ def resolve_checkpoint(checkpoint, model_dir=None):
         )
     if checkpoint == DEMO_CHECKPOINT_NAME:
         return demo_checkpoint_path()
-    if os.path.isdir(checkpoint):
+    if os.path.isdir(checkpoint) and not names_only:
         return checkpoint
     if os.sep in checkpoint or (os.altsep and os.altsep in checkpoint):
         raise CheckpointError(
@@ -78,8 +87,6 @@ def resolve_checkpoint(checkpoint, model_dir=None):
         if not name.startswith(".") and os.path.isdir(os.path.join(model_dir, name))
     ) if os.path.isdir(model_dir) else []
     hint = ""
-    from isoformer_cli.models.distribution.registry import KNOWN_MODELS
-
     if checkpoint in KNOWN_MODELS and KNOWN_MODELS[checkpoint].pullable:
         hint = f"; get it with: isoformer models pull {checkpoint}"
     raise CheckpointError(
@@ -88,19 +95,10 @@ def resolve_checkpoint(checkpoint, model_dir=None):
     )
 
 
-def checkpoint_files(checkpoint, model_dir=None):
-    """``(option, path)`` of the files of ``--checkpoint``, for the same-file check of outputs.
-
-    Empty when the checkpoint does not resolve: that error is reported when it is loaded.
-    """
-    from isoformer_cli.errors import IsoformerError
-    from isoformer_cli.models.checkpoint.schema import CONFIG_FILE, WEIGHTS_FILE
-
-    try:
-        folder = resolve_checkpoint(checkpoint, model_dir)
-    except IsoformerError:
-        return []
-    return [("--checkpoint", os.path.join(folder, name)) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+def locate_checkpoint(checkpoint, model_dir=None) -> CheckedCheckpoint:
+    """``--checkpoint`` resolved (:func:`resolve_checkpoint`) and checked once, without reading tensor data;
+    load it with :func:`isoformer_cli.models.checkpoint.load.load_checked`."""
+    return check_checkpoint(resolve_checkpoint(checkpoint, model_dir))
 
 
 def is_demo_checkpoint(folder):

@@ -23,11 +23,14 @@ import shlex
 import shutil
 import sys
 
+from isoformer_cli import __version__
 from isoformer_cli.errors import CheckpointError, InputError
+from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.models.checkpoint.check import checkpoint_metadata
 from isoformer_cli.models.checkpoint.schema import CONFIG_FILE, WEIGHTS_FILE
-from isoformer_cli.models.checkpoint.check import check_checkpoint, checkpoint_metadata
 from isoformer_cli.models.distribution.hub import sha256_file
-from isoformer_cli.models.distribution.locate import DEMO_CHECKPOINT_NAME, demo_checkpoint_path, model_dir_for
+from isoformer_cli.models.distribution.locate import DEMO_CHECKPOINT_NAME, model_dir_for, resolve_checkpoint
+from isoformer_cli.models.distribution.registry import KNOWN_MODELS
 
 MANIFEST_FILE = "isoformer-model.json"
 MANIFEST_VERSION = 1
@@ -58,8 +61,6 @@ def file_record(path):
 
 def write_manifest(folder, manifest):
     """Complete ``manifest`` with the checkpoint files of ``folder`` (sizes, SHA-256) and write it there."""
-    from isoformer_cli import __version__
-
     manifest = dict(manifest)
     manifest.setdefault("manifest_version", MANIFEST_VERSION)
     manifest.setdefault("created", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -143,36 +144,18 @@ def present_checkpoints(model_dir):
     return entries
 
 
-def checkpoint_folder(name_or_dir, model_dir=None, names_only=False):
-    """The folder of ``demo``, of an existing folder path (as ``--checkpoint`` resolves it: a folder wins),
-    or of ``NAME`` in the model folder; CheckpointError naming the model folder when there is none."""
-    if name_or_dir == DEMO_CHECKPOINT_NAME:
-        return demo_checkpoint_path()
-    if not names_only and os.path.isdir(name_or_dir):
-        return name_or_dir
-    check_name(name_or_dir)
-    folder = os.path.join(model_dir_for(model_dir), name_or_dir)
-    if not os.path.isdir(folder):
-        from isoformer_cli.models.distribution.registry import KNOWN_MODELS
-
-        hint = f"; get it with: isoformer models pull {name_or_dir}" if name_or_dir in KNOWN_MODELS else \
-            " (isoformer models list shows what is there)"
-        raise CheckpointError(f"no checkpoint {name_or_dir!r} in the model folder {model_dir_for(model_dir)}{hint}")
-    return folder
-
-
-def verify_checkpoint(folder):
-    """Re-hash and re-check a checkpoint folder; returns report lines. CheckpointError on any mismatch.
+def verify_checkpoint(checked):
+    """Re-hash a checkpoint folder that :func:`~isoformer_cli.models.checkpoint.check.check_checkpoint` passed
+    (a :class:`~isoformer_cli.models.checkpoint.check.CheckedCheckpoint`); returns report lines. CheckpointError
+    on any mismatch.
 
     Checks: the folder is a valid checkpoint (configuration, weights header against the model); each file's
     size and SHA-256 against the manifest; the source files against the manifest when the downloads were
     kept, and against today's registry where it knows sizes and checksums. Without a manifest the SHA-256
     of each file is computed and shown, with nothing to compare against.
     """
-    from isoformer_cli.models.distribution.registry import KNOWN_MODELS
-
+    folder = checked.folder
     lines = []
-    check_checkpoint(folder)
     lines.append(f"{folder}: configuration and weights header agree with the model")
     manifest = read_manifest(folder)
     problems = []
@@ -224,15 +207,9 @@ def remove_checkpoint(name, model_dir=None):
 
     Returns the paths removed. Refuses ``demo``, paths, and folders that are not checkpoints.
     """
-    from isoformer_cli.formats.locks import lock_outputs
-
     if name == DEMO_CHECKPOINT_NAME:
         raise InputError("'demo' is bundled with isoformer and cannot be removed")
-    check_name(name)
-    root = model_dir_for(model_dir)
-    folder = os.path.join(root, name)
-    if not os.path.isdir(folder):
-        raise CheckpointError(f"no checkpoint {name!r} in the model folder {root}")
+    folder = resolve_checkpoint(check_name(name), model_dir, names_only=True)
     if not any(os.path.exists(os.path.join(folder, part)) for part in (CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE)):
         raise CheckpointError(f"{folder} does not look like a checkpoint (no {CONFIG_FILE}); not removing it")
     removed = []

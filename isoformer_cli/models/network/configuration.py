@@ -62,6 +62,7 @@ import copy
 from transformers import PretrainedConfig
 
 from isoformer_cli.errors import InputError
+from isoformer_cli.models.network.encoders import dna_encoder, encoder_config_fields, encoder_for
 
 #: The 30 GTEx tissues the official model predicts, in output order.
 GTEX_TISSUES: tuple[str, ...] = (
@@ -293,8 +294,6 @@ class IsoformerConfig(PretrainedConfig):
         self.tissues = list(tissues)
         self.target_units = target_units
         self.initializer_range = initializer_range
-        from isoformer_cli.models.network.encoders import encoder_config_fields
-
         for name, default in encoder_config_fields().items():
             kwargs.setdefault(name, copy.deepcopy(default))
         super().__init__(**kwargs)
@@ -313,8 +312,6 @@ class IsoformerConfig(PretrainedConfig):
             raise InputError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
         fields = copy.deepcopy(_PRESET_OVERRIDES[name])
         if "dna_encoder_type" in overrides:
-            from isoformer_cli.models.network.encoders import dna_encoder
-
             fields.update(dna_encoder(overrides["dna_encoder_type"]).preset_overrides(name))
         fields.update(overrides)
         return cls(**fields)
@@ -344,8 +341,6 @@ class IsoformerConfig(PretrainedConfig):
 
     def encoder(self, modality: str):
         """The :class:`~isoformer_cli.models.network.encoders.base.SequenceEncoder` that fills ``modality`` here."""
-        from isoformer_cli.models.network.encoders import encoder_for
-
         return encoder_for(self, modality)
 
     @property
@@ -372,8 +367,6 @@ class IsoformerConfig(PretrainedConfig):
 
         def fail(message: str) -> None:
             raise InputError(f"invalid IsoFormer configuration: {message}")
-
-        from isoformer_cli.models.network.encoders import dna_encoder
 
         dna_encoder(self.dna_encoder_type)  # an unknown type is an error even in a DNA-free configuration
         if self.aggregation not in AGGREGATIONS:

@@ -6,13 +6,14 @@
 * protein: ESM-2 (:mod:`.esm`).
 
 Adding a DNA encoder is one new module with a :class:`~.base.SequenceEncoder` subclass and one line in
-:data:`DNA_ENCODERS` (or a call of :func:`register_dna_encoder`, as a plug-in or a test does).
+:data:`DNA_ENCODERS` (or a call of :func:`register_dna_encoder`, as a plug-in or a test does); converting
+foreign files of it is optional, one more class in :mod:`isoformer_cli.models.conversion.encoders`.
 """
 
 from __future__ import annotations
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.network.encoders.base import LayerGroups, PretrainedFolder, SequenceEncoder, pad_token_arrays
+from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder, pad_token_arrays
 from isoformer_cli.models.network.encoders.enformer import ENFORMER
 from isoformer_cli.models.network.encoders.esm import ESM2
 from isoformer_cli.models.network.encoders.nucleotide_transformer import NT_DNA, NT_RNA
@@ -67,7 +68,6 @@ __all__ = [
     "PROTEIN_ENCODER",
     "RNA_ENCODER",
     "LayerGroups",
-    "PretrainedFolder",
     "SequenceEncoder",
     "dna_encoder",
     "encoder_config_fields",

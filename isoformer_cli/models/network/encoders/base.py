@@ -10,12 +10,11 @@ subclass of :class:`SequenceEncoder`, in its own module:
 * its output width and number of output positions;
 * how a sequence becomes token ids (:meth:`tokenizer`) and how ids become a batch (:meth:`collate`);
 * its layer groups, for freezing and activation checkpointing (:meth:`layer_groups`);
-* its parameter summary for ``isoformer inspect`` (:meth:`summary`, :meth:`describe`);
-* the rows that map another library's checkpoint keys onto its parameters (:meth:`key_rows`) and how
-  ``isoformer init`` reads a pretrained folder of it (:meth:`pretrained_folder`);
-* how to find its tensors in a foreign state dict by their key signature and shapes, whatever the top-level
-  names (:meth:`find_in_checkpoint`), and an independent reference built from those tensors in their source
-  layout, which the new checkpoint's encoder must reproduce (:meth:`reference_encoder`, :meth:`check_inputs`).
+* its parameter summary for ``isoformer inspect`` (:meth:`summary`, :meth:`describe`).
+
+What converting foreign files needs of an encoder (its key rows, how ``isoformer init`` reads a pretrained
+folder of it, its key signature in a foreign state dict, the reference of its self-check) is not part of the
+network: it is registered under the encoder's name in :mod:`isoformer_cli.models.conversion.encoders`.
 
 Nothing outside an encoder's module branches on the encoder's name: callers look the encoder up
 (:func:`isoformer_cli.models.network.encoders.encoder_for`) and call these methods.
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -50,77 +50,8 @@ class LayerGroups:
     after: list = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class PretrainedFolder:
-    """How ``isoformer init`` reads an encoder folder saved by the encoder's own library.
-
-    Attributes:
-        label: the encoder in messages, e.g. ``"DNA (enformer-pytorch)"``.
-        model_type: the ``model_type`` its ``config.json`` must declare.
-        fields: ``(field name, is it part of the architecture?)`` pairs compared with the preset:
-            architecture fields must agree, the others may differ (the preset's value is used).
-        reference: the preset's values of those fields, in the library's spelling.
-        defaults: values the library assumes when its ``config.json`` leaves a field out.
-        rows: key-mapping rows from the folder's tensor names to the model's.
-        prefix: the model's state-dict prefix of this encoder (``"dna_encoder.enformer."``).
-    """
-
-    label: str
-    model_type: str
-    fields: tuple
-    reference: dict
-    defaults: dict
-    rows: tuple
-    prefix: str
-
-
 #: bf16 autocast holds about this share of a float32 pass's activations (measured in inference: 0.6).
 BF16_TRAINING_SHARE = 0.65
-
-
-@dataclass
-class FoundComponent:
-    """One component of a foreign checkpoint, found by its key signature and shapes.
-
-    Attributes:
-        kind: our module it fills: ``"dna_encoder"``, ``"rna_encoder"``, ``"protein_encoder"``,
-            ``"rna_cross_attention"``, ``"protein_cross_attention"`` or ``"head"``.
-        label: what was found, for messages (``"ESM-2"``).
-        root: the literal prefix of its keys in the file (``"esm_model."``; may be empty).
-        keys: the file's keys that belong to it (ignored extras such as masked-LM heads included).
-        rows: key-mapping rows (:class:`~isoformer_cli.models.conversion.key_mapping.MappingRow`) onto our keys.
-        fields: configuration fields read off its shapes (``{"esm_hidden_size": 640, ...}``).
-        width: the width of its output (encoders) or of its input (aggregation blocks, head).
-        sub_keys: ``{name in the component's own library layout: key in the file}``, what a reference
-            implementation is loaded from (encoders only).
-        details: a short description of what was found (``"30 layers, hidden 640; masked-LM head ignored"``).
-        encoder: the :class:`SequenceEncoder` (encoders only).
-    """
-
-    kind: str
-    label: str
-    root: str
-    keys: tuple
-    rows: tuple
-    fields: dict = field(default_factory=dict)
-    width: int = 0
-    sub_keys: dict = field(default_factory=dict)
-    details: str = ""
-    encoder: object = None
-
-
-@dataclass
-class ReferenceEncoder:
-    """An independent implementation of an encoder, loaded from the source tensors
-    (see :meth:`SequenceEncoder.reference_encoder`).
-
-    Attributes:
-        run: ``(input_ids (B, L) long, attention_mask (B, L) bool | None) -> (B, N, D)`` output states.
-        description: what the reference is, for the checkpoint's provenance.
-    """
-
-    run: object
-    description: str
 
 
 class SequenceEncoder:
@@ -274,39 +205,10 @@ class SequenceEncoder:
         """Parameters per named part of the module, for detailed counts (empty: no breakdown)."""
         return {}
 
-    # -- foreign checkpoints ------------------------------------------------------------------------
-    def key_rows(self, source_prefix: str, target_prefix: str) -> tuple:
-        """Key-mapping rows (:class:`~isoformer_cli.models.conversion.key_mapping.MappingRow`) from this encoder's
-        tensors saved by its own library under ``source_prefix`` (a regular expression) to the model's
-        keys under ``target_prefix``."""
-        raise NotImplementedError(f"{type(self).__name__} must define key_rows()")
-
-    def pretrained_folder(self, config) -> PretrainedFolder:
-        """How ``isoformer init`` reads a folder of this encoder saved by its own library."""
-        raise NotImplementedError(f"{type(self).__name__} must define pretrained_folder()")
-
-    def find_in_checkpoint(self, shapes: dict) -> list:
-        """Every :class:`FoundComponent` of this encoder in a foreign state dict ``{key: shape}``, found by key
-        signature and shapes under any top-level name (empty: none, or this encoder does not search)."""
-        return []
-
-    # -- self-checks --------------------------------------------------------------------------------
-    def reference_encoder(self, config, tensors: dict):
-        """A :class:`ReferenceEncoder` built from ``tensors`` (this encoder's tensors named as its own library
-        names them, e.g. ``FoundComponent.sub_keys`` resolved), independent of our key mapping; None when no
-        reference exists. Raises ``CheckpointError`` when the tensors do not load into it."""
-        return None
-
-    def check_inputs(self, config, generator: torch.Generator) -> tuple:
-        """A fixed random batch ``(input_ids (B, L) long, attention_mask (B, L) bool | None)`` for the self-check,
-        as short as the encoder allows."""
-        raise NotImplementedError(f"{type(self).__name__} must define check_inputs()")
-
 
 def checkpointed(forward):
     """``forward`` recomputed in the backward pass when gradients are on (``torch.utils.checkpoint``,
     non-reentrant); called as is otherwise."""
-    import torch.utils.checkpoint
 
     def run(*args, **kwargs):
         if torch.is_grad_enabled():

@@ -9,9 +9,9 @@ State-dict spelling. The trunk's tensors are saved once, under the names of enfo
 ``dna_encoder.enformer.{stem,conv_tower,transformer,final_pointwise}.*``, so every checkpoint written when
 the encoder wrapped ``enformer_pytorch.Enformer`` loads unchanged. ``enformer_pytorch.Enformer`` itself names
 each trunk tensor a second time inside its ``_trunk`` ``nn.Sequential`` (``_trunk.1.0.weight`` is
-``stem.0.weight``) and may carry human/mouse output heads (``_heads.*``): :func:`enformer_key_rows` folds
-the ``_trunk.N.`` spelling onto the named one and drops the heads when such a state dict is read (``isoformer
-init``, ``convert``). enformer-pytorch is not needed at run time; the tests use it as the reference.
+``stem.0.weight``) and may carry human/mouse output heads (``_heads.*``): the key rows of
+:mod:`isoformer_cli.models.conversion.encoders.enformer` fold the ``_trunk.N.`` spelling onto the named one and
+drop the heads when such a state dict is read (``isoformer init``, ``convert``). enformer-pytorch is not needed at run time; the tests use it as the reference.
 """
 
 from __future__ import annotations
@@ -20,58 +20,10 @@ import torch
 from torch import nn
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.network.encoders import enformer_trunk
-from isoformer_cli.models.network.encoders.base import (
-    LayerGroups,
-    PretrainedFolder,
-    SequenceEncoder,
-)
-from isoformer_cli.models.network.encoders.enformer_trunk import (
-    OUTPUT_HEADS_PREFIX,
-    TRUNK_SEQUENTIAL_POSITIONS,
-    EnformerTrunk,
-    one_hot_dna,
-)
-from isoformer_cli.models.conversion.key_mapping import IGNORE, MappingRow
+from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder
+from isoformer_cli.models.network.encoders.enformer_layers import INFERENCE_SLICE
+from isoformer_cli.models.network.encoders.enformer_trunk import EnformerTrunk, one_hot_dna
 from isoformer_cli.models.network.tokenizers import DnaTokenizer
-
-#: Key prefixes (relative to an enformer-pytorch ``Enformer`` module) that our checkpoints never contain:
-#: the duplicate trunk spelling and the original human/mouse output heads.
-ENFORMER_DUPLICATE_KEY_PREFIXES: tuple[str, ...] = ("_trunk.", OUTPUT_HEADS_PREFIX)
-
-# (field of an enformer-pytorch config.json, is it part of the architecture?) for `isoformer init`.
-ENFORMER_FOLDER_FIELDS = (
-    ("dim", True),
-    ("depth", True),
-    ("heads", True),
-    ("attn_dim_key", True),
-    ("num_downsamples", True),
-    ("dim_divisible_by", True),
-    ("use_convnext", True),
-    ("target_length", False),
-    ("use_tf_gamma", False),
-)
-
-
-def library_fields(config) -> dict:
-    """The trunk described by ``config`` in the field names of an enformer-pytorch ``config.json`` (the
-    values a pretrained folder is compared with; ``use_convnext``: our trunk is the original, conv-block one)."""
-    return {
-        "dim": config.enformer_dim,
-        "depth": config.enformer_depth,
-        "heads": config.enformer_heads,
-        "output_heads": {},
-        "target_length": config.enformer_target_length,
-        "attn_dim_key": config.enformer_attn_dim_key,
-        "dropout_rate": config.enformer_dropout_rate,
-        "attn_dropout": config.enformer_attn_dropout,
-        "pos_dropout": config.enformer_pos_dropout,
-        "use_checkpointing": config.enformer_use_checkpointing,
-        "use_convnext": False,
-        "num_downsamples": config.enformer_num_downsamples,
-        "dim_divisible_by": config.enformer_dim_divisible_by,
-        "use_tf_gamma": config.enformer_use_tf_gamma,
-    }
 
 
 def build_trunk(config) -> EnformerTrunk:
@@ -128,20 +80,6 @@ class _DnaIdTokenizer:
 
     def encode(self, sequence, name="DNA window"):
         return self._tokenizer.encode(sequence), False
-
-
-def enformer_key_rows(source_prefix: str, target_prefix: str) -> tuple:
-    """Rows for an enformer-pytorch ``Enformer`` state dict found under ``source_prefix`` (a regular expression).
-
-    Drops the original human/mouse output heads and folds each ``_trunk.N.`` spelling onto its named module,
-    so both spellings land on the same tensor of ours.
-    """
-    heads = "Enformer human/mouse output heads (not used by IsoFormer)"
-    rows = [MappingRow(rf"^{source_prefix}_heads\.", IGNORE, heads)]
-    for position, name in TRUNK_SEQUENTIAL_POSITIONS.items():
-        rows.append(MappingRow(rf"^{source_prefix}_trunk\.{position}\.", f"{target_prefix}{name}."))
-    rows.append(MappingRow(rf"^{source_prefix}", target_prefix))
-    return tuple(rows)
 
 
 class Enformer(SequenceEncoder):
@@ -219,7 +157,7 @@ class Enformer(SequenceEncoder):
 
     def activation_bytes(self, config, batch, length, precision="fp32"):
         """As `SequenceEncoder.activation_bytes`, with the coefficients of the window's regime (sliced or not)."""
-        sliced = self.max_input_length(config) > enformer_trunk.INFERENCE_SLICE
+        sliced = self.max_input_length(config) > INFERENCE_SLICE
         table = self.bytes_per_position_and_width if sliced else self.unsliced_bytes_per_position_and_width
         coefficient = table.get(precision, table["fp32"])
         return int(coefficient * batch * length * self.memory_width(config))
@@ -280,35 +218,5 @@ class Enformer(SequenceEncoder):
             f"{summary['window_bp']:,} bp -> {summary['positions']} bins of {summary['bin_bp']} bp "
             f"x {summary['output_width']}"
         )
-
-    def key_rows(self, source_prefix, target_prefix):
-        return enformer_key_rows(source_prefix, target_prefix)
-
-    # Finding an Enformer in a foreign file and its self-check reference live in enformer_layout, imported on
-    # use: that module builds on this one's key rows.
-    def find_in_checkpoint(self, shapes):
-        from isoformer_cli.models.conversion.encoders.enformer import found_components
-
-        return found_components(self, shapes)
-
-    def reference_encoder(self, config, tensors):
-        from isoformer_cli.models.conversion.encoders.enformer import source_layout_reference
-
-        return source_layout_reference(self, config, tensors)
-
-    def check_inputs(self, config, generator):
-        # The shortest window that still fills the cropped output: target_length bins (or 4 without a crop).
-        bins = config.enformer_target_length if config.enformer_target_length > 0 else 4
-        length = bins * 2**config.enformer_num_downsamples
-        return torch.randint(0, 5, (1, length), generator=generator), None
-
-    def pretrained_folder(self, config):
-        reference = library_fields(config)
-        prefix = f"dna_encoder.{self.inner_prefix}"
-        return PretrainedFolder(
-            label="DNA (enformer-pytorch)", model_type="enformer", fields=ENFORMER_FOLDER_FIELDS,
-            reference=reference, defaults={"use_convnext": False}, rows=self.key_rows("", prefix), prefix=prefix,
-        )
-
 
 ENFORMER = Enformer()

@@ -14,32 +14,18 @@ i covers bases 6i..6i+5 of a pure-ACGT window and the TSS (base L/2) falls in po
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers import EsmConfig
 
-from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.network.encoders.base import (
-    FoundComponent,
-    LayerGroups,
-    PretrainedFolder,
-    ReferenceEncoder,
-    SequenceEncoder,
-)
-from isoformer_cli.models.network.encoders.esm import ESM_FOLDER_FIELDS, esm_style_key_rows, find_esm_style_encoders
+from isoformer_cli.errors import InputError
+from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder
 from isoformer_cli.models.network.encoders.nt_network import (  # noqa: F401 - re-exported
     NT_UNUSED_CHECKPOINT_KEYS,
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
 )
-from isoformer_cli.models.conversion.key_mapping import IGNORE, MappingRow
-from isoformer_cli.models.network.tokenizers import RNA_CLS_ID, RNA_FIRST_KMER_ID, RNA_FIRST_SINGLE_BASE_ID, RnaTokenizer
-
-# (field of an NT-v2 config.json, is it part of the architecture?) for `isoformer init`.
-NT_FOLDER_FIELDS = ESM_FOLDER_FIELDS[:7] + (("add_bias_fnn", True), ("pad_token_id", True), ("layer_norm_eps", False))
-# What NT-v2's code assumes when its config.json leaves a field out.
-NT_FOLDER_DEFAULTS = {"add_bias_fnn": True, "emb_layer_norm_before": None}
+from isoformer_cli.models.network.tokenizers import RnaTokenizer
 
 # With the NT DNA encoder and no dna_length given, the window is what NT's position table holds:
 # (max_position_embeddings - 2) 6-mers (one position for <cls>, one spare as in NT-v2's 2,050).
@@ -182,75 +168,6 @@ class NucleotideTransformerRNA(SequenceEncoder):
 
     def describe(self, summary):
         return _describe_network(summary) + f", up to {summary['max_tokens']:,} tokens after <cls>"
-
-    def key_rows(self, source_prefix, target_prefix):
-        return (
-            MappingRow(rf"^{source_prefix}lm_head\.", IGNORE, "NT-v2 masked-LM head (not used by IsoFormer)"),
-            MappingRow(rf"^{source_prefix}esm\.", target_prefix),
-        )
-
-    def find_in_checkpoint(self, shapes):
-        # NT-v2 mirrors ESM's names; its gated feed-forward (input projection twice the hidden FFN width)
-        # tells it apart from ESM-2.
-        found = []
-        for encoder in find_esm_style_encoders(shapes):
-            if not encoder.gated:
-                continue
-            fields = {
-                "nt_vocab_size": encoder.vocab,
-                "nt_hidden_size": encoder.hidden,
-                "nt_num_hidden_layers": encoder.layers,
-                "nt_intermediate_size": encoder.intermediate,
-                "nt_add_bias_fnn": encoder.ffn_bias,
-                "nt_emb_layer_norm_before": encoder.layer_norm_before,
-            }
-            if encoder.positions is not None:
-                fields["nt_max_position_embeddings"] = encoder.positions
-            if encoder.heads is not None:
-                fields["nt_num_attention_heads"] = encoder.heads
-            found.append(FoundComponent(
-                kind="rna_encoder", label=self.label, root=encoder.root, keys=encoder.keys,
-                rows=encoder.rows("rna_encoder.", "NT-v2 masked-LM head (not used by IsoFormer)"),
-                fields=fields, width=encoder.hidden, sub_keys=encoder.sub_keys(),
-                details=encoder.details("masked-LM head"), encoder=self,
-            ))
-        return found
-
-    def reference_encoder(self, config, tensors):
-        # NT-v2's own implementation is remote code, which this tool never runs: the reference is our NT-v2
-        # module filled straight from the source's EsmModel-style names (no key mapping involved).
-        from isoformer_cli.models.network.build import skip_weight_initialisation
-
-        with skip_weight_initialisation():  # every tensor is loaded next
-            module = NucleotideTransformer(rna_network_config(config)).eval()
-        try:
-            load_hf_nt_state_dict(module, tensors, prefix="")
-        except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"NT-v2 reference: {exc.args[0] if exc.args else exc}") from exc
-        return ReferenceEncoder(
-            lambda input_ids, attention_mask: module(input_ids, attention_mask),
-            "this tool's NT-v2 module loaded directly from the source tensors (no other NT-v2 implementation "
-            "runs without remote code)",
-        )
-
-    def check_inputs(self, config, generator):
-        tokens = min(config.max_rna_tokens, 20)
-        lengths = (tokens, max(1, tokens // 2))
-        ids = torch.full((len(lengths), tokens + 1), config.nt_pad_token_id, dtype=torch.long)
-        for row, length in enumerate(lengths):
-            ids[row, 0] = RNA_CLS_ID
-            last = min(RNA_FIRST_SINGLE_BASE_ID, config.nt_vocab_size)
-            ids[row, 1 : length + 1] = torch.randint(RNA_FIRST_KMER_ID, last, (length,), generator=generator)
-        return ids, ids != config.nt_pad_token_id
-
-    def pretrained_folder(self, config):
-        return PretrainedFolder(
-            label="RNA (Nucleotide Transformer v2)", model_type="esm", fields=NT_FOLDER_FIELDS,
-            reference=rna_network_config(config).to_dict(), defaults=NT_FOLDER_DEFAULTS,
-            rows=esm_style_key_rows("rna_encoder."), prefix="rna_encoder.",
-        )
-
-
 class NucleotideTransformerDNA(SequenceEncoder):
     """NT-v2 over the DNA window (``dna_encoder_type="nucleotide_transformer"``); reads ``dna_nt_*``."""
 
@@ -321,21 +238,6 @@ class NucleotideTransformerDNA(SequenceEncoder):
 
     def describe(self, summary):
         return _describe_network(summary) + f", {summary['window_bp']:,} bp -> {summary['positions']} positions"
-
-    def key_rows(self, source_prefix, target_prefix):
-        return (
-            MappingRow(rf"^{source_prefix}lm_head\.", IGNORE, "NT-v2 masked-LM head (not used by IsoFormer)"),
-            MappingRow(rf"^{source_prefix}esm\.", target_prefix),
-        )
-
-    def pretrained_folder(self, config):
-        prefix = f"dna_encoder.{self.inner_prefix}"
-        return PretrainedFolder(
-            label="DNA (Nucleotide Transformer v2)", model_type="esm", fields=NT_FOLDER_FIELDS,
-            reference=dna_network_config(config).to_dict(), defaults=NT_FOLDER_DEFAULTS,
-            rows=esm_style_key_rows(prefix), prefix=prefix,
-        )
-
 
 NT_RNA = NucleotideTransformerRNA()
 NT_DNA = NucleotideTransformerDNA()
