@@ -101,7 +101,7 @@ class OfficialStackDna(torch.nn.Module):
         from enformer_pytorch import Enformer, EnformerConfig
         from enformer_pytorch.data import seq_indices_to_one_hot
 
-        from isoformer_cli.models.network.encoders.enformer import library_fields
+        from isoformer_cli.models.conversion.encoders.enformer import library_fields
 
         fields = {key: value for key, value in library_fields(config).items() if key != "use_convnext"}
         self.enformer = Enformer(EnformerConfig(**fields))

@@ -354,7 +354,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path, tiny_model, monkeypatch):
     def broken_save_file(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("safetensors.torch.save_file", broken_save_file)
+    monkeypatch.setattr("isoformer_cli.models.checkpoint.save.save_file", broken_save_file)
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(tiny_model, str(tmp_path / "out"))
     assert os.listdir(tmp_path) == []

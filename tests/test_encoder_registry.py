@@ -14,7 +14,6 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.formats.predictions import read_predictions
 from isoformer_cli.models.checkpoint.load import load_checkpoint
 from isoformer_cli.models.checkpoint.save import save_checkpoint
-from isoformer_cli.models.conversion.key_mapping import MappingRow
 from isoformer_cli.models.network.build import build_model
 from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.models.network.encoders import DNA_ENCODERS, register_dna_encoder
@@ -92,9 +91,6 @@ class BinnedConvolutionEncoder(SequenceEncoder):
 
     def describe(self, summary):
         return f"toy convolution ({summary['width']} wide, {summary['bin_bp']}-bp bins)"
-
-    def key_rows(self, source_prefix, target_prefix):
-        return (MappingRow(rf"^{source_prefix}", target_prefix),)
 
 
 @pytest.fixture()

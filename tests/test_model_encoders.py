@@ -12,10 +12,9 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.models.network.encoders.enformer import (
     ENFORMER,
-    ENFORMER_DUPLICATE_KEY_PREFIXES,
     EnformerDNAEncoder,
-    library_fields,
 )
+from isoformer_cli.models.conversion.encoders.enformer import ENFORMER_DUPLICATE_KEY_PREFIXES, library_fields
 from isoformer_cli.models.network.encoders.nucleotide_transformer import (
     NucleotideTransformer,
     load_hf_nt_state_dict,

@@ -48,6 +48,7 @@ import itertools
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from isoformer_cli.errors import InputError
