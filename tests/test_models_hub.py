@@ -361,7 +361,7 @@ def test_verify_finds_a_changed_file_and_names_are_checked(tmp_path, hub, offici
     for arguments, message in (
         (("models", "pull", "unknown"), "unknown model 'unknown'; known models: official, encoders, demo"),
         (("models", "pull", "official", "--name", "../x"), "'../x' is not a checkpoint name"),
-        (("models", "path", "absent"), "no checkpoint 'absent' in the model folder"),
+        (("models", "path", "absent"), "checkpoint 'absent' is not in the model folder"),
         (("models", "remove", "demo"), "'demo' is bundled with isoformer and cannot be removed"),
         (("predict", "--genome", HUMAN_GENOME, "--annotation", HUMAN_GTF, "--checkpoint", "encoders", "-o",
           tmp_path / "x.tsv"), "get it with: isoformer models pull encoders"),

@@ -6,7 +6,12 @@ without reading tensor data. Weight files and tensor matching: :mod:`isoformer_c
 import os
 
 from isoformer_cli.models.checkpoint.check import CheckedCheckpoint, check_checkpoint, rebuild_hint
-from isoformer_cli.models.checkpoint.weights import fill_module, load_weights_file, read_safetensors_into, tensor_aliases
+from isoformer_cli.models.checkpoint.weights import (
+    fill_module,
+    load_weights_file,
+    read_safetensors_into,
+    tensor_aliases,
+)
 from isoformer_cli.models.network.build import build_model
 
 

@@ -261,7 +261,8 @@ class ConversionResult:
     """What :func:`convert_official` did.
 
     Attributes:
-        plan: the :class:`~isoformer_cli.models.conversion.key_mapping.ConversionPlan` (matched, ignored, unmatched keys).
+        plan: the :class:`~isoformer_cli.models.conversion.key_mapping.ConversionPlan` (matched, ignored,
+            unmatched keys).
         layout: the :class:`~isoformer_cli.models.conversion.layout.Layout` found.
         config: the :class:`IsoformerConfig` built; origins: where each architecture field came from.
         checks: the :class:`~isoformer_cli.models.conversion.self_check.SelfCheck` results; notes: report lines.

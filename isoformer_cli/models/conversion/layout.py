@@ -4,7 +4,8 @@ The official ``pytorch_model.bin`` is a flat ``{key: tensor}`` dictionary whose 
 been documented. Rather than trusting one guessed table, :func:`detect_layout` recognises each component by
 what its tensors look like, under whatever prefix the file uses:
 
-* the encoders, by asking each registered encoder (:meth:`~isoformer_cli.models.conversion.encoders.base.EncoderConversion.find_in_checkpoint`): ESM-2 and
+* the encoders, by asking each encoder's conversion
+  (:meth:`~isoformer_cli.models.conversion.encoders.base.EncoderConversion.find_in_checkpoint`): ESM-2 and
   NT-v2 by their ``[esm.]embeddings.word_embeddings.weight`` anchor and ``encoder.layer.N`` stack (NT-v2's
   gated feed-forward tells the two apart), Enformer by its stem convolution over the 4-letter one-hot in
   either spelling (named modules and/or enformer-pytorch's ``_trunk.N`` duplicates), with or without the
@@ -197,7 +198,8 @@ def _find_components(shapes, skip=(), widths=None):
             remaining.pop(key, None)
 
     if "dna_encoder" not in skip:
-        candidates = [c for encoder in DNA_ENCODERS.values() for c in conversion_for(encoder).find_in_checkpoint(remaining)]
+        candidates = [c for encoder in DNA_ENCODERS.values()
+                      for c in conversion_for(encoder).find_in_checkpoint(remaining)]
         component = _single("DNA encoder", candidates)
         if component is not None:
             take(component)

@@ -51,7 +51,8 @@ MODALITY_OF_ENCODER = {"dna_encoder": "dna", "rna_encoder": "rna", "protein_enco
 def _encoder_folders(config):
     """How to read a pretrained folder of each encoder the configuration has, keyed by our attribute name."""
     return {
-        f"{modality}_encoder": conversion_for(config.encoder(modality)).pretrained_folder(config) for modality in config.modalities
+        f"{modality}_encoder": conversion_for(config.encoder(modality)).pretrained_folder(config)
+        for modality in config.modalities
     }
 
 

@@ -11,7 +11,8 @@ the encoder wrapped ``enformer_pytorch.Enformer`` loads unchanged. ``enformer_py
 each trunk tensor a second time inside its ``_trunk`` ``nn.Sequential`` (``_trunk.1.0.weight`` is
 ``stem.0.weight``) and may carry human/mouse output heads (``_heads.*``): the key rows of
 :mod:`isoformer_cli.models.conversion.encoders.enformer` fold the ``_trunk.N.`` spelling onto the named one and
-drop the heads when such a state dict is read (``isoformer init``, ``convert``). enformer-pytorch is not needed at run time; the tests use it as the reference.
+drop the heads when such a state dict is read (``isoformer init``, ``convert``). enformer-pytorch is not needed
+at run time; the tests use it as the reference.
 """
 
 from __future__ import annotations
