@@ -222,7 +222,7 @@ def remove_checkpoint(name, model_dir=None):
         shutil.rmtree(folder)
         removed.append(folder)
         for source in (manifest or {}).get("sources", []):
-            kept = os.path.join(downloads_dir(root), source.get("repo_id", "").replace("/", "__"))
+            kept = os.path.join(downloads_dir(model_dir_for(model_dir)), source.get("repo_id", "").replace("/", "__"))
             if source.get("repo_id") and os.path.isdir(kept):
                 shutil.rmtree(kept)
                 removed.append(kept)

@@ -14,6 +14,7 @@ i covers bases 6i..6i+5 of a pure-ACGT window and the TSS (base L/2) falls in po
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from transformers import EsmConfig
 
