@@ -28,6 +28,17 @@ def lint(package_parent):
                           env=environment, timeout=120)
 
 
+def planted_copy(tmp_path, relative, addition):
+    """A copy of the package (and ``.importlinter``) under ``tmp_path`` with ``addition`` appended to the module
+    at ``relative`` (a path inside the package); returns the folder holding the copy."""
+    copy = tmp_path / "isoformer_cli"
+    shutil.copytree(ROOT / "isoformer_cli", copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    planted = copy / relative
+    planted.write_text(planted.read_text() + addition)
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    return tmp_path
+
+
 @needs_lint_imports
 def test_the_package_keeps_its_import_contracts():
     result = lint(ROOT)
@@ -37,12 +48,9 @@ def test_the_package_keeps_its_import_contracts():
 
 @needs_lint_imports
 def test_an_upward_import_breaks_the_layers_contract(tmp_path):
-    copy = tmp_path / "isoformer_cli"
-    shutil.copytree(ROOT / "isoformer_cli", copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    planted = copy / "genomics" / "genome.py"
-    planted.write_text(planted.read_text() + "\nfrom isoformer_cli.models.network import configuration  # planted\n")
-    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    result = lint(tmp_path)
+    folder = planted_copy(tmp_path, "genomics/genome.py",
+                          "\nfrom isoformer_cli.models.network import configuration  # planted\n")
+    result = lint(folder)
     assert result.returncode != 0
     assert "isoformer_cli.genomics is not allowed to import isoformer_cli.models" in result.stdout
     assert "isoformer_cli.genomics.genome -> isoformer_cli.models.network.configuration" in result.stdout
@@ -51,12 +59,9 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
 @needs_lint_imports
 def test_an_enformer_pytorch_import_breaks_its_contract(tmp_path):
     """enformer-pytorch is the tests' reference only: a run-time import of it anywhere in the package fails CI."""
-    copy = tmp_path / "isoformer_cli"
-    shutil.copytree(ROOT / "isoformer_cli", copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    planted = copy / "models" / "network" / "encoders" / "enformer.py"
-    planted.write_text(planted.read_text() + "\n\ndef _planted():\n    import enformer_pytorch  # planted\n")
-    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    result = lint(tmp_path)
+    folder = planted_copy(tmp_path, "models/network/encoders/enformer.py",
+                          "\n\ndef _planted():\n    import enformer_pytorch  # planted\n")
+    result = lint(folder)
     assert result.returncode != 0
     assert "enformer-pytorch is a test-only reference" in result.stdout
     assert "isoformer_cli.models.network.encoders.enformer -> enformer_pytorch" in result.stdout
@@ -139,25 +144,20 @@ def test_the_package_has_no_import_cycle_counting_imports_inside_functions():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+#: An import inside a function that closes a cycle: tokenizers -> modeling -> ... -> tokenizers.
+PLANTED_CYCLE = ("\n\ndef _planted():\n"
+                 "    from isoformer_cli.models.network.modeling import IsoformerModel  # planted\n")
+
+
 def test_a_cycle_through_an_import_inside_a_function_is_found(tmp_path):
-    copy = tmp_path / "isoformer_cli"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    planted = copy / "models" / "network" / "tokenizers.py"
-    planted.write_text(planted.read_text() + "\n\ndef _planted():\n"
-                       "    from isoformer_cli.models.network.modeling import IsoformerModel  # planted\n")
-    cycle = find_cycle(module_graph(copy))
+    folder = planted_copy(tmp_path, "models/network/tokenizers.py", PLANTED_CYCLE)
+    cycle = find_cycle(module_graph(folder / "isoformer_cli"))
     assert cycle is not None and "isoformer_cli.models.network.tokenizers" in cycle
 
 
 @needs_lint_imports
 def test_a_planted_cycle_breaks_the_contracts(tmp_path):
-    copy = tmp_path / "isoformer_cli"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    planted = copy / "models" / "network" / "tokenizers.py"
-    planted.write_text(planted.read_text() + "\n\ndef _planted():\n"
-                       "    from isoformer_cli.models.network.modeling import IsoformerModel  # planted\n")
-    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    result = lint(tmp_path)
+    result = lint(planted_copy(tmp_path, "models/network/tokenizers.py", PLANTED_CYCLE))
     assert result.returncode != 0
     assert "(imports in functions count) BROKEN" in result.stdout
     assert "No cycles are allowed in isoformer_cli.models.network." in result.stdout
@@ -166,13 +166,8 @@ def test_a_planted_cycle_breaks_the_contracts(tmp_path):
 
 @needs_lint_imports
 def test_a_command_module_that_skips_app_breaks_the_cli_contract(tmp_path):
-    copy = tmp_path / "isoformer_cli"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    planted = copy / "cli" / "commands" / "inspect.py"
-    planted.write_text(planted.read_text() + "\n\ndef _planted():\n"
-                       "    from isoformer_cli.models.checkpoint.summary import inspect_model  # planted\n")
-    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    result = lint(tmp_path)
+    result = lint(planted_copy(tmp_path, "cli/commands/inspect.py", "\n\ndef _planted():\n"
+                               "    from isoformer_cli.models.checkpoint.summary import inspect_model  # planted\n"))
     assert result.returncode != 0
     assert "The command line reaches the package only through app (and errors) BROKEN" in result.stdout
     assert "isoformer_cli.cli.commands.inspect -> isoformer_cli.models.checkpoint.summary" in result.stdout
