@@ -71,7 +71,7 @@ def run_finetune(config):
     """
     checked = locate_checkpoint(config.checkpoint, config.model_dir)
     inputs = config.source.input_files() + checked.files()
-    inputs += [("--expression", config.expression.path), ("--samples", config.expression.samples)]
+    inputs += config.expression.input_files()
     refuse_shared_files(inputs, {}, output_folders={"-o/--output": config.output})
     with lock_outputs(folders=[config.output]) if is_main_process() else contextlib.nullcontext():
         return _finetune(config, checked)
