@@ -19,7 +19,10 @@ import os
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import CheckpointError, InputError
+from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.models.checkpoint.save import check_folder_target
+from isoformer_cli.models.conversion.convert import convert_official
+from isoformer_cli.models.conversion.pretrained import init_model
 from isoformer_cli.models.distribution.hub import fetch_repository, remove_download_folder
 from isoformer_cli.models.distribution.locate import (
     DEMO_CHECKPOINT_NAME,
@@ -98,7 +101,6 @@ def run_pull(config):
     log.info("%s: %s", entry.name, entry.description)
     log.info("licence: %s", entry.licence)
 
-    from isoformer_cli.formats.locks import lock_outputs
 
     folders = [os.path.join(downloads_dir(model_dir), repository.folder_name) for repository in entry.repositories]
     os.makedirs(downloads_dir(model_dir), exist_ok=True)
@@ -136,8 +138,6 @@ def run_pull(config):
 
 def _build(entry, config, fetched, target, metadata, on_written):
     if entry.kind == "convert":
-        from isoformer_cli.models.conversion.convert import convert_official
-
         official = fetched[0]
         weights = official.files.get("pytorch_model.bin")
         convert_official(official.folder, target, preset=config.preset, mapping_file=config.mapping,
@@ -145,8 +145,6 @@ def _build(entry, config, fetched, target, metadata, on_written):
                          source_sha256=weights.sha256 if weights else None, extra_metadata=metadata,
                          on_written=on_written)
         return
-    from isoformer_cli.models.conversion.pretrained import init_model
-
     if config.mapping:
         raise InputError("--mapping applies to the official release (pull official), not to the encoders")
     folders = {item.repository.role: item.folder for item in fetched}
