@@ -101,7 +101,6 @@ def run_pull(config):
     log.info("%s: %s", entry.name, entry.description)
     log.info("licence: %s", entry.licence)
 
-
     folders = [os.path.join(downloads_dir(model_dir), repository.folder_name) for repository in entry.repositories]
     os.makedirs(downloads_dir(model_dir), exist_ok=True)
     # One pull at a time per checkpoint name and per repository download.
