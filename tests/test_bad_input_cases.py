@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from cli_helpers import HUMAN_GENOME, HUMAN_GTF, fingerprint, invoke, leftovers, one_error_line
 from isoformer_cli.cli import main as cli_main
 from isoformer_cli.formats.embeddings import read_embeddings
-from isoformer_cli.models.locate import demo_checkpoint_path
+from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
 MOUSE_GENOME = os.path.join(os.path.dirname(HUMAN_GENOME), "chr9.4M.fa.gz")
 

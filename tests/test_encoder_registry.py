@@ -12,11 +12,13 @@ from torch import nn
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.predictions import read_predictions
-from isoformer_cli.models import DNA_ENCODERS, IsoformerConfig, register_dna_encoder
-from isoformer_cli.models.checkpoint import build_model, load_checkpoint, save_checkpoint
-from isoformer_cli.models.encoders import LayerGroups, SequenceEncoder
-from isoformer_cli.models.key_mapping import MappingRow
-from isoformer_cli.models.tokenizers import DnaTokenizer
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.checkpoint.save import save_checkpoint
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders import DNA_ENCODERS, register_dna_encoder
+from isoformer_cli.models.network.encoders import LayerGroups, SequenceEncoder
+from isoformer_cli.models.network.tokenizers import DnaTokenizer
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
@@ -89,9 +91,6 @@ class BinnedConvolutionEncoder(SequenceEncoder):
 
     def describe(self, summary):
         return f"toy convolution ({summary['width']} wide, {summary['bin_bp']}-bp bins)"
-
-    def key_rows(self, source_prefix, target_prefix):
-        return (MappingRow(rf"^{source_prefix}", target_prefix),)
 
 
 @pytest.fixture()

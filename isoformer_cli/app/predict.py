@@ -1,7 +1,7 @@
 """``isoformer predict`` and ``isoformer embed`` as plain functions (the CLI and tests call the same ones).
 
-Each checks its outputs, starts the run (device, process group), opens the genome and the model
-(:class:`~isoformer_cli.inference.runner.ModelRunner`), opens its writer on rank 0 and hands both to the
+Each locates and checks its checkpoint once, checks its outputs, starts the run (device, process group), loads
+the model and opens the genome (:class:`~isoformer_cli.inference.runner.ModelRunner`), opens its writer on rank 0 and hands both to the
 runner's chunk loop. Results stream into a temporary file that becomes the output only when the run
 completes (``--resume`` continues a killed run's temporary file).
 """
@@ -27,10 +27,9 @@ from isoformer_cli.formats.provenance import build_provenance, units_label
 from isoformer_cli.formats.sharding import with_shard
 from isoformer_cli.formats.streaming import refuse_resume_of_direct
 from isoformer_cli.formats.targets import classify_output
-from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.runner import ModelRunner
-from isoformer_cli.models.locate import checkpoint_files
-from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
+from isoformer_cli.models.distribution.locate import locate_checkpoint
+from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.setup import end_run, start_run
@@ -96,11 +95,11 @@ class EmbedConfig(ModelRunConfig):
     modalities: bool = False
 
 
-def _open_runner(config, context):
-    """The :class:`ModelRunner` of ``config`` on this process (opens the genome, loads the checkpoint)."""
-    return ModelRunner(context, config.checkpoint, config.model_dir, config.source, Genome(config.source.genome),
-                       config.rna_truncation, config.protein_truncation, config.max_tokens, config.chunk_size,
-                       num_workers=config.runtime.num_workers, dedupe=config.dedupe)
+def _open_runner(config, context, checked):
+    """The :class:`ModelRunner` of ``config`` on this process (loads the checked checkpoint, opens the genome)."""
+    return ModelRunner(context, checked, config.source, config.rna_truncation, config.protein_truncation,
+                       config.max_tokens, config.chunk_size, num_workers=config.runtime.num_workers,
+                       dedupe=config.dedupe)
 
 
 def _provenance(config, runner, units):
@@ -124,9 +123,10 @@ def _writing(writer):
     return writer if writer is not None else contextlib.nullcontext()
 
 
-def _check_outputs(config, outputs):
-    """Before anything is read: no output is an input or another output, and each can be written."""
-    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+def _check_outputs(config, outputs, checked):
+    """Before anything is read: no output is an input (the checkpoint's files included) or another output, and
+    each can be written."""
+    inputs = config.source.input_files() + checked.files()
     refuse_shared_files(inputs, outputs)
     for path in outputs.values():
         if path:
@@ -161,17 +161,18 @@ def run_predict(config):
     The outputs are checked first (none may be an input: see
     :func:`isoformer_cli.formats.collisions.refuse_shared_files`) and locked for the whole run.
     """
-    _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary})
+    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary}, checked)
     output_format(config.output)  # an unknown suffix fails before anything is loaded
     with _locked(config.output, config.gene_summary), _triples_from_file(config) as config:
-        return _predict(config)
+        return _predict(config, checked)
 
 
-def _predict(config):
+def _predict(config, checked):
     context = start_run(config.runtime)
     completed = False
     try:
-        runner = _open_runner(config, context)
+        runner = _open_runner(config, context, checked)
         model_config = runner.model.config
         provenance = _provenance(config, runner, units_label(model_config.target_units))
         tissues = list(model_config.tissues)
@@ -218,19 +219,20 @@ def _as_written(kept, kind, n_tissues):
 
 def run_embed(config):
     """Write pooled fused (and optionally per-modality) embeddings of every selected transcript to HDF5."""
-    _check_outputs(config, {"-o/--output": config.output})
+    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    _check_outputs(config, {"-o/--output": config.output}, checked)
     if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
                                                             or classify_output(config.output).is_direct):
         raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
     with _locked(config.output), _triples_from_file(config) as config:
-        return _embed(config)
+        return _embed(config, checked)
 
 
-def _embed(config):
+def _embed(config, checked):
     context = start_run(config.runtime)
     completed = False
     try:
-        runner = _open_runner(config, context)
+        runner = _open_runner(config, context, checked)
         model_config = runner.model.config
         provenance = _provenance(config, runner, units=None)
         modality_dims = None

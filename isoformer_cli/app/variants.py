@@ -51,6 +51,7 @@ from isoformer_cli.inference.variants import (
     check_header_contigs,
     check_max_indel,
 )
+from isoformer_cli.models.distribution.locate import locate_checkpoint
 from isoformer_cli.runtime.setup import end_run, start_run
 from isoformer_cli.triples.affected import TranscriptIndex, shared_transcripts
 
@@ -87,7 +88,8 @@ def run_variants(config):
     the target paths (after Ctrl-C or SIGTERM the temporary files are kept for ``--resume``).
     """
     outputs = {"-O/--output": config.output, "--table": config.table, "--alt-triples": config.alt_triples}
-    _check_outputs_of(config, outputs)
+    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    _check_outputs_of(config, outputs, checked)
     vcf_kind(config.output)
     if config.table:
         table_kind(config.table)
@@ -96,24 +98,26 @@ def run_variants(config):
         raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
     with _locked(config.output, config.table, config.alt_triples), \
             spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
-        return _variants(dataclasses.replace(config, vcf=vcf), config.vcf)
+        return _variants(dataclasses.replace(config, vcf=vcf), config.vcf, checked)
 
 
-def _check_outputs_of(config, outputs):
+def _check_outputs_of(config, outputs, checked):
     """As ``predict`` checks its outputs, with the VCF (and its index) among the inputs."""
-    _check_outputs(config, outputs)
+    _check_outputs(config, outputs, checked)
     if config.vcf != STDIN:
         vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
                      ("-I/--input (index)", f"{config.vcf}.csi")]
         refuse_shared_files(vcf_files, outputs)
 
 
-def _variants(config, vcf_label):
+def _variants(config, vcf_label, checked):
     context = start_run(config.runtime)
     completed = False
     try:
-        genome = Genome(config.source.genome)
-        aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
+        # The VCF is checked against the genome's contigs before the model loads; the runner opens the genome
+        # it reads sequence from.
+        with Genome(config.source.genome) as genome:
+            aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
         with VcfReader(config.vcf) as reader:  # fails fast on a missing or malformed file
             header_lines = reader.header_lines
             check_header_contigs(reader, aliases)
@@ -123,9 +127,8 @@ def _variants(config, vcf_label):
         log.debug("%s: %d records", vcf_label, records)
         # The memory plan (the same as predict's: up-front refusal, batches from --max-memory) sizes the model
         # calls in isoform rows; --chunk-size here counts VCF records, so the plan gets its default.
-        runner = ModelRunner(context, config.checkpoint, config.model_dir, config.source, genome,
-                             config.rna_truncation, config.protein_truncation, config.max_tokens, None,
-                             num_workers=config.runtime.num_workers, dedupe=config.dedupe,
+        runner = ModelRunner(context, checked, config.source, config.rna_truncation, config.protein_truncation,
+                             config.max_tokens, None, num_workers=config.runtime.num_workers, dedupe=config.dedupe,
                              records_per_chunk=config.chunk_size)
         model_config = runner.model.config
         tissues = list(model_config.tissues)
@@ -138,7 +141,7 @@ def _variants(config, vcf_label):
         vcf_provenance = row_provenance = provenance
         shard = config.source.own_shard()
         if shard is not None and context.group.is_main:
-            shared = encode_transcripts(_shared_transcripts(runner, genome, aliases, config.vcf, shard))
+            shared = encode_transcripts(_shared_transcripts(runner, aliases, config.vcf, shard))
             vcf_provenance = variant_provenance(provenance, shard, range(records), shared)
             # The table's and the triples' units are known at the end: their writers complete the entry.
             row_provenance = variant_provenance(provenance, shard, (), shared)
@@ -205,10 +208,10 @@ class _Writers:
         return False
 
 
-def _shared_transcripts(runner, genome, aliases, vcf, shard):
+def _shared_transcripts(runner, aliases, vcf, shard):
     """``{CHROM: {(rank, transcript_id)}}`` of the shard's transcripts that share a VCF record with another
     shard's genes (:func:`~isoformer_cli.triples.affected.shared_transcripts`); none for a split into one."""
-    index = TranscriptIndex(runner.source, genome, aliases, all_shards=True)
+    index = TranscriptIndex(runner.source, runner.genome, aliases, all_shards=True)
     genes = [gene for contig_genes in index.genes.values() for gene in contig_genes]
     held = sum(shard.holds(gene.key[1]) for gene in genes)
     shared = shared_transcripts(index, vcf, shard) if shard.count > 1 else {}

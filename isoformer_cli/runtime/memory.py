@@ -130,7 +130,7 @@ def process_resident_bytes():
 def free_memory(device):
     """Bytes this process may still allocate on ``device`` (see the module docstring), or None if unknown."""
     if device.type == "cuda":
-        import torch
+        import torch  # on use (start-up cost): --max-memory is parsed by commands that never load torch
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
@@ -186,7 +186,7 @@ def memory_budget(device, max_memory=None, held=None):
     free = free_memory(device)
     if held is None:
         if device.type == "cuda":
-            import torch
+            import torch  # on use (start-up cost): --max-memory is parsed by commands that never load torch
 
             held = torch.cuda.memory_reserved(device)
         else:

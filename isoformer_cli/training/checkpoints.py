@@ -2,7 +2,7 @@
 
 ``last/`` holds::
 
-    config.json, model.safetensors   the checkpoint, as :func:`isoformer_cli.models.checkpoint.save_checkpoint`
+    config.json, model.safetensors   the checkpoint, as :func:`isoformer_cli.models.checkpoint.save.save_checkpoint`
                                      writes it (readable by every command that takes --checkpoint)
     training_state.safetensors       ``optimizer/<parameter>/<key>``: AdamW's step, exp_avg, exp_avg_sq;
                                      ``rng/<rank>/<key>``: each process's random generator states
@@ -23,9 +23,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from isoformer_cli.formats.config_fields import check_field_types
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.checkpoint import atomic_folder, save_checkpoint
+from isoformer_cli.formats.config_fields import check_field_types
+from isoformer_cli.models.checkpoint.save import atomic_folder, save_checkpoint
 from isoformer_cli.runtime import distributed
 from isoformer_cli.training.run_folder import write_json
 from isoformer_cli.training.state import capture_rng, load_optimizer_state, optimizer_state_tensors, restore_rng
