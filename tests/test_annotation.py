@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from isoformer_cli.errors import AnnotationError
-from isoformer_cli.genomics import annotation
+from isoformer_cli.genomics import annotation, compressed
 from isoformer_cli.genomics.annotation import detect_format, load_transcripts, read_annotation
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_data")
@@ -595,8 +595,8 @@ def test_missing_folder_and_unreadable_annotation(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     # Tests may run as root, for whom chmod does not bite: refuse the open itself.
-    monkeypatch.setattr(annotation, "open", refuse, raising=False)
-    with pytest.raises(AnnotationError, match=r"locked\.gtf: permission denied; make the annotation readable"):
+    monkeypatch.setattr(compressed, "open", refuse, raising=False)
+    with pytest.raises(AnnotationError, match=r"locked\.gtf: permission denied; make the annotation file readable"):
         read_annotation(path)
 
 
@@ -604,8 +604,8 @@ def test_missing_folder_and_unreadable_annotation(tmp_path, monkeypatch):
 def gzip_reader(request, monkeypatch):
     """Run a test with the threaded python-isal reader (when installed) and with plain gzip."""
     if request.param == "gzip":
-        monkeypatch.setattr(annotation, "_igzip_threaded", None)
-    elif annotation._igzip_threaded is None:
+        monkeypatch.setattr(compressed, "_igzip_threaded", None)
+    elif compressed._igzip_threaded is None:
         pytest.skip("python-isal is not installed")
     return request.param
 

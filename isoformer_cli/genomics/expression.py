@@ -30,19 +30,16 @@ This module never imports torch.
 """
 
 import csv
-import gzip
-import io
 import logging
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, compressed_read_errors, open_text
 from isoformer_cli.genomics.selection import strip_version
 
 log = logging.getLogger(__name__)
@@ -53,7 +50,6 @@ GCT_MAGIC = "#1.2"
 MISSING_TEXT = frozenset({"", "na", "nan", "n/a", "null", "none", "-"})
 DEFAULT_SAMPLE_COLUMNS = ("SAMPID", "sample_id", "sample")
 DEFAULT_TISSUE_COLUMNS = ("SMTS", "tissue")
-zlib_error = zlib.error
 
 
 @dataclass
@@ -121,12 +117,12 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
     wanted = _IdKeys(keep) if keep is not None else None
     try:
         return _read_expression(path, values, samples, sample_column, tissue_column, wanted)
-    except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
+    except COMPRESSED_STREAM_ERRORS as exc:
         raise InputError(f"{path}: the compressed file is damaged ({exc}); download it again") from None
 
 
 def _read_expression(path, values, samples, sample_column, tissue_column, wanted):
-    with _open_text(path, "expression table") as stream:
+    with open_text(path, "expression table", errors="replace") as stream:
         first = stream.readline()
         if first.rstrip("\r\n").strip() == GCT_MAGIC:
             if samples is None:
@@ -283,7 +279,7 @@ def read_sample_tissues(path, sample_column=None, tissue_column=None):
     """
     path = os.fspath(path)
     delimiter = _delimiter_for(path)
-    with _open_text(path, "sample table") as stream, compressed_read_errors(path, "sample table"):
+    with open_text(path, "sample table", errors="replace") as stream, compressed_read_errors(path, "sample table"):
         reader = csv.reader(stream, delimiter=delimiter)
         header = next(reader, None)
         if not header:
@@ -528,27 +524,6 @@ def require_overlap(match: TranscriptMatch, table: ExpressionTable, transcript_i
         "the ids must be the same kind (Ensembl ENST..., RefSeq NM_..., or your assembler's), with or without "
         "version suffixes"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-
-def _open_text(path, what):
-    """Text stream of a plain or gzip file; InputError for a missing, unreadable or folder path."""
-    try:
-        with open(path, "rb") as probe:
-            magic = probe.read(2)
-        if magic == b"\x1f\x8b":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-        return open(path, encoding="utf-8", errors="replace", newline="")
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a {what}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what}: {exc.strerror}") from None
 
 
 def _chain_first(first, stream):
