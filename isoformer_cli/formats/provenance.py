@@ -42,8 +42,12 @@ WEIGHTS_PATTERN = "*.safetensors"
 _BLOCK_BYTES = 1 << 20
 
 
-def sha256_file(path):
-    """``"sha256:<hex>"`` of the file's bytes, read in 1 MiB blocks."""
+def sha256_file(path: str) -> str:
+    """The SHA-256 of the file's bytes as 64 hex digits (what ``sha256sum`` prints), read in 1 MiB blocks.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as stream:
@@ -51,7 +55,12 @@ def sha256_file(path):
                 digest.update(block)
     except OSError as exc:
         raise InputError(f"{path}: cannot read the file to checksum it: {exc.strerror}") from exc
-    return "sha256:" + digest.hexdigest()
+    return digest.hexdigest()
+
+
+def file_checksum(path: str) -> str:
+    """``"sha256:<hex>"``: how provenance records and run folders name a file's content."""
+    return "sha256:" + sha256_file(path)
 
 
 def checkpoint_id(checkpoint_dir):
@@ -70,7 +79,7 @@ def checkpoint_id(checkpoint_dir):
             f"{checkpoint_dir}: no {WEIGHTS_PATTERN} weights file in the checkpoint folder; "
             "point --checkpoint at a folder written by isoformer"
         )
-    hexes = [sha256_file(path).split(":", 1)[1] for path in weights]
+    hexes = [sha256_file(path) for path in weights]
     if len(weights) == 1:
         hex_id = hexes[0]
     else:
@@ -103,7 +112,7 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
             without a model (a shard of ``isoformer triples``), whose provenance then has neither
             ``checkpoint_id`` nor ``demo``.
         inputs: ``{role: path}`` of the input files, e.g. ``{"genome": ..., "annotation": ...}``;
-            each is hashed with :func:`sha256_file`. Roles are recorded in sorted order.
+            each is hashed with :func:`file_checksum`. Roles are recorded in sorted order.
         units: the values' units (the checkpoint's target units); ``None`` leaves the key out.
         demo: True when the checkpoint is the bundled demo, whose numbers are not biology.
     """
@@ -115,7 +124,7 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
     }
     if checkpoint_dir is not None:
         provenance["checkpoint_id"] = checkpoint_id(checkpoint_dir)
-    provenance["inputs"] = {role: sha256_file(path) for role, path in sorted(inputs.items())}
+    provenance["inputs"] = {role: file_checksum(path) for role, path in sorted(inputs.items())}
     if units is not None:
         provenance["units"] = units
     if checkpoint_dir is not None:

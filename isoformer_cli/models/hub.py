@@ -34,6 +34,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import DownloadError
+from isoformer_cli.formats.provenance import sha256_file  # the one file checksum (hex), re-exported
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,6 @@ def hf_cache_dir():
 # ------------------------------------------------------------------------------------------------
 # Checksums
 # ------------------------------------------------------------------------------------------------
-
-
-def sha256_file(path):
-    """SHA-256 (hex) of a file, read in 16 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_blob_sha1(path):
