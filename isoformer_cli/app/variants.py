@@ -19,7 +19,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from isoformer_cli.app.predict import ModelRunConfig, _check_outputs, _locked, _writing
+from isoformer_cli.app.outputs import check_outputs, locked, writing
+from isoformer_cli.app.predict import ModelRunConfig
 from isoformer_cli.app.standard_input import spooled_standard_input
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT
@@ -51,7 +52,7 @@ from isoformer_cli.inference.variants import (
     check_header_contigs,
     check_max_indel,
 )
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.affected import TranscriptIndex, shared_transcripts
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,14 @@ def run_variants(config):
     if config.alt_triples and not config.alt_triples.endswith((".tsv", ".tsv.gz")) \
             and not classify_output(config.alt_triples).is_direct:
         raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
-    with _locked(config.output, config.table, config.alt_triples), \
+    with locked(config.output, config.table, config.alt_triples), \
             spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
         return _variants(dataclasses.replace(config, vcf=vcf), config.vcf)
 
 
 def _check_outputs_of(config, outputs):
     """As ``predict`` checks its outputs, with the VCF (and its index) among the inputs."""
-    _check_outputs(config, outputs)
+    check_outputs(config, outputs)
     if config.vcf != STDIN:
         vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
                      ("-I/--input (index)", f"{config.vcf}.csi")]
@@ -109,9 +110,7 @@ def _check_outputs_of(config, outputs):
 
 
 def _variants(config, vcf_label):
-    context = start_run(config.runtime)
-    completed = False
-    try:
+    with model_run(config.runtime) as context:
         genome = Genome(config.source.genome)
         aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
         with VcfReader(config.vcf) as reader:  # fails fast on a missing or malformed file
@@ -154,14 +153,11 @@ def _variants(config, vcf_label):
         def dataset(run, start_row):
             return VariantChunkDataset(run, start_row, options)
 
-        with _writing(writers):
+        with writing(writers):
             rows = runner.run(writers, scorer, write, "variants", dataset_class=dataset, unit=" records")
         if context.group.is_main:
             _report(config, rows, counts, scorer, runner, provenance)
-        completed = True
         return rows
-    finally:
-        end_run(context, completed)
 
 
 class _Writers:

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, compressed_read_errors, open_text
 from isoformer_cli.genomics.selection import strip_version
 
@@ -111,8 +111,7 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
     Returns:
         An :class:`ExpressionTable`.
     """
-    if values not in VALUE_KINDS:
-        raise InputError(f"--values must be one of {', '.join(VALUE_KINDS)}, not {values!r}")
+    check_choice("--values", values, VALUE_KINDS)
     path = os.fspath(path)
     wanted = _IdKeys(keep) if keep is not None else None
     try:

@@ -7,7 +7,7 @@ read by every command that runs the model (``predict``, ``embed``, ``finetune``)
 from dataclasses import dataclass
 from typing import Optional
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.runtime.memory import parse_size
 
 #: ``--precision`` values: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU.
@@ -35,8 +35,7 @@ class RuntimeOptions:
     max_memory: Optional[str] = None
 
     def __post_init__(self):
-        if self.precision not in PRECISION_CHOICES:
-            raise InputError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
+        check_choice("--precision", self.precision, PRECISION_CHOICES)
         if self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, not {self.num_workers}")
         self.max_memory_bytes  # noqa: B018 - the size's syntax is checked here, once

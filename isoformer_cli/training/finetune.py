@@ -37,7 +37,7 @@ from isoformer_cli.models.checkpoint import load_checkpoint
 from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, resolve_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.memory import memory_budget
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.training.batches import BatchPlan
 from isoformer_cli.training.examples import check_lengths, load_examples, split_examples
 from isoformer_cli.training.freezing import freeze, parse_freeze, plain_batchnorm
@@ -77,20 +77,14 @@ def run_finetune(config):
 
 
 def _finetune(config):
-    context = start_run(config.runtime, seed=config.training.seed)
-    completed = False
-    try:
+    with model_run(config.runtime, seed=config.training.seed) as context:
         trainer = Trainer(config, context, _prepare(config, context))
         finished, stop_reason, test_rows = trainer.train()
         state = trainer.state
-        result = FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
-                                epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,
-                                best_epoch=state.best_epoch, best_val_spearman=state.best_val_spearman,
-                                test_metrics=test_rows)
-        completed = True
-        return result
-    finally:
-        end_run(context, completed)
+        return FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
+                              epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,
+                              best_epoch=state.best_epoch, best_val_spearman=state.best_val_spearman,
+                              test_metrics=test_rows)
 
 
 def _micro_batch(training, model, context, saved):
