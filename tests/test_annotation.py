@@ -695,13 +695,10 @@ def test_gff3_fixtures_match_gffutils(tmp_path, fixture):
         assert (t.exons, t.cds) == oracle[t.transcript_id], t.transcript_id
 
 
-@pytest.mark.oracle
+@pytest.mark.oracle("gffread")
 def test_gff3_written_by_gffread_reads_back_the_same(tmp_path):
-    import shutil
     import subprocess
 
-    if not shutil.which("gffread"):
-        pytest.skip("gffread is not installed")
     gtf = write(tmp_path, "gencode.gtf", GENCODE_GTF)
     gff3 = str(tmp_path / "gencode.gff3")
     subprocess.run(["gffread", gtf, "-o", gff3], check=True, capture_output=True)

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+
 
 import numpy as np
 
@@ -53,16 +53,16 @@ class ModelRunConfig:
     """
 
     source: TripleSource
-    checkpoint: Optional[str] = None
-    model_dir: Optional[str] = None
+    checkpoint: str | None = None
+    model_dir: str | None = None
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     rna_truncation: str = "keep_start"
     protein_truncation: str = "keep_start"
-    max_tokens: Optional[int] = None
-    chunk_size: Optional[int] = None
+    max_tokens: int | None = None
+    chunk_size: int | None = None
     resume: bool = False
     dedupe: bool = True
-    command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
+    command_args: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
 
     def __post_init__(self):
         if self.chunk_size is not None and self.chunk_size < 1:
@@ -80,14 +80,14 @@ class PredictConfig(ModelRunConfig):
     per-gene usage table ``gene_summary``."""
 
     output: str = STDOUT
-    gene_summary: Optional[str] = None
+    gene_summary: str | None = None
 
 
 @dataclass(frozen=True)
 class EmbedConfig(ModelRunConfig):
     """``isoformer embed``: ``output`` (HDF5); ``modalities`` also writes each encoder's pooled embedding."""
 
-    output: Optional[str] = None
+    output: str | None = None
     modalities: bool = False
 
 
@@ -125,7 +125,7 @@ def _triples_from_file(config):
             yield dataclasses.replace(config, source=dataclasses.replace(config.source, triples=path))
 
 
-def run_predict(config):
+def run_predict(config: PredictConfig) -> int:
     """Predict expression for every selected transcript; returns the number of rows written.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output
@@ -183,7 +183,7 @@ def _as_written(kept, kind, n_tissues):
     return obs, values
 
 
-def run_embed(config):
+def run_embed(config: EmbedConfig) -> int:
     """Write pooled fused (and optionally per-modality) embeddings of every selected transcript to HDF5."""
     check_outputs(config, {"-o/--output": config.output})
     if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))

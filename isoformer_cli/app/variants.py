@@ -17,7 +17,6 @@ import collections
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 from isoformer_cli.app.outputs import check_outputs, locked, writing
 from isoformer_cli.app.predict import ModelRunConfig
@@ -69,8 +68,8 @@ class VariantsConfig(ModelRunConfig):
 
     vcf: str = STDIN
     output: str = STDOUT
-    table: Optional[str] = None
-    alt_triples: Optional[str] = None
+    table: str | None = None
+    alt_triples: str | None = None
     max_indel: int = DEFAULT_MAX_INDEL
     chunk_size: int = DEFAULT_VARIANT_CHUNK_SIZE
 
@@ -81,7 +80,7 @@ class VariantsConfig(ModelRunConfig):
             raise InputError("isoformer variants needs --annotation (a triples table has no exon structure)")
 
 
-def run_variants(config):
+def run_variants(config: VariantsConfig) -> int:
     """Score every allele of ``config.vcf``; returns the number of VCF records written.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output exists at

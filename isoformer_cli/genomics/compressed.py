@@ -16,10 +16,12 @@ import io
 import os
 import zlib
 from collections.abc import Iterator
-from typing import IO
+from typing import Any
 
 from isoformer_cli.errors import InputError
 
+_igzip_threaded: Any
+_IsalError: type[Exception]
 try:  # python-isal, used by the annotation reader when installed
     from isal import igzip_threaded as _igzip_threaded
     from isal.isal_zlib import error as _IsalError
@@ -47,7 +49,7 @@ def _indefinite(what: str) -> str:
 
 
 def open_binary(path: str, what: str, *, error: type[InputError] = InputError, threaded: bool = False,
-                buffering: int = -1) -> IO[bytes]:
+                buffering: int = -1) -> io.BufferedIOBase:
     """A binary stream of ``path``, inflated when its first bytes are gzip's.
 
     Args:
@@ -80,7 +82,7 @@ def open_binary(path: str, what: str, *, error: type[InputError] = InputError, t
 
 
 def open_text(path: str, what: str, *, error: type[InputError] = InputError, threaded: bool = False,
-              newline: str | None = "", errors: str = "strict", buffering: int = -1) -> IO[str]:
+              newline: str | None = "", errors: str = "strict", buffering: int = -1) -> io.TextIOWrapper:
     """A UTF-8 text stream of a plain or gzip file (:func:`open_binary`; ``newline`` and ``errors`` as for
     ``open``: the default ``newline=""`` keeps each line's ``\\r\\n``)."""
     return io.TextIOWrapper(open_binary(path, what, error=error, threaded=threaded, buffering=buffering),

@@ -60,7 +60,7 @@ class MemoryPlan:
     fusion_positions: int = 1
     chunk_size: int = DEFAULT_CHUNK_ROWS
     one_isoform_bytes: int = 0
-    budget_bytes: int = None
+    budget_bytes: int | None = None
 
     def describe(self):
         batches = ", ".join(f"{modality} {positions:,}" for modality, positions in self.positions_per_batch.items())
