@@ -120,6 +120,29 @@ def test_evaluate_command_writes_the_table_and_a_plot(tmp_path, tables):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
 
 
+def test_evaluate_through_a_sample_sheet_equals_the_matrix(tmp_path, tables):
+    predictions, observed, *_ = tables
+    lines = [line.split("\t") for line in open(observed).read().splitlines()]
+    rows = ["sample,path,condition"]
+    for column, tissue in enumerate(lines[0][1:], start=1):
+        # RSEM for one replicate, IsoQuant for the other: same values, so the mean is the matrix value.
+        rsem = ["transcript_id\tgene_id\tlength\teffective_length\texpected_count\tTPM\tFPKM\tIsoPct"]
+        rsem += [f"{row[0]}\tG\t900\t700.00\t5.00\t{row[column]}\t1.00\t100.00" for row in lines[1:]]
+        isoquant = ["#feature_id\tTPM"] + [f"{row[0]}\t{row[column]}" for row in lines[1:]]
+        (tmp_path / f"{tissue}.isoforms.results").write_text("\n".join(rsem) + "\n")
+        (tmp_path / f"{tissue}.transcript_tpm.tsv").write_text("\n".join(isoquant) + "\n")
+        rows += [f"{tissue}_a,{tissue}.isoforms.results,{tissue}", f"{tissue}_b,{tissue}.transcript_tpm.tsv,{tissue}"]
+    (tmp_path / "samples.csv").write_text("\n".join(rows) + "\n")
+    outputs = {}
+    for name, expression in (("matrix", observed), ("sheet", str(tmp_path / "samples.csv"))):
+        result = CliRunner().invoke(cli, ["evaluate", "--predictions", predictions, "--expression", expression,
+                                          "-o", str(tmp_path / f"{name}.tsv")])
+        assert result.exit_code == 0, result.output
+        outputs[name] = read_metrics_table(tmp_path / f"{name}.tsv")
+    assert "from the sample sheet" in result.output and "6 samples" in result.output
+    assert outputs["sheet"] == outputs["matrix"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"--expression": "wrong_ids"}, "no transcript of"),
     ({"--expression": "wrong_tissues"}, "no tissue in common"),

@@ -369,6 +369,44 @@ def test_triples_table_and_gct_input_train_exactly_like_annotation_and_matrix(tm
     same_weights(reference_run, run)
 
 
+def sheet_of(matrix, folder, tissue_names=None):
+    """A sample sheet meaning ``matrix``: per tissue a salmon and a kallisto sample, both holding its values
+    as they are written (so their mean is the matrix value exactly)."""
+    lines = [line.split("\t") for line in open(matrix).read().splitlines()]
+    tissues = lines[0][1:]
+    rows = ["sample\tpath\ttissue"]
+    for column, tissue in enumerate(tissues, start=1):
+        name = (tissue_names or {}).get(tissue, tissue)
+        salmon = ["Name\tLength\tEffectiveLength\tTPM\tNumReads"] + [
+            f"{row[0]}\t1000\t850.0\t{row[column]}\t10" for row in lines[1:]]
+        kallisto = ["target_id\tlength\teff_length\test_counts\ttpm"] + [
+            f"{row[0]}\t1000\t850.0\t10\t{row[column]}" for row in lines[1:]]
+        (folder / f"{tissue}_quant.sf").write_text("\n".join(salmon) + "\n")
+        (folder / f"{tissue}_abundance.tsv").write_text("\n".join(kallisto) + "\n")
+        rows += [f"{tissue}_1\t{tissue}_quant.sf\t{name}", f"{tissue}_2\t{tissue}_abundance.tsv\t{name}"]
+    (folder / "samples.tsv").write_text("\n".join(rows) + "\n")
+    return str(folder / "samples.tsv")
+
+
+def test_sample_sheet_trains_exactly_like_the_matrix_it_means(tmp_path, human_expression):
+    runs = {}
+    for name, expression in (("matrix", human_expression), ("sheet", sheet_of(human_expression, tmp_path))):
+        runs[name] = tmp_path / name
+        finetune(*human_args(runs[name], expression, "--epochs", "2", "--max-steps", "1"))
+    assert (runs["sheet"] / "split.tsv").read_text() == (runs["matrix"] / "split.tsv").read_text()
+    same_weights(runs["matrix"], runs["sheet"])
+    inputs = json.loads((runs["sheet"] / "run.json").read_text())["inputs"]
+    assert {"expression", "expression_sample:Liver_1", "expression_sample:Brain_2"} <= set(inputs)
+
+
+def test_sample_sheet_conditions_outside_the_checkpoint_need_new_head(tmp_path, human_expression):
+    expression = sheet_of(human_expression, tmp_path, {"Liver": "Retina", "Brain": "Cornea"})
+    result = finetune(*human_args(tmp_path / "run", expression, "--epochs", "1"), expect=1)
+    assert "not outputs of the checkpoint" in result.output and "--new-head" in result.output
+    finetune(*human_args(tmp_path / "run", expression, "--epochs", "1", "--max-steps", "1", "--new-head"))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["expression"]["tissues"] == ["Retina", "Cornea"]
+
+
 def test_stop_and_resume_gives_the_same_weights(tmp_path, reference_run, human_expression):
     run = tmp_path / "resumed"
     args = human_args(run, human_expression, "--epochs", "3")

@@ -236,3 +236,108 @@ def test_command_alt_triples_equal_the_oracles_human(tmp_path_factory):
 def test_command_alt_triples_equal_the_oracles_mouse(tmp_path_factory):
     data = _prepared(tmp_path_factory, "mm10_chr9")
     _command_check("mm10_chr9", data, tmp_path_factory.mktemp("run_mouse"))
+
+
+# ------------------------------------------------------------------ start codons (issue 18, item 16)
+
+#: Alleles at the start codon on which our consequence and amino-acid change equal bcftools csq 1.16 ``-l``:
+#: ``(strand, offset of the VCF POS from the start codon's first base in transcript order, REF length, ALT
+#: bases after the anchor)``. SNVs at each codon base give ``start_lost`` with no amino-acid change (csq 1.16
+#: writes none, in ``-l`` and in haplotype mode alike).
+START_CASES = [
+    ("+", 0, 1, "snv"), ("+", 1, 1, "snv"), ("+", 2, 1, "snv"),
+    ("+", 0, 2, ""), ("+", 0, 3, ""), ("+", -1, 4, ""), ("+", 0, 4, ""), ("+", 1, 4, ""),
+    ("+", 0, 1, "C"), ("+", 1, 1, "C"), ("+", 0, 1, "CCC"), ("+", -1, 1, "A"), ("+", 2, 4, ""),
+    ("-", 0, 1, "snv"), ("-", 1, 1, "snv"), ("-", 2, 1, "snv"),
+    ("-", 1, 2, ""), ("-", 0, 2, ""), ("-", 1, 1, "C"), ("-", 1, 4, ""), ("-", 0, 1, "C"), ("-", -1, 2, ""),
+]
+
+
+def _start_codon_model(folder, strand):
+    """A 1-kb genome with one transcript (exon 201-700, 5' UTR of 50 bases, a 66-codon CDS) on ``strand``,
+    as FASTA and Ensembl-style GFF3; returns (genome path, gff3 path, sequence, 1-based genomic position of
+    the start codon's first base in transcript order)."""
+    import random
+
+    rng = random.Random(11)
+    sequence = [rng.choice("ACGT") for _ in range(1000)]
+    cds = "ATG" + "".join(rng.choice(["GCT", "AAA", "CGC", "TTC", "GGA", "CAG"]) for _ in range(64)) + "TAA"
+    if strand == "+":
+        low = 251
+        sequence[low - 1:low - 1 + len(cds)] = cds
+        first = low
+    else:
+        high = 650
+        low = high - len(cds) + 1
+        sequence[low - 1:high] = oracle.revcomp(cds)
+        first = high
+    sequence = "".join(sequence)
+    genome = folder / f"start{strand}.fa"
+    genome.write_text(">c\n" + sequence + "\n")
+    high = low + len(cds) - 1
+    utr5, utr3 = ((201, low - 1), (high + 1, 700)) if strand == "+" else ((high + 1, 700), (201, low - 1))
+    rows = [("gene", 201, 700, ".", "ID=gene:G;Name=G;biotype=protein_coding"),
+            ("transcript", 201, 700, ".", "ID=transcript:T;Parent=gene:G;Name=T;biotype=protein_coding"),
+            ("exon", 201, 700, ".", "Parent=transcript:T"), ("CDS", low, high, "0", "Parent=transcript:T"),
+            ("five_prime_UTR", *utr5, ".", "Parent=transcript:T"), ("three_prime_UTR", *utr3, ".", "Parent=transcript:T")]
+    gff3 = folder / f"start{strand}.gff3"
+    gff3.write_text("##gff-version 3\n" + "".join(f"c\t.\t{kind}\t{start}\t{end}\t.\t{strand}\t{phase}\t{attrs}\n"
+                                                   for kind, start, end, phase, attrs in rows))
+    return str(genome), str(gff3), sequence, first
+
+
+def _start_records(sequence, first, strand):
+    records = []
+    for number, (case_strand, offset, length, alt) in enumerate(START_CASES):
+        if case_strand != strand:
+            continue
+        position = first + offset if strand == "+" else first - offset - length + 1
+        ref = sequence[position - 1:position - 1 + length]
+        if alt == "snv":
+            alt = next(base for base in "ACGT" if base != ref)
+        else:
+            alt = ref[0] + alt
+        records.append((f"start_{number}", position, ref, alt))
+    return sorted(records, key=lambda record: record[1])
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+def test_start_codon_changes_equal_bcftools_csq(tmp_path, strand):
+    genome_path, gff3, sequence, first = _start_codon_model(tmp_path, strand)
+    records = _start_records(sequence, first, strand)
+    oracle.write_vcf(tmp_path / "in.vcf", "c", len(sequence), records)
+    csq = oracle.csq_consequences(genome_path, gff3, tmp_path / "in.vcf", str(tmp_path))
+    genome = Genome(genome_path)
+    triple = next(iter_triples(TripleSource(genome=genome_path, annotation=gff3, dna_length=WINDOW), genome))
+    problems, snvs = [], 0
+    for variant_id, pos, ref, alt in records:
+        found = consequence(triple, Allele("c", pos - 1, ref, alt))
+        expected = csq[(variant_id, "T")]
+        if (set(found.terms), found.amino_acids) != expected:
+            problems.append(f"{variant_id} {pos} {ref}>{alt}: ours {found.name} {found.amino_acids!r}, csq {expected}")
+        if len(ref) == len(alt) == 1:
+            assert expected == ({"start_lost"}, ""), expected  # csq 1.16 writes no amino-acid change here
+            snvs += 1
+    assert not problems, "\n".join(problems)
+    assert snvs == 3
+
+
+def test_command_writes_no_amino_acid_change_for_a_lost_start(tmp_path):
+    from click.testing import CliRunner
+
+    from isoformer_cli.cli.main import cli
+
+    genome_path, gff3, sequence, first = _start_codon_model(tmp_path, "+")
+    ref = sequence[first]
+    alt = next(base for base in "ACGT" if base != ref)
+    oracle.write_vcf(tmp_path / "in.vcf", "c", len(sequence), [("v", first + 1, ref, alt)])
+    result = CliRunner().invoke(cli, ["-q", "variants", "--checkpoint", "demo", "-I", str(tmp_path / "in.vcf"),
+                                      "--genome", genome_path, "--annotation", gff3, "-O", str(tmp_path / "out.vcf"),
+                                      "--alt-triples", str(tmp_path / "alt.tsv")])
+    assert result.exit_code == 0 and "error" not in result.output, result.output
+    line = next(line for line in open(tmp_path / "out.vcf") if not line.startswith("#"))
+    entry = line.split("ISOFORMER=", 1)[1].split(";")[0].split("|")
+    assert entry[3] == "start_lost" and entry[4] == "." and "start_lost" in entry[6].split("&")
+    rows = [row for row in csv.DictReader([text for text in open(tmp_path / "alt.tsv") if not text.startswith("#")],
+                                          delimiter="\t")]
+    assert len(rows) == 1 and rows[0]["protein"] == "" and rows[0]["amino_acids"] == ""

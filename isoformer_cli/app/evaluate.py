@@ -1,7 +1,7 @@
 """``isoformer evaluate`` as a plain function: a prediction table against observed expression.
 
 The prediction table is any table ``isoformer predict`` writes (TSV, TSV.gz, HDF5); the observed table is read
-by :mod:`isoformer_cli.genomics.expression` (matrix or GCT + samples). Transcripts are matched with or without
+by :mod:`isoformer_cli.genomics.expression` (matrix, GCT + samples, or a sample sheet of quantifications). Transcripts are matched with or without
 version suffixes, tissues by exact name; both sides' leftovers are logged, and an empty overlap is an error.
 The metrics are those of :mod:`isoformer_cli.evaluation.metrics`, written as the table of
 :mod:`isoformer_cli.formats.metrics_table`; ``plot`` also draws :mod:`isoformer_cli.evaluation.plots`.
@@ -44,8 +44,7 @@ class EvaluateConfig:
 
 def run_evaluate(config: EvaluateConfig):
     """Compare, write the table (and the plot); returns the metric rows."""
-    refuse_shared_files({"--predictions": config.predictions, "--expression": config.expression.path,
-                         "--samples": config.expression.samples},
+    refuse_shared_files([("--predictions", config.predictions)] + config.expression.input_files(),
                         {"-o/--output": config.output, "--plot": config.plot})
     check_writable(config.output)
     if config.plot:

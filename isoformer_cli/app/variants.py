@@ -42,7 +42,7 @@ from isoformer_cli.formats.variants import (
 )
 from isoformer_cli.genomics.contigs import ContigAliases
 from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.genomics.vcf import STATUS_DESCRIPTIONS, STDIN, VcfReader, check_vcf
+from isoformer_cli.genomics.vcf import NOT_VISIBLE, STATUS_DESCRIPTIONS, STDIN, VcfReader, check_vcf
 from isoformer_cli.inference.runner import ModelRunner
 from isoformer_cli.inference.variants import (
     VariantChunkDataset,
@@ -246,7 +246,7 @@ def _write_chunk(out, chunk, result, tissues, counts):
             "ref": record.ref, "alt": pair.alt, "gene_id": pair.gene_id, "gene_name": pair.gene_name,
             "transcript_id": pair.transcript_id, "strand": pair.strand, "consequence": pair.consequence,
             "amino_acids": pair.amino_acids, "inputs": "&".join(pair.inputs) or "none",
-            "flags": "&".join(pair.flags), **summary,
+            "flags": "&".join(pair.flags), "status": pair.status or "scored", **summary,
         }
         table_rows.append(row)
         entries[pair.record].append(info_entry(row, summary))
@@ -259,16 +259,21 @@ def _write_chunk(out, chunk, result, tissues, counts):
                 "rna": pair.rna, "protein": pair.protein,
             })
         counts["pairs"] += 1
+        if pair.status:
+            counts["pairs not visible"] += 1
+        elif pair.unseen:
+            counts["pairs partly visible"] += 1
     lines = []
+    scored_records = {pair.record for pair in chunk.pairs if not pair.status}
     for position, record in enumerate(chunk.records):
         statuses = []
         for number, transcript, status in chunk.statuses[position]:
             alt = record.alts[number - 1] if number else None
             statuses.append(status_entry(alt, transcript, status))
             counts[status] += 1
-        if entries[position]:
+        if position in scored_records:
             counts["records scored"] += 1
-        elif not chunk.statuses[position]:
+        elif not entries[position] and not chunk.statuses[position]:
             counts["records affecting no transcript"] += 1
         lines.append(annotate_record(record.fields, entries[position], statuses))
     out.vcf.write_chunk(lines)
@@ -281,10 +286,15 @@ def _write_chunk(out, chunk, result, tissues, counts):
 
 
 def _report(config, rows, counts, scorer, runner, provenance):
-    skipped = {status: counts[status] for status in STATUS_DESCRIPTIONS if counts[status]}
+    skipped = {status: counts[status] for status in STATUS_DESCRIPTIONS if counts[status] and status != NOT_VISIBLE}
     log.info("%d records written to %s: %d scored (%d allele x transcript pairs), %d affecting no transcript",
              rows, "standard output" if config.output == STDOUT else config.output, counts["records scored"],
              counts["pairs"], counts["records affecting no transcript"])
+    if counts["pairs not visible"] or counts["pairs partly visible"]:
+        log.warning("%d allele x transcript pairs change only what the model does not read (status not_visible, "
+                    "no scores: '.' in the VCF, NaN in the table); %d change a part it reads and a part it does not "
+                    "(scored; FLAGS rna_truncated / protein_truncated name the unseen input); see --rna-truncation "
+                    "and --protein-truncation", counts["pairs not visible"], counts["pairs partly visible"])
     if skipped:
         log.warning("alleles not scored (kept unannotated, see ISOFORMER_STATUS): %s",
                     ", ".join(f"{status} {count}" for status, count in skipped.items()))

@@ -48,6 +48,7 @@ COMMAND_MODULES = [
     ("variants", "variants_command"),
     ("finetune", "finetune_command"),
     ("evaluate", "evaluate_command"),
+    ("expression", "expression_command"),
     ("merge", "merge_command"),
 ]
 

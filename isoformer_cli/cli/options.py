@@ -9,7 +9,7 @@ Groups (click decorators) and the builders that turn a group's values into one v
 * runtime — ``--device``, ``--precision``, ``--deterministic``, ``--num-workers``
   (:func:`runtime_options` builds :class:`~isoformer_cli.runtime.options.RuntimeOptions`);
 * chunks — ``--max-tokens``, ``--chunk-size``, ``--resume`` of the inference runner;
-* expression — an observed expression table (:func:`expression_input`).
+* expression — an observed expression table or sample sheet (:func:`expression_input`).
 
 Each builder pops its group's values out of the command's keyword arguments, so what remains is the
 command's own options. Click parses each value's type; the value objects check the values themselves, once,
@@ -22,10 +22,14 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.expression import VALUE_KINDS
 from isoformer_cli.genomics.flags import ON_INVALID_CHOICES
 from isoformer_cli.inference.memory_plan import DEFAULT_CHUNK_ROWS
-from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import PRECISION_CHOICES
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
+
+# The names of isoformer_cli.models.tokenizers.TRUNCATION_POLICIES, written out because importing anything under
+# isoformer_cli.models loads torch and transformers (~4 s and ~350 MB at start-up) that `--version`, `--help` and
+# `triples` never use; tests/test_startup.py checks that the two lists agree and that those commands stay torch-free.
+TRUNCATION_POLICIES = ("keep_start", "keep_end", "keep_center", "error")
 
 
 def stack(decorators):
@@ -207,10 +211,17 @@ def chunk_settings(options):
 # ------------------------------------------------------------------------------------- expression
 
 
+condition_column_option = click.option(
+    "--condition-column", metavar="NAME",
+    help="Condition column of a sample sheet [default: tissue, else condition].",
+)
+
 expression_options = stack([
     click.option("--expression", required=True, metavar="FILE",
-                 help="Observed expression: a TSV/CSV matrix (transcript id, then one column per tissue), or a "
-                      "GTEx GCT v1.2 file of TPM per sample with --samples. Plain or gzip."),
+                 help="Observed expression: a TSV/CSV matrix (transcript id, then one column per tissue), a "
+                      "GTEx GCT v1.2 file of TPM per sample with --samples, or a sample sheet (columns sample, "
+                      "path, tissue) of salmon, kallisto, RSEM, StringTie or IsoQuant outputs, one per sample. "
+                      "Plain or gzip."),
     click.option("--values", "expression_values", type=click.Choice(VALUE_KINDS), default="tpm", show_default=True,
                  help="Matrix values are TPM (turned into log(TPM+1)) or already log1p-transformed (used as given)."),
     click.option("--samples", metavar="FILE",
@@ -220,6 +231,7 @@ expression_options = stack([
                  help="Sample id column of --samples [default: SAMPID, else the first]."),
     click.option("--tissue-column", metavar="NAME",
                  help="Tissue column of --samples [default: SMTS, else the second]."),
+    condition_column_option,
 ])
 
 
@@ -227,6 +239,8 @@ def expression_input(options):
     """The :class:`~isoformer_cli.genomics.expression.ExpressionInput` of the expression options (popped)."""
     from isoformer_cli.genomics.expression import ExpressionInput
 
-    values = _pop(options, ("expression", "expression_values", "samples", "sample_column", "tissue_column"))
+    values = _pop(options, ("expression", "expression_values", "samples", "sample_column", "tissue_column",
+                            "condition_column"))
     return ExpressionInput(path=values["expression"], values=values["expression_values"], samples=values["samples"],
-                           sample_column=values["sample_column"], tissue_column=values["tissue_column"])
+                           sample_column=values["sample_column"], tissue_column=values["tissue_column"],
+                           condition_column=values["condition_column"])

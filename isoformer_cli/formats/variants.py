@@ -79,7 +79,7 @@ INFO_FIELDS = ("ALLELE", "GENE", "TRANSCRIPT", "CONSEQUENCE", "AMINO_ACIDS", "IN
                "MAX_TISSUE", "DNA", "RNA", "PROTEIN", "MAX_SHARE_DELTA", "SHARE_TISSUE")
 INFO_NUMBER_FORMAT = "%.4g"
 TABLE_FIELDS = ("record", "chrom", "pos", "id", "ref", "alt", "gene_id", "gene_name", "transcript_id", "strand",
-                "consequence", "amino_acids", "inputs", "flags", "max_delta", "max_tissue", "dna_delta",
+                "consequence", "amino_acids", "inputs", "flags", "status", "max_delta", "max_tissue", "dna_delta",
                 "rna_delta", "protein_delta", "max_share_delta", "share_tissue")
 TABLE_INT_FIELDS = ("record", "pos")
 TABLE_FLOAT_FIELDS = ("max_delta", "dna_delta", "rna_delta", "protein_delta", "max_share_delta")
@@ -113,18 +113,24 @@ def summarise(ref, alt, dna, dna_rna, share, tissues):
         tissues: tissue names.
 
     Returns a list of dicts with max_delta, max_tissue, dna_delta, rna_delta, protein_delta (the stage
-    differences at that tissue: they add up to max_delta), max_share_delta, share_tissue.
+    differences at that tissue: they add up to max_delta), max_share_delta, share_tissue. A row without a
+    finite change (an allele the model cannot see: NaN) has None values and no tissue (``.``): no tissue is
+    claimed for it.
     """
     rows = []
     delta = alt.astype(np.float64) - ref.astype(np.float64)
     for row in range(len(ref)):
-        column = int(np.argmax(np.abs(delta[row]))) if delta.shape[1] else 0
         shares = share[row].astype(np.float64)
         if np.isfinite(shares).any():
             share_column = int(np.nanargmax(np.abs(shares)))
             max_share, share_tissue = float(shares[share_column]), tissues[share_column]
         else:
             max_share, share_tissue = None, MISSING
+        if not np.isfinite(delta[row]).any():
+            rows.append({"max_delta": None, "max_tissue": MISSING, "dna_delta": None, "rna_delta": None,
+                         "protein_delta": None, "max_share_delta": max_share, "share_tissue": share_tissue})
+            continue
+        column = int(np.nanargmax(np.abs(delta[row])))
         rows.append({
             "max_delta": float(delta[row, column]), "max_tissue": tissues[column],
             "dna_delta": float(dna[row, column]) - float(ref[row, column]),

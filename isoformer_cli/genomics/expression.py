@@ -16,6 +16,9 @@ Two layouts are read, plain or gzip-compressed:
   ``log(mean TPM over the tissue's samples + 1)``: the log of the donor mean, as the IsoFormer paper
   averaged GTEx v8 (not the mean of the logs, which would be smaller for skewed expression). Samples
   missing from the table are left out and counted.
+* **Sample sheet** (a header naming ``sample``, ``path`` and ``tissue``/``condition`` columns): one
+  quantification file per sample (salmon, kallisto, RSEM, StringTie, IsoQuant), aggregated the same way
+  per condition by :mod:`isoformer_cli.genomics.sample_sheet`.
 
 Values are checked while reading: an empty, ``NA``/``NaN`` or non-numeric cell, a negative TPM, a
 duplicated transcript id or tissue name is an :class:`~isoformer_cli.errors.InputError` naming the file,
@@ -40,6 +43,8 @@ import numpy as np
 
 from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, compressed_read_errors, open_text
+from isoformer_cli.genomics.id_kinds import describe_id_kind
+from isoformer_cli.genomics.sample_sheet import is_sample_sheet, read_sample_sheet, read_sheet_expression
 from isoformer_cli.genomics.selection import strip_version
 
 log = logging.getLogger(__name__)
@@ -89,15 +94,26 @@ class ExpressionInput:
     samples: Optional[str] = None
     sample_column: Optional[str] = None
     tissue_column: Optional[str] = None
+    condition_column: Optional[str] = None
 
     def read(self, keep=None):
         """:func:`read_expression` with these options."""
         return read_expression(self.path, values=self.values, samples=self.samples,
-                               sample_column=self.sample_column, tissue_column=self.tissue_column, keep=keep)
+                               sample_column=self.sample_column, tissue_column=self.tissue_column, keep=keep,
+                               condition_column=self.condition_column)
+
+    def input_files(self):
+        """``(role, path)`` of every file read: the table, ``--samples``, and a sample sheet's quantifications."""
+        files = [("--expression", self.path), ("--samples", self.samples)]
+        if is_sample_sheet(self.path):
+            files += [(f"--expression sample {entry.sample}", entry.path)
+                      for entry in read_sample_sheet(self.path, self.condition_column)]
+        return [(role, path) for role, path in files if path]
 
 
-def read_expression(path, values="tpm", samples=None, sample_column=None, tissue_column=None, keep=None):
-    """Read an expression matrix or a GCT file plus its sample table (see the module docstring).
+def read_expression(path, values="tpm", samples=None, sample_column=None, tissue_column=None, keep=None,
+                    condition_column=None):
+    """Read an expression matrix, a GCT file plus its sample table, or a sample sheet (see the module docstring).
 
     Args:
         path: TSV/CSV matrix or GCT v1.2 file (plain or gzip).
@@ -107,6 +123,7 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
             present, else the first / second column).
         keep: optional iterable of transcript ids; rows matching none of them (exactly or without
             version) are skipped and counted (saves parsing most of a GTEx-sized GCT file).
+        condition_column: the condition column of a sample sheet (default ``tissue``, else ``condition``).
 
     Returns:
         An :class:`ExpressionTable`.
@@ -114,10 +131,25 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
     check_choice("--values", values, VALUE_KINDS)
     path = os.fspath(path)
     wanted = _IdKeys(keep) if keep is not None else None
+    if is_sample_sheet(path):
+        return _read_sheet(path, values, samples, condition_column, wanted)
+    if condition_column is not None:
+        raise InputError(f"{path}: --condition-column is for a sample sheet (a header with sample, path and a "
+                         "condition column); this file is not one")
     try:
         return _read_expression(path, values, samples, sample_column, tissue_column, wanted)
     except COMPRESSED_STREAM_ERRORS as exc:
         raise InputError(f"{path}: the compressed file is damaged ({exc}); download it again") from None
+
+
+def _read_sheet(path, values, samples, condition_column, wanted):
+    if samples is not None:
+        raise InputError(f"{path}: a sample sheet names each sample's condition itself; leave out --samples")
+    if values != "tpm":
+        raise InputError(f"{path}: a sample sheet's quantifications hold TPM; leave out --values {values}")
+    sheet = read_sheet_expression(path, condition_column=condition_column, keep=wanted)
+    return ExpressionTable(ids=sheet.ids, tissues=sheet.conditions, values=sheet.log1p_values(), source=path,
+                           skipped_rows=sheet.skipped_rows, skipped_examples=sheet.skipped_examples, notes=sheet.notes)
 
 
 def _read_expression(path, values, samples, sample_column, tissue_column, wanted):
@@ -514,12 +546,13 @@ def require_overlap(match: TranscriptMatch, table: ExpressionTable, transcript_i
     """InputError when no transcript matched, naming examples from both sides."""
     if match.matched:
         return
-    ours = ", ".join(list(transcript_ids)[:3]) or "none"
-    theirs = ", ".join((table.ids + table.skipped_examples)[:3]) or "none"
+    ours = list(transcript_ids)
+    theirs = table.ids + table.skipped_examples
     rows = len(table.ids) + table.skipped_rows
     raise InputError(
         f"no transcript of {transcripts_label} is in the expression table {table.source} ({rows:,} rows; e.g. "
-        f"{ours} vs {theirs}); "
+        f"{', '.join(ours[:3]) or 'none'} vs {', '.join(theirs[:3]) or 'none'}: "
+        f"{describe_id_kind(ours, example=False)} vs {describe_id_kind(theirs, example=False)}); "
         "the ids must be the same kind (Ensembl ENST..., RefSeq NM_..., or your assembler's), with or without "
         "version suffixes"
     )

@@ -47,6 +47,7 @@ INDEL_TOO_LONG = "indel_too_long"
 CONTIG_END = "contig_end"
 CONTIG_MISSING = "contig_missing"
 TSS_DELETED = "tss_deleted"
+NOT_VISIBLE = "not_visible"
 
 #: Every status with its meaning (README and the VCF header use the same words).
 STATUS_DESCRIPTIONS = {
@@ -60,6 +61,9 @@ STATUS_DESCRIPTIONS = {
     CONTIG_END: "REF runs past the contig end",
     CONTIG_MISSING: "the contig is not in the genome FASTA (after the alias layer)",
     TSS_DELETED: "the allele deletes the transcript's TSS (per transcript)",
+    NOT_VISIBLE: ("the allele changes the transcript only where the model does not read it (past the RNA tokens "
+                  "or protein residues kept, see FLAGS, or a modality the checkpoint lacks): its ISOFORMER entry "
+                  "has no scores (per transcript)"),
 }
 
 

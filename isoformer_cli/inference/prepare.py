@@ -174,12 +174,23 @@ def prepare_chunk(index, triples, genome, settings, dedupe=True):
     return chunk
 
 
+def model_tokens(sequence, tokenizer, name):
+    """``(token ids, truncated)``: what the model reads of ``sequence`` (the tokenizer's truncation policy
+    applied) and whether the policy cut it; ``(None, False)`` when the row has none (empty, or the model lacks
+    the modality: no tokenizer). The one place that decides what of an RNA or protein the model sees, for
+    ``predict``'s ``rna_truncated`` / ``protein_truncated`` flags and for what a variant visibly changes."""
+    if not sequence or tokenizer is None:
+        return None, False
+    ids, truncated = tokenizer.encode(sequence, name)
+    return ids, bool(truncated)
+
+
 def _distinct_tokens(distinct, sequence, tokenizer, name):
     """``(index among the chunk's distinct inputs, truncated)`` of ``sequence``; ``(-1, False)``
     when the row has none (empty, or the model lacks the modality: no tokenizer)."""
     if not sequence or tokenizer is None:
         return -1, False
-    position = distinct.index(sequence, lambda: tokenizer.encode(sequence, name))
+    position = distinct.index(sequence, lambda: model_tokens(sequence, tokenizer, name))
     return position, bool(distinct.values[position][1])
 
 

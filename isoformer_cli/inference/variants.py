@@ -10,12 +10,19 @@ as transcripts are for ``predict``). For each chunk a DataLoader worker (:class:
 2. finds the transcripts each allele affects (:mod:`isoformer_cli.triples.affected`; with ``--shard K/N``
    only the transcripts of the shard's genes) and builds their alternative triples and consequences
    (:mod:`isoformer_cli.triples.variants`, :mod:`isoformer_cli.triples.consequence`);
-3. lays out model rows for the three attribution stages of each (allele, transcript): alternative DNA with
+3. decides which inputs the allele changes *visibly*: what the checkpoint's encoders read, after the RNA and
+   protein truncation policies (:func:`~isoformer_cli.inference.prepare.model_tokens`, the rule behind
+   ``predict``'s ``rna_truncated`` / ``protein_truncated``): the DNA window when the allele lies in it, the RNA
+   tokens and protein residues kept. An input that changes only where the model does not read (a missense past
+   the residues kept, a 3' UTR variant past the RNA tokens kept, a modality the checkpoint lacks) is not a model
+   input change: it gets the truncation flag of its modality, and an (allele, transcript) with no visible change
+   gets status ``not_visible`` and no score (NaN), never a zero effect;
+4. lays out model rows for the three attribution stages of each (allele, transcript): alternative DNA with
    the reference RNA and protein, then with the alternative RNA, then with the alternative protein too. A
-   stage that changes nothing reuses the previous one (an intronic SNV is one row; an exonic SNV far from
-   the TSS starts from the reference prediction), identical rows and identical DNA windows, RNAs and
+   stage that changes nothing visible reuses the previous one (an intronic SNV is one row; an exonic SNV far
+   from the TSS starts from the reference prediction), identical rows and identical DNA windows, RNAs and
    proteins are shared, so each distinct input is encoded once per chunk;
-4. prepares the reference rows of every gene touched (all its isoforms, for the isoform share).
+5. prepares the reference rows of every gene touched (all its isoforms, for the isoform share).
 
 The main process (:class:`VariantScorer`) predicts each gene's reference rows once, in one call per gene
 (so its numbers do not depend on which chunk or rank asked first, and a resumed run writes the same
@@ -38,10 +45,12 @@ from isoformer_cli.errors import ContigError, InputError, IsoformerError
 from isoformer_cli.formats.gene_summary import isoform_usage
 from isoformer_cli.genomics import vcf as V
 from isoformer_cli.genomics.contigs import ContigAliases
+from isoformer_cli.genomics.flags import PROTEIN_TRUNCATED, RNA_TRUNCATED
 from isoformer_cli.inference.prepare import (
     ChunkDataset,
     PreparedChunk,
     _Distinct,
+    model_tokens,
     prepare_chunk,
 )
 from isoformer_cli.triples.affected import TranscriptIndex, affects
@@ -80,11 +89,17 @@ class Pair:
         transcript_id, gene_id, gene_name, biotype, strand: the transcript.
         gene_key: key of its gene in :attr:`VariantChunk.genes`; ``isoform``: its row there.
         consequence, amino_acids: csq-style terms (``&``-joined) and amino-acid change.
-        inputs: which inputs differ from the reference (subset of dna, rna, protein).
-        flags: ``splice`` (junction change not modelled), ``start_lost`` (no protein), and the
+        inputs: which inputs differ from the reference *as the model reads them* (subset of dna, rna,
+            protein; module docstring, step 3).
+        flags: ``splice`` (junction change not modelled), ``start_lost`` (no protein), ``rna_truncated`` /
+            ``protein_truncated`` (that input changed, but only where the truncation policy cut it), and the
             transcript's own flags.
         stages: rows of the chunk's alternative :class:`PreparedChunk` for the three stages, or
             :data:`REFERENCE`.
+        unseen: the inputs that changed where the model does not read them (dna when the checkpoint has no
+            DNA encoder, and so on).
+        status: :data:`~isoformer_cli.genomics.vcf.NOT_VISIBLE` when no input changed visibly (no score),
+            else None.
         window_start, window_end: the alternative DNA window (0-based half-open, alternative genome).
         rna, protein: the alternative sequences (only with ``keep_sequences``).
     """
@@ -108,6 +123,8 @@ class Pair:
     window_end: int
     rna: Optional[str] = None
     protein: Optional[str] = None
+    unseen: Tuple[str, ...] = ()
+    status: Optional[str] = None
 
 
 @dataclass
@@ -152,6 +169,25 @@ class _Rows:
         self.rows = {}
         self.dna, self.rna, self.protein = _Distinct(dedupe), _Distinct(dedupe), _Distinct(dedupe)
         self.of_row = ([], [], [])
+        self._read = {}  # (modality, sequence) -> what the model reads of it, for the visibility test
+
+    def visible_change(self, modality, reference, alternative, name):
+        """``(changed visibly, changed unseen)`` of one RNA or protein input: whether the token ids the model
+        reads differ between ``reference`` and ``alternative``, and whether the sequences differ only where the
+        truncation policy cut them (or the checkpoint lacks the modality)."""
+        if reference == alternative:
+            return False, False
+        tokenizer = getattr(self.settings, modality)
+        read = []
+        for sequence in (reference, alternative):
+            key = (modality, sequence)
+            if key not in self._read:
+                self._read[key] = model_tokens(sequence, tokenizer, name)[0]
+            read.append(self._read[key])
+        ref_ids, alt_ids = read
+        same = (ref_ids is None and alt_ids is None) or (
+            ref_ids is not None and alt_ids is not None and np.array_equal(ref_ids, alt_ids))
+        return not same, same
 
     def row(self, dna_key, dna_sequence, rna, protein, name):
         key = (dna_key, rna, protein)
@@ -290,8 +326,10 @@ class VariantChunkDataset(ChunkDataset):
                             continue
                         touched.setdefault(_gene_name(gene.key), triples)
                         chunk.gene_ends[_gene_name(gene.key)] = gene.end
-                        chunk.pairs.append(self._pair(position, number, allele, gene, isoform, triple, alternative,
-                                                      rows))
+                        pair = self._pair(position, number, allele, gene, isoform, triple, alternative, rows)
+                        chunk.pairs.append(pair)
+                        if pair.status:
+                            statuses.append((number, triple.transcript.transcript_id, pair.status))
         for key, triples in touched.items():
             chunk.genes[key] = prepare_chunk(-1, triples, genome, settings, self.dedupe)
         chunk.alt = rows.prepared(chunk_index)
@@ -307,22 +345,36 @@ class VariantChunkDataset(ChunkDataset):
         def ref_window():
             return fetch_window(genome, triple.genome_chrom, triple.window_start, triple.window_end, transcript.strand)
 
-        if alternative.dna_changed:
+        # What the model reads (module docstring, step 3): the DNA window when the checkpoint has a DNA
+        # encoder, the RNA tokens and protein residues its truncation policies keep.
+        dna_visible = alternative.dna_changed and self.settings.dna is not None
+        dna_unseen = alternative.dna_changed and not dna_visible
+        rna_visible, rna_unseen = rows.visible_change("rna", triple.rna, alternative.rna, name)
+        protein_visible, protein_unseen = rows.visible_change("protein", triple.protein, alternative.protein, name)
+        if dna_visible:
             dna_key = ("alt", allele, alternative.window_start, alternative.window_end, transcript.strand)
 
             def dna_sequence():
                 return alternative_window(genome, allele, alternative, transcript.strand)
         else:
             dna_key, dna_sequence = ref_dna_key, ref_window
-        first = rows.row(dna_key, dna_sequence, triple.rna, triple.protein, name) \
-            if alternative.dna_changed else REFERENCE
-        second = rows.row(dna_key, dna_sequence, alternative.rna, triple.protein, name) \
-            if alternative.rna_changed else first
-        third = rows.row(dna_key, dna_sequence, alternative.rna, alternative.protein, name) \
-            if alternative.protein_changed else second
-        inputs = tuple(name for name, changed in (("dna", alternative.dna_changed), ("rna", alternative.rna_changed),
-                                                  ("protein", alternative.protein_changed)) if changed)
+        # A stage whose input the model does not see changed keeps the previous stage's row; the sequences
+        # given are the reference ones there, so rows of equal model inputs are shared.
+        rna = alternative.rna if rna_visible else triple.rna
+        first = rows.row(dna_key, dna_sequence, triple.rna, triple.protein, name) if dna_visible else REFERENCE
+        second = rows.row(dna_key, dna_sequence, rna, triple.protein, name) if rna_visible else first
+        third = rows.row(dna_key, dna_sequence, rna, alternative.protein, name) if protein_visible else second
+        inputs = tuple(name for name, changed in (("dna", dna_visible), ("rna", rna_visible),
+                                                  ("protein", protein_visible)) if changed)
+        unseen = tuple(name for name, changed in (("dna", dna_unseen), ("rna", rna_unseen),
+                                                  ("protein", protein_unseen)) if changed)
         flags = set(triple.flags)
+        # The truncation flag of an input changed only where the model does not read it (not for a modality
+        # the checkpoint lacks: nothing was truncated there).
+        if rna_unseen and self.settings.rna is not None:
+            flags.add(RNA_TRUNCATED)
+        if protein_unseen and self.settings.protein is not None:
+            flags.add(PROTEIN_TRUNCATED)
         if csq.splice:
             flags.add("splice")
         if alternative.start_lost and triple.protein:
@@ -335,6 +387,7 @@ class VariantChunkDataset(ChunkDataset):
             amino_acids=csq.amino_acids, inputs=inputs, flags=tuple(sorted(flags)), stages=(first, second, third),
             window_start=alternative.window_start, window_end=alternative.window_end,
             rna=alternative.rna if keep else None, protein=alternative.protein if keep else None,
+            unseen=unseen, status=None if inputs else V.NOT_VISIBLE,
         )
 
 
@@ -356,6 +409,8 @@ def check_header_contigs(reader, aliases):
 @dataclass
 class ScoredChunk:
     """Scores of one chunk's pairs (rows in the order of :attr:`VariantChunk.pairs`).
+
+    Rows of pairs with status ``not_visible`` hold NaN in every array but ``ref``: the model cannot score them.
 
     Attributes:
         ref, alt: ``(n_pairs, n_tissues)`` float32 reference and alternative predictions.
@@ -421,7 +476,12 @@ class VariantScorer:
             ref[row] = kept[pair.gene_key][pair.isoform]
             for stage, index in zip(stages, pair.stages):
                 stage[row] = ref[row] if index == REFERENCE else alt_rows[index]
+        # The isoform share of a gene uses every isoform's prediction; an isoform whose inputs the model reads
+        # unchanged keeps its reference value there (its stages are REFERENCE), and only then is masked.
         share = self._share_delta(chunk, kept, stages[2])
+        hidden = [row for row, pair in enumerate(chunk.pairs) if pair.status]
+        for array in (*stages, share):
+            array[hidden] = np.nan
         return ScoredChunk(ref=ref, alt=stages[2], dna=stages[0], dna_rna=stages[1], share_delta=share)
 
     def _predict(self, prepared):

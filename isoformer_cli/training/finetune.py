@@ -70,7 +70,7 @@ def run_finetune(config):
     input may lie inside the run folder (``--force`` replaces it); the folder is locked for the run.
     """
     inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
-    inputs += [("--expression", config.expression.path), ("--samples", config.expression.samples)]
+    inputs += config.expression.input_files()
     refuse_shared_files(inputs, {}, output_folders={"-o/--output": config.output})
     with lock_outputs(folders=[config.output]) if is_main_process() else contextlib.nullcontext():
         return _finetune(config)

@@ -176,6 +176,10 @@ def input_checksums(source, expression):
     files["annotation" if source.annotation else "triples"] = source.label
     if expression.samples:
         files["samples"] = expression.samples
+    prefix = "--expression sample "
+    for role, path in expression.input_files():
+        if role.startswith(prefix):  # a sample sheet's quantification files
+            files[f"expression_sample:{role[len(prefix):]}"] = path
     if source.contig_alias:
         files["contig_alias"] = source.contig_alias
     return {role: {"path": os.path.abspath(path), "sha256": file_checksum(path)} for role, path in files.items()}
@@ -207,7 +211,8 @@ def run_settings(config, *, source, checkpoint_dir, tissues, modalities, freeze_
             "dna_length": source.dna_length,
         },
         "expression": {"values": config.expression.values, "sample_column": config.expression.sample_column,
-                       "tissue_column": config.expression.tissue_column, "tissues": tissues},
+                       "tissue_column": config.expression.tissue_column,
+                       "condition_column": config.expression.condition_column, "tissues": tissues},
         "model": {
             "requested_modalities": training.modalities, "modalities": list(modalities),
             "freeze": [str(spec) for spec in freeze_specs],

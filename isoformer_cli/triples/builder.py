@@ -25,6 +25,7 @@ from isoformer_cli.triples.dna_window import (
 )
 from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES, longest_orf
 from isoformer_cli.genomics.records import Triple
+from isoformer_cli.triples.protein import translate_layout
 from isoformer_cli.triples.sequence import normalise, reverse_complement
 from isoformer_cli.triples.translation import MITOCHONDRIAL_CODE, STANDARD_CODE, translate_cds
 
@@ -133,14 +134,9 @@ class TripleBuilder:
         layout = cds_layout(transcript)
         if layout is not None:
             cds_start, cds_end = layout.start, layout.end
-            five_prime_complete = not layout.start_tagged_incomplete and layout.phase == 0
-            translation = translate_cds(
-                layout.sequence(rna), code,
-                selenocysteine_codons=layout.selenocysteine_codons,
-                five_prime_complete=five_prime_complete,
-            )
+            translation = translate_layout(layout, rna, code)
             protein = translation.protein
-            if not five_prime_complete or not translation.initiator:
+            if not layout.five_prime_complete or not translation.initiator:
                 flags.add(F.CDS_START_INCOMPLETE)
             if layout.end_tagged_incomplete or not translation.terminal_stop:
                 flags.add(F.CDS_END_INCOMPLETE)

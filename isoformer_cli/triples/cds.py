@@ -52,6 +52,11 @@ class CdsLayout:
     end_tagged_incomplete: bool = False
 
     @property
+    def five_prime_complete(self):
+        """True when the CDS starts at its true start codon: not tagged incomplete and phase 0."""
+        return not self.start_tagged_incomplete and self.phase == 0
+
+    @property
     def discontinuous(self):
         """True when the CDS segments do not form one stretch of the RNA."""
         return len(self.segments) > 1

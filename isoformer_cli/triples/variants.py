@@ -28,9 +28,11 @@ The alternative triple (:func:`alternative_triple`):
   downstream end; past a contig end the window is N as usual. A variant that deletes the TSS base cannot
   be scored this way (status ``tss_deleted``).
 * RNA: the lifted exons spliced from the alternative genome (the reference RNA when no exon changes).
-* protein: the lifted CDS translated from its first complete codon to the first in-frame stop of the
-  alternative RNA (a stop gained ends it early, a lost stop or a frameshift reads on into the 3' UTR, to
-  the end of the RNA when no stop comes); no protein when the start codon is lost or deleted.
+* protein: the lifted CDS translated by the reference's own rule (:mod:`isoformer_cli.triples.protein`):
+  internal stops of the reference that the allele leaves in place are read through as in the reference, a
+  stop the allele creates ends the protein early, a lost stop or a frameshift reads on into the 3' UTR (to
+  the end of the RNA when no stop comes), and an in-frame change elsewhere ends at the annotated end as the
+  reference does; no protein when the start codon is lost or deleted.
 """
 
 import dataclasses
@@ -46,11 +48,8 @@ from isoformer_cli.triples.dna_window import (
     window_span,
 )
 from isoformer_cli.triples.sequence import normalise, reverse_complement
-from isoformer_cli.triples.translation import (
-    MITOCHONDRIAL_CODE,
-    STANDARD_CODE,
-    translate_cds,
-)
+from isoformer_cli.triples.protein import alternative_protein
+from isoformer_cli.triples.translation import MITOCHONDRIAL_CODE, STANDARD_CODE
 
 
 @dataclass(frozen=True)
@@ -313,27 +312,22 @@ def _alternative_protein(triple, lifted, rna, view):
     first = transcript.cds[0][0] if transcript.strand == "+" else transcript.cds[-1][1] - 1
     if view.lift_point(first) is None:
         return "", None, None, True
-    five_prime_complete = not layout.start_tagged_incomplete and layout.phase == 0
     start = layout.start
     if starts_with_methionine(triple) and code.codons.get(rna[start:start + 3]) != "M":
         return "", None, None, True
-    # Read from the first complete codon to the first in-frame stop of the alternative RNA.
-    if layout.discontinuous:
-        spliced = layout.sequence(rna) + rna[layout.end:]
-    else:
-        spliced = rna[start:]
-    translation = translate_cds(spliced, code, selenocysteine_codons=layout.selenocysteine_codons,
-                                five_prime_complete=five_prime_complete)
-    residues = translation.protein + ("*" if translation.terminal_stop else "")
-    stop = residues.find("*")
-    while stop != -1 and stop in layout.selenocysteine_codons:
-        stop = residues.find("*", stop + 1)
-    if stop == -1:
-        protein = residues
-        end = start + 3 * len(residues)
-    else:
-        protein = residues[:stop]
-        end = start + 3 * (stop + 1)
-    if layout.discontinuous:
-        end = layout.end
-    return protein, start, min(end, len(rna)), False
+    # The reference's rule on the lifted CDS (isoformer_cli.triples.protein): only the allele's change differs.
+    protein, coding = alternative_protein(cds_layout(transcript), triple.rna, layout, rna, code)
+    return protein, start, _rna_position(layout, coding, len(rna)), False
+
+
+def _rna_position(layout, coding, rna_length):
+    """RNA position (0-based, exclusive end) after ``coding`` bases of ``layout``'s in-frame coding sequence;
+    bases past the annotated CDS continue on the RNA after its end (3' UTR read on), up to ``rna_length``."""
+    offset = coding + (layout.phase if layout.discontinuous else 0)
+    if not layout.discontinuous:
+        return min(layout.start + coding, rna_length)
+    for seg_start, seg_end in layout.segments:
+        if offset <= seg_end - seg_start:
+            return seg_start + offset
+        offset -= seg_end - seg_start
+    return min(layout.end + offset, rna_length)
