@@ -6,7 +6,7 @@ import pytest
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.json_file import read_json_object
-from isoformer_cli.formats.provenance import file_checksum, sha256_file
+from isoformer_cli.formats.provenance import sha256_file, sha256_hex
 
 FIX = "the run folder is damaged"
 
@@ -41,7 +41,7 @@ def test_checksums(tmp_path):
     path = tmp_path / "x.bin"
     data = bytes(range(256)) * 5000  # more than one 1 MiB block
     path.write_bytes(data)
-    assert sha256_file(str(path)) == hashlib.sha256(data).hexdigest()
-    assert file_checksum(str(path)) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert sha256_hex(str(path)) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(str(path)) == "sha256:" + hashlib.sha256(data).hexdigest()
     with pytest.raises(InputError, match=r"nope\.bin: cannot read the file to checksum it"):
-        file_checksum(str(tmp_path / "nope.bin"))
+        sha256_file(str(tmp_path / "nope.bin"))

@@ -50,6 +50,8 @@ resume. ``resume=True`` with no temporary file starts from the beginning.
 """
 
 import collections
+from collections.abc import Sequence
+from typing import Any
 import contextlib
 import json
 import logging
@@ -119,7 +121,7 @@ def obs_row(triple):
     }
 
 
-def output_format(target):
+def output_format(target: str) -> str:
     """``"tsv"`` or ``"h5ad"`` for an output path; OutputError otherwise.
 
     The name decides; a target without a known suffix that is written directly (``-``, a FIFO,
@@ -137,7 +139,8 @@ def output_format(target):
     )
 
 
-def open_prediction_writer(target, tissues, provenance, resume=False):
+def open_prediction_writer(target: str, tissues: Sequence[str], provenance: dict[str, Any] | None,
+                           resume: bool = False) -> "TsvPredictionWriter | H5adPredictionWriter":
     """Open the streaming writer for ``target`` (format from its name; see the module docstring).
 
     Args:
@@ -482,7 +485,7 @@ class H5adPredictionWriter(JournalWriter):
 # -------------------------------------------------------------------------------------- reader
 
 
-def read_predictions(path):
+def read_predictions(path: str) -> Predictions:
     """Read a prediction table written by isoformer (TSV, TSV.gz or HDF5): a :data:`Predictions`.
 
     The format is recognised from the file's first bytes, not its name.

@@ -42,7 +42,7 @@ WEIGHTS_PATTERN = "*.safetensors"
 _BLOCK_BYTES = 1 << 20
 
 
-def sha256_file(path: str) -> str:
+def sha256_hex(path: str) -> str:
     """The SHA-256 of the file's bytes as 64 hex digits (what ``sha256sum`` prints), read in 1 MiB blocks.
 
     Raises:
@@ -58,12 +58,12 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def file_checksum(path: str) -> str:
+def sha256_file(path: str) -> str:
     """``"sha256:<hex>"``: how provenance records and run folders name a file's content."""
-    return "sha256:" + sha256_file(path)
+    return "sha256:" + sha256_hex(path)
 
 
-def checkpoint_id(checkpoint_dir):
+def checkpoint_id(checkpoint_dir: str) -> str:
     """``"<folder name>@sha256:<hex>"`` identifying a checkpoint folder by its weights.
 
     With one weights file the hex is that file's SHA-256, so ``sha256sum model.safetensors``
@@ -79,7 +79,7 @@ def checkpoint_id(checkpoint_dir):
             f"{checkpoint_dir}: no {WEIGHTS_PATTERN} weights file in the checkpoint folder; "
             "point --checkpoint at a folder written by isoformer"
         )
-    hexes = [sha256_file(path) for path in weights]
+    hexes = [sha256_hex(path) for path in weights]
     if len(weights) == 1:
         hex_id = hexes[0]
     else:
@@ -112,7 +112,7 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
             without a model (a shard of ``isoformer triples``), whose provenance then has neither
             ``checkpoint_id`` nor ``demo``.
         inputs: ``{role: path}`` of the input files, e.g. ``{"genome": ..., "annotation": ...}``;
-            each is hashed with :func:`file_checksum`. Roles are recorded in sorted order.
+            each is hashed with :func:`sha256_file`. Roles are recorded in sorted order.
         units: the values' units (the checkpoint's target units); ``None`` leaves the key out.
         demo: True when the checkpoint is the bundled demo, whose numbers are not biology.
     """
@@ -124,7 +124,7 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
     }
     if checkpoint_dir is not None:
         provenance["checkpoint_id"] = checkpoint_id(checkpoint_dir)
-    provenance["inputs"] = {role: file_checksum(path) for role, path in sorted(inputs.items())}
+    provenance["inputs"] = {role: sha256_file(path) for role, path in sorted(inputs.items())}
     if units is not None:
         provenance["units"] = units
     if checkpoint_dir is not None:

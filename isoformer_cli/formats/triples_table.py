@@ -226,7 +226,7 @@ def read_triples_table(path) -> Iterator[TripleRow]:
             yield _parse_row(path, number, fields, with_dna)
 
 
-def read_triples_provenance(path):
+def read_triples_provenance(path: str) -> dict:
     """The provenance dict of a triples table (``{}`` when it has none: every table but a shard run's)."""
     with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
         for number, line in enumerate(stream, start=1):

@@ -16,12 +16,12 @@ import io
 import os
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any, cast
 
 from isoformer_cli.errors import InputError
 
 _igzip_threaded: Any
-_IsalError: type[Exception]
+_IsalError: Any  # python-isal's stub types its error class as an instance
 try:  # python-isal, used by the annotation reader when installed
     from isal import igzip_threaded as _igzip_threaded
     from isal.isal_zlib import error as _IsalError
@@ -49,7 +49,7 @@ def _indefinite(what: str) -> str:
 
 
 def open_binary(path: str, what: str, *, error: type[InputError] = InputError, threaded: bool = False,
-                buffering: int = -1) -> io.BufferedIOBase:
+                buffering: int = -1) -> IO[bytes]:
     """A binary stream of ``path``, inflated when its first bytes are gzip's.
 
     Args:
@@ -72,7 +72,7 @@ def open_binary(path: str, what: str, *, error: type[InputError] = InputError, t
             return open(path, "rb", buffering=buffering)
         if threaded and _igzip_threaded is not None:
             return _igzip_threaded.open(path, "rb", threads=1)
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))  # a GzipFile is a binary stream
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except PermissionError:

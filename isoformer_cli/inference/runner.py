@@ -21,6 +21,7 @@ import os
 
 from torch.utils.data import DataLoader
 
+from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
@@ -29,6 +30,8 @@ from isoformer_cli.models.locate import is_demo_checkpoint, resolve_checkpoint
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
+from isoformer_cli.runtime.setup import RunContext
+from isoformer_cli.triples.source import TripleSource
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,9 @@ class ModelRunner:
             isoform; checked before the weights are read.
     """
 
-    def __init__(self, context, checkpoint, model_dir, source, genome, rna_truncation, protein_truncation,
-                 max_tokens=None, chunk_size=None, num_workers=0, dedupe=True):
+    def __init__(self, context: RunContext, checkpoint: str | None, model_dir: str | None, source: TripleSource,
+                 genome: Genome, rna_truncation: str, protein_truncation: str, max_tokens: int | None = None,
+                 chunk_size: int | None = None, num_workers: int = 0, dedupe: bool = True) -> None:
         self.context = context
         self.group = context.group
         self.checkpoint_dir = resolve_checkpoint(checkpoint, model_dir)

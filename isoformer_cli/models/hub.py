@@ -34,7 +34,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import DownloadError
-from isoformer_cli.formats.provenance import sha256_file  # the one file checksum (hex), re-exported
+# The one file hash (64 hex digits), under the name models/ uses for it (store.py and convert.py import it here).
+from isoformer_cli.formats.provenance import sha256_hex as sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from isoformer_cli.formats.atomic import atomic_text_output
 from isoformer_cli.formats.json_file import read_json_object
 from isoformer_cli.formats.metrics_table import write_metrics_table
 from isoformer_cli.formats.predictions import open_prediction_writer
-from isoformer_cli.formats.provenance import checkpoint_id, file_checksum, recorded_command_line
+from isoformer_cli.formats.provenance import checkpoint_id, recorded_command_line, sha256_file
 from isoformer_cli.runtime import distributed
 from isoformer_cli.training.splits import split_counts, write_split
 
@@ -182,7 +182,7 @@ def input_checksums(source, expression):
             files[f"expression_sample:{role[len(prefix):]}"] = path
     if source.contig_alias:
         files["contig_alias"] = source.contig_alias
-    return {role: {"path": os.path.abspath(path), "sha256": file_checksum(path)} for role, path in files.items()}
+    return {role: {"path": os.path.abspath(path), "sha256": sha256_file(path)} for role, path in files.items()}
 
 
 def run_settings(config, *, source, checkpoint_dir, tissues, modalities, freeze_specs, columns, plan, warmup_steps,
