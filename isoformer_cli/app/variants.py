@@ -103,7 +103,7 @@ def run_variants(config: VariantsConfig) -> int:
 
 def _check_outputs_of(config, outputs, checked):
     """As ``predict`` checks its outputs, with the VCF (and its index) among the inputs."""
-    check_outputs(config, outputs)
+    check_outputs(config, outputs, checked)
     if config.vcf != STDIN:
         vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
                      ("-I/--input (index)", f"{config.vcf}.csi")]
