@@ -58,7 +58,7 @@ def build_model(implementation: str, geometry: str) -> torch.nn.Module:
     """The trunk in eval mode, every state-dict tensor filled with seeded random values."""
     hyper = {key: value for key, value in GEOMETRIES[geometry].items() if key != "length"}
     if implementation == "ours":
-        from isoformer_cli.models.encoders.enformer_trunk import EnformerTrunk
+        from isoformer_cli.models.network.encoders.enformer_trunk import EnformerTrunk
 
         model = EnformerTrunk(**hyper)
     else:

@@ -57,9 +57,10 @@ def write_expression(folder, tissues):
 
 
 def make_checkpoint(preset, folder):
-    from isoformer_cli.models.checkpoint import build_model, save_checkpoint
-    from isoformer_cli.models.configuration import IsoformerConfig
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.network.build import build_model
+    from isoformer_cli.models.checkpoint.save import save_checkpoint
+    from isoformer_cli.models.network.configuration import IsoformerConfig
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
     if preset == "tiny":
         return demo_checkpoint_path()
@@ -110,7 +111,7 @@ def main():
     args = parser.parse_args()
 
     from isoformer_cli.cli.main import configure_logging
-    from isoformer_cli.models.checkpoint import load_config
+    from isoformer_cli.models.checkpoint.check import load_config
 
     configure_logging(-1)
     logging.getLogger("isoformer_cli").setLevel(logging.ERROR)  # the demo and no-validation warnings

@@ -22,7 +22,7 @@ CASE_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 import torch
-from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.runtime.device import autocast_context
 
 preset, modality, batch, precision, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])

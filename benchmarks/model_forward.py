@@ -30,7 +30,8 @@ import time
 
 import torch
 
-from isoformer_cli.models import IsoformerConfig, IsoformerModel
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
 
 RNA_TOKENS = 2048  # after <cls>: the model maximum
 PROTEIN_RESIDUES = 1000

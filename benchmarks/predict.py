@@ -80,7 +80,7 @@ def official_style_tokenizers(folder):
     """
     from transformers import EsmTokenizer
 
-    from isoformer_cli.models.tokenizers import protein_vocabulary, rna_vocabulary
+    from isoformer_cli.models.network.tokenizers import protein_vocabulary, rna_vocabulary
 
     vocabularies = {"dna": ["A", "C", "G", "T", "N", "<unk>"], "rna": rna_vocabulary(), "protein": protein_vocabulary()}
     tokenizers = {}
@@ -101,7 +101,7 @@ class OfficialStackDna(torch.nn.Module):
         from enformer_pytorch import Enformer, EnformerConfig
         from enformer_pytorch.data import seq_indices_to_one_hot
 
-        from isoformer_cli.models.encoders.enformer import library_fields
+        from isoformer_cli.models.conversion.encoders.enformer import library_fields
 
         fields = {key: value for key, value in library_fields(config).items() if key != "use_convnext"}
         self.enformer = Enformer(EnformerConfig(**fields))
@@ -211,8 +211,8 @@ def compare(model, genome, triples, settings, tokenizers, repeats):
 def throughput(repeats):
     from isoformer_cli.genomics.genome import Genome
     from isoformer_cli.inference.prepare import TokenizerSettings
-    from isoformer_cli.models.checkpoint import load_checkpoint
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.checkpoint.load import load_checkpoint
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
     from isoformer_cli.triples.source import TripleSource
 
     model = load_checkpoint(demo_checkpoint_path())
@@ -238,8 +238,8 @@ def official_cpu(isoforms):
     the naive official stack and the engine."""
     from isoformer_cli.genomics.genome import Genome
     from isoformer_cli.inference.prepare import TokenizerSettings
-    from isoformer_cli.models.checkpoint import build_model
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.network.build import build_model
+    from isoformer_cli.models.network.configuration import IsoformerConfig
     from isoformer_cli.triples.source import TripleSource
 
     torch.manual_seed(0)
@@ -270,8 +270,8 @@ def official_gpu(batch, peak_tflops, isoforms):
     """Official preset, random weights, bf16 on CUDA: isoforms/s and fraction of the bf16 peak."""
     from isoformer_cli.inference.engine import ChunkPredictor
     from isoformer_cli.inference.prepare import PreparedChunk
-    from isoformer_cli.models.checkpoint import build_model
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.network.build import build_model
+    from isoformer_cli.models.network.configuration import IsoformerConfig
 
     if not torch.cuda.is_available():
         return None

@@ -111,8 +111,8 @@ def naive_rate(genome, triples, records):
 
     from isoformer_cli.inference.engine import ChunkPredictor
     from isoformer_cli.inference.prepare import PreparedChunk, TokenizerSettings
-    from isoformer_cli.models.checkpoint import load_checkpoint
-    from isoformer_cli.models.locate import resolve_checkpoint
+    from isoformer_cli.models.checkpoint.load import load_checkpoint
+    from isoformer_cli.models.distribution.locate import resolve_checkpoint
     from isoformer_cli.triples.affected import affects
     from isoformer_cli.triples.dna_window import fetch_window
     from isoformer_cli.triples.variants import (

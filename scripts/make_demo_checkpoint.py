@@ -11,9 +11,10 @@ import pathlib
 
 import torch
 
-from isoformer_cli.models.checkpoint import build_model, save_checkpoint
-from isoformer_cli.models.configuration import IsoformerConfig
-from isoformer_cli.models.locate import DEMO_MARKER
+from isoformer_cli.models.checkpoint.save import save_checkpoint
+from isoformer_cli.models.distribution.locate import DEMO_MARKER
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
 
 MARKER_TEXT = """\
 DEMO checkpoint of isoformer: the `tiny` preset with random weights (seed 0).

@@ -14,7 +14,8 @@ import json
 
 from torch import nn
 
-from isoformer_cli.models.encoders.enformer import build_trunk, library_fields
+from isoformer_cli.models.conversion.encoders.enformer import library_fields
+from isoformer_cli.models.network.encoders.enformer import build_trunk
 
 
 class EnformerPytorchLayout(nn.Module):

@@ -21,8 +21,9 @@ import json
 
 import torch
 
-from isoformer_cli.models import IsoformerConfig, IsoformerModel
-from isoformer_cli.models.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
+from isoformer_cli.models.network.tokenizers import DNA_VOCABULARY, PROTEIN_VOCABULARY, RnaTokenizer
 
 EXTRA_TENSOR_SEED = 123
 TINY_SPECIES_HEADS = {"human": 5, "mouse": 3}

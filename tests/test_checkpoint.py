@@ -9,16 +9,19 @@ import torch
 from safetensors.torch import save_file
 
 from isoformer_cli.errors import CheckpointError, OutputError
-from isoformer_cli.models import IsoformerConfig, IsoformerModel
-from isoformer_cli.models import checkpoint as checkpoint_module
-from isoformer_cli.models.checkpoint import atomic_folder, load_checkpoint, load_config, save_checkpoint
-from isoformer_cli.models.weights import (
+from isoformer_cli.models.checkpoint import save as checkpoint_module
+from isoformer_cli.models.checkpoint.check import load_config
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.checkpoint.save import atomic_folder, save_checkpoint
+from isoformer_cli.models.checkpoint.weights import (
     fill_module,
     load_weights_file,
     load_weights_folder,
     name_some,
     weights_file_shapes,
 )
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
 
 TENSORS = {"layer.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "steps": torch.tensor(7)}
 
@@ -351,7 +354,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path, tiny_model, monkeypatch):
     def broken_save_file(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("safetensors.torch.save_file", broken_save_file)
+    monkeypatch.setattr("isoformer_cli.models.checkpoint.save.save_file", broken_save_file)
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(tiny_model, str(tmp_path / "out"))
     assert os.listdir(tmp_path) == []
@@ -376,7 +379,7 @@ def test_checkpoint_state_has_one_name_per_tensor(tiny_model):
 def test_weights_are_read_into_the_model_in_place_and_converted_when_dtypes_differ(tmp_path):
     from safetensors.torch import save_file
 
-    from isoformer_cli.models.weights import read_safetensors_into
+    from isoformer_cli.models.checkpoint.weights import read_safetensors_into
 
     path = str(tmp_path / "w.safetensors")
     values = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.tensor([1.5, -2.0]),

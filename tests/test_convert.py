@@ -19,11 +19,12 @@ from safetensors import safe_open
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models import IsoformerConfig, IsoformerModel
-from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.convert import convert_official, derive_config
-from isoformer_cli.models.key_mapping import plan_conversion
-from isoformer_cli.models.layout import detect_layout
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.conversion.convert import convert_official, derive_config
+from isoformer_cli.models.conversion.key_mapping import plan_conversion
+from isoformer_cli.models.conversion.layout import detect_layout
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
 
 from official_format import (
     DISTINCT_WIDTHS,

@@ -18,17 +18,15 @@ import pytest
 import torch
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.encoders import enformer_trunk
-from isoformer_cli.models.encoders.enformer_trunk import (
+from isoformer_cli.models.network.encoders import enformer_layers
+from isoformer_cli.models.conversion.encoders.enformer import enformer_state_dict_to_trunk, trunk_key
+from isoformer_cli.models.network.encoders.enformer_layers import (
     AttentionPool,
-    EnformerTrunk,
     conv_tower_widths,
-    enformer_state_dict_to_trunk,
-    one_hot_dna,
     relative_logits_to_absolute,
     relative_position_features,
-    trunk_key,
 )
+from isoformer_cli.models.network.encoders.enformer_trunk import EnformerTrunk, one_hot_dna
 
 TINY = {"dim": 192, "depth": 2, "heads": 4, "attn_dim_key": 16, "target_length": 128, "num_downsamples": 3,
         "dim_divisible_by": 16}
@@ -134,7 +132,7 @@ def test_inference_in_slices_matches(tiny_pair, monkeypatch, slice_length):
     """At inference the residual block and pooling run on slices of the length (the last one shorter when
     the length is not a multiple); at tiny size only when the slices are made small."""
     oracle, trunk = tiny_pair
-    monkeypatch.setattr(enformer_trunk, "INFERENCE_SLICE", slice_length)
+    monkeypatch.setattr(enformer_layers, "INFERENCE_SLICE", slice_length)
     one_hot = one_hot_dna(random_ids(2, TINY_LENGTH, seed=13))
     with torch.inference_mode():
         expected = oracle(one_hot, return_only_embeddings=True)
@@ -312,8 +310,8 @@ def test_demo_checkpoint_matches_enformer_pytorch():
     enformer_pytorch = pytest.importorskip("enformer_pytorch", exc_type=ImportError)
     from safetensors.torch import load_file
 
-    from isoformer_cli.models.checkpoint import load_checkpoint
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.checkpoint.load import load_checkpoint
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
     folder = Path(demo_checkpoint_path())
     config = json.loads((folder / "config.json").read_text())
@@ -343,11 +341,8 @@ def test_test_layout_of_enformer_pytorch_files_is_the_real_one(tmp_path):
     enformer_pytorch = pytest.importorskip("enformer_pytorch", exc_type=ImportError)
     from enformer_layout import enformer_pytorch_module, write_enformer_pytorch_config
 
-    from isoformer_cli.models import IsoformerConfig
-    from isoformer_cli.models.encoders.enformer import (
-        ENFORMER_FOLDER_FIELDS,
-        library_fields,
-    )
+    from isoformer_cli.models.network.configuration import IsoformerConfig
+    from isoformer_cli.models.conversion.encoders.enformer import ENFORMER_FOLDER_FIELDS, library_fields
 
     config = IsoformerConfig.from_preset("tiny", modalities="dna")
     heads = {"human": 5, "mouse": 3}

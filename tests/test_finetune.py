@@ -17,18 +17,20 @@ from cli_helpers import run_torchrun
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.metrics_table import read_metrics_table
-from isoformer_cli.genomics.genome import Genome
-from isoformer_cli.models.checkpoint import build_model, checkpoint_metadata, load_checkpoint
-from isoformer_cli.models.configuration import IsoformerConfig
 from isoformer_cli.formats.predictions import read_predictions
+from isoformer_cli.genomics.genome import Genome
+from isoformer_cli.models.checkpoint.check import checkpoint_metadata
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.distribution.locate import demo_checkpoint_path
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.training.batches import BatchPlan
-from isoformer_cli.models.locate import demo_checkpoint_path
-from isoformer_cli.triples.source import TripleSource, iter_triples
-from isoformer_cli.training.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
 from isoformer_cli.training.freezing import enable_activation_checkpointing, freeze, parse_freeze, plain_batchnorm
 from isoformer_cli.training.model_setup import adapt_modalities, fit_head
 from isoformer_cli.training.optim import build_optimizer, fill_missing_gradients, learning_rate, trainable_parameters
+from isoformer_cli.training.splits import SplitMember, SplitSpec, assign_splits, gene_fraction, read_split
 from isoformer_cli.training.state import load_optimizer_state, optimizer_state_tensors
+from isoformer_cli.triples.source import TripleSource, iter_triples
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")

@@ -29,15 +29,15 @@ from transformers import EsmForMaskedLM
 
 from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models import IsoformerConfig
-from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.encoders.esm import esm_config
-from isoformer_cli.models.encoders.nucleotide_transformer import (
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.conversion.pretrained import init_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders.esm import esm_config
+from isoformer_cli.models.network.encoders.nucleotide_transformer import (
     NucleotideTransformer,
     dna_network_config,
     rna_network_config,
 )
-from isoformer_cli.models.pretrained import init_model
 
 CONFIG = IsoformerConfig.from_preset("tiny")
 
@@ -167,11 +167,11 @@ def test_every_encoder_tensor_arrives_bit_exact(tmp_path, encoder_folders):
 
 def test_an_encoder_that_fails_its_self_check_writes_nothing(tmp_path, encoder_folders, monkeypatch):
     """A key mapping that put ESM-2's layers in the wrong order: every shape fits, the outputs do not."""
-    from isoformer_cli.models.encoders import esm
-    from isoformer_cli.models.key_mapping import MappingRow
+    from isoformer_cli.models.conversion.encoders import esm
+    from isoformer_cli.models.conversion.key_mapping import MappingRow
 
     folders, _ = encoder_folders
-    original = esm.Esm2.pretrained_folder
+    original = esm.Esm2Conversion.pretrained_folder
 
     def swapped(self, config):
         spec = original(self, config)
@@ -179,7 +179,7 @@ def test_an_encoder_that_fails_its_self_check_writes_nothing(tmp_path, encoder_f
                 MappingRow(r"^esm\.encoder\.layer\.1\.", "protein_encoder.encoder.layer.0."))
         return type(spec)(**{**spec.__dict__, "rows": rows + spec.rows})
 
-    monkeypatch.setattr(esm.Esm2, "pretrained_folder", swapped)
+    monkeypatch.setattr(esm.Esm2Conversion, "pretrained_folder", swapped)
     with pytest.raises(CheckpointError, match=r"self-check failed: protein_encoder FAILED: .*nothing was written$"):
         init_tiny(tmp_path, folders)
     assert sorted(os.listdir(tmp_path)) == ["enformer", "esm", "nt"]

@@ -8,9 +8,12 @@ import torch
 from click.testing import CliRunner
 
 from isoformer_cli.cli.main import cli
-from isoformer_cli.models import GTEX_TISSUES, IsoformerConfig, IsoformerModel
-from isoformer_cli.models.checkpoint import save_checkpoint
-from isoformer_cli.models.summary import inspect_model
+from isoformer_cli.models.checkpoint.save import save_checkpoint
+from isoformer_cli.models.checkpoint.summary import inspect_model
+from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
+
+from cli_helpers import invoke
 
 # The parameter budget of the official 2.8 GB file (float32, about 700.6M parameters).
 ENFORMER_STEM_AND_TOWER = 50_877_952
@@ -34,7 +37,7 @@ NT_V2_CONTACT_HEAD = 24 * 16 + 1
 
 
 def run(*arguments):
-    return CliRunner().invoke(cli, ["inspect", *arguments])
+    return invoke("inspect", *arguments, quiet=False)
 
 
 def test_official_preset_counts_match_the_design_figures():
@@ -129,7 +132,9 @@ def test_broken_checkpoint_is_one_line(tiny_checkpoint):
 
 def test_missing_checkpoint_and_unknown_preset(tmp_path):
     result = run(str(tmp_path / "absent"))
-    assert (result.exit_code, result.output) == (1, f"isoformer: error: {tmp_path / 'absent'}: no such checkpoint folder\n")
+    assert (result.exit_code, result.output) == (
+        1, f"isoformer: error: {tmp_path / 'absent'}: checkpoint folder not found; give the folder written by "
+           "isoformer init/convert/finetune\n")
     result = run("--preset", "huge")
     assert result.exit_code == 1
     assert "unknown model preset 'huge'; choose one of: official, tiny" in result.output
@@ -148,3 +153,25 @@ def test_demo_names_the_bundled_checkpoint():
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["parameters"]["total"] == 2_097_703
+
+
+def test_a_name_is_looked_up_in_the_model_folder_as_checkpoint_does(tiny_checkpoint, tmp_path, monkeypatch):
+    """``inspect NAME`` resolves like ``--checkpoint NAME``: in --model-dir, else $ISOFORMER_MODEL_DIR."""
+    import shutil
+
+    folder, _ = tiny_checkpoint
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(folder, models / "mine")
+    monkeypatch.chdir(tmp_path)  # no folder "mine" here: only the model folder has it
+    by_option = run("mine", "--model-dir", str(models), "--json")
+    assert by_option.exit_code == 0, by_option.output
+    assert json.loads(by_option.output)["source"] == {"checkpoint": str(models / "mine")}
+    monkeypatch.setenv("ISOFORMER_MODEL_DIR", str(models))
+    by_variable = run("mine")
+    assert by_variable.exit_code == 0, by_variable.output
+    assert by_variable.output.startswith(f"model: {models / 'mine'}\n")
+    absent = run("other")
+    assert (absent.exit_code, absent.output) == (
+        1, f"isoformer: error: checkpoint 'other' is not in the model folder {models} (it holds: mine)\n")
+    assert run("demo").exit_code == 0

@@ -19,9 +19,9 @@ from isoformer_cli.inference.memory_plan import (
     plan_memory,
     row_output_bytes,
 )
-from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.configuration import IsoformerConfig
-from isoformer_cli.models.locate import demo_checkpoint_path
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.distribution.locate import demo_checkpoint_path
+from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.runtime import memory
 from isoformer_cli.runtime.memory import MemoryBudget, memory_budget, parse_size
 from isoformer_cli.training.memory import micro_batch_from_memory

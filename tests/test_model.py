@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models import GTEX_TISSUES, PRESETS, IsoformerConfig, IsoformerModel
+from isoformer_cli.models.network.configuration import GTEX_TISSUES, PRESETS, IsoformerConfig
+from isoformer_cli.models.network.modeling import IsoformerModel
 
 MODALITY_SUBSETS = ["dna", "dna,rna", "dna,protein", "dna,rna,protein", "rna", "protein", "rna,protein"]
 AGGREGATIONS = ["cross-attention", "perceiver", "linear"]

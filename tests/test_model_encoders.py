@@ -9,17 +9,16 @@ import torch.nn.functional as F
 from transformers import EsmModel
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models import (
-    IsoformerConfig,
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders.enformer import (
+    ENFORMER,
+    EnformerDNAEncoder,
+)
+from isoformer_cli.models.conversion.encoders.enformer import ENFORMER_DUPLICATE_KEY_PREFIXES, library_fields
+from isoformer_cli.models.network.encoders.nucleotide_transformer import (
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
-)
-from isoformer_cli.models.encoders.enformer import (
-    ENFORMER,
-    ENFORMER_DUPLICATE_KEY_PREFIXES,
-    EnformerDNAEncoder,
-    library_fields,
 )
 
 TINY_NT = dict(vocab_size=4107, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)

@@ -15,18 +15,17 @@ import os
 
 import pytest
 import torch
-from click.testing import CliRunner
 from huggingface_hub import constants as hub_constants
 
-from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import DownloadError
-from isoformer_cli.models import registry
-from isoformer_cli.models.checkpoint import load_checkpoint, save_checkpoint
-from isoformer_cli.models.hub import fetch_repository
-from isoformer_cli.models.registry import RepoFile, Repository
-from isoformer_cli.models.store import MANIFEST_FILE
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.checkpoint.save import save_checkpoint
+from isoformer_cli.models.distribution import registry
+from isoformer_cli.models.distribution.hub import fetch_repository
+from isoformer_cli.models.distribution.registry import RepoFile, Repository
+from isoformer_cli.models.distribution.store import MANIFEST_FILE
 
-from cli_helpers import HUMAN_GENOME, HUMAN_GTF
+from cli_helpers import HUMAN_GENOME, HUMAN_GTF, invoke
 from local_hub import LocalHub
 from official_format import official_config_json, official_state, small_model, vocabulary_files
 from test_init import save_enformer, save_esm, save_nt
@@ -95,10 +94,6 @@ def hub(tmp_path, monkeypatch):
 def go_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, ["-q", *[str(arg) for arg in args]])
 
 
 def last_line(result):
@@ -360,7 +355,7 @@ def test_verify_finds_a_changed_file_and_names_are_checked(tmp_path, hub, offici
     for arguments, message in (
         (("models", "pull", "unknown"), "unknown model 'unknown'; known models: official, encoders, demo"),
         (("models", "pull", "official", "--name", "../x"), "'../x' is not a checkpoint name"),
-        (("models", "path", "absent"), "no checkpoint 'absent' in the model folder"),
+        (("models", "path", "absent"), "checkpoint 'absent' is not in the model folder"),
         (("models", "remove", "demo"), "'demo' is bundled with isoformer and cannot be removed"),
         (("predict", "--genome", HUMAN_GENOME, "--annotation", HUMAN_GTF, "--checkpoint", "encoders", "-o",
           tmp_path / "x.tsv"), "get it with: isoformer models pull encoders"),

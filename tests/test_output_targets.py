@@ -70,7 +70,8 @@ def official_weights(inputs, tmp_path_factory):
 
     from official_format import official_state, write_official
 
-    from isoformer_cli.models import IsoformerConfig, IsoformerModel
+    from isoformer_cli.models.network.configuration import IsoformerConfig
+    from isoformer_cli.models.network.modeling import IsoformerModel
 
     torch.manual_seed(0)
     config = IsoformerConfig.from_preset("tiny")

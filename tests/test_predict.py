@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli_helpers import run_torchrun
+from cli_helpers import invoke, run_torchrun
+from isoformer_cli.app.predict import PredictConfig, run_predict
 from isoformer_cli.cli.main import cli
 from isoformer_cli.formats.atomic import temporary_path_for
 from isoformer_cli.formats.embeddings import read_embeddings
 from isoformer_cli.formats.predictions import read_predictions
-from isoformer_cli.app.predict import PredictConfig, run_predict
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.triples.source import TripleSource
 
@@ -29,9 +29,7 @@ MOUSE_GTF = str(EXAMPLES / "chr9.4M.gtf.gz")
 
 
 def predict(*args, expect=0):
-    result = CliRunner().invoke(cli, ["-q", "predict", "--checkpoint", "demo", *args])
-    assert result.exit_code == expect, result.output
-    return result
+    return invoke("predict", "--checkpoint", "demo", *args, expect=expect)
 
 
 def values_of(path):
@@ -209,7 +207,7 @@ def test_wrong_tissue_count_in_checkpoint_is_reported(tmp_path):
     import json
     import shutil
 
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
     broken = tmp_path / "broken"
     shutil.copytree(demo_checkpoint_path(), broken)
@@ -244,7 +242,7 @@ def test_missing_model_points_to_the_options():
 def test_model_dir_resolves_checkpoint_names(tmp_path, monkeypatch):
     import shutil
 
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
     shutil.copytree(demo_checkpoint_path(), tmp_path / "models" / "mine")
     monkeypatch.setenv("ISOFORMER_MODEL_DIR", str(tmp_path / "models"))
@@ -317,8 +315,9 @@ def test_torchrun_two_processes_equal_one(tmp_path):
 def test_nucleotide_transformer_dna_encoder_runs_through_the_engine(tmp_path):
     import torch
 
-    from isoformer_cli.models.checkpoint import build_model, save_checkpoint
-    from isoformer_cli.models.configuration import IsoformerConfig
+    from isoformer_cli.models.network.build import build_model
+    from isoformer_cli.models.checkpoint.save import save_checkpoint
+    from isoformer_cli.models.network.configuration import IsoformerConfig
 
     torch.manual_seed(0)
     model = build_model(IsoformerConfig.from_preset("tiny", dna_encoder_type="nucleotide_transformer"))

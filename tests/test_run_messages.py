@@ -18,7 +18,7 @@ from isoformer_cli.formats.predictions import read_predictions
 from isoformer_cli.formats.targets import classify_output, resumable_partial_path
 from isoformer_cli.genomics.expression import LOG1P_CEILING, warn_about_value_scale
 from isoformer_cli.inference.engine import ChunkPredictor
-from isoformer_cli.models.locate import demo_checkpoint_path
+from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_data"

@@ -126,7 +126,7 @@ def test_predict_output_onto_a_selection_file(files):
 
 
 def test_predict_output_onto_the_checkpoint_weights(files, tmp_path):
-    from isoformer_cli.models.locate import demo_checkpoint_path
+    from isoformer_cli.models.distribution.locate import demo_checkpoint_path
 
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(demo_checkpoint_path(), checkpoint)

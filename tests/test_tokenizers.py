@@ -12,16 +12,16 @@ import torch
 from transformers import EsmTokenizer
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.tokenizers import (
+from isoformer_cli.inference.prepare import TokenizerSettings
+from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.encoders import PROTEIN_ENCODER, RNA_ENCODER, dna_encoder
+from isoformer_cli.models.network.tokenizers import (
     DnaTokenizer,
     ProteinTokenizer,
     RnaTokenizer,
     protein_vocabulary,
     rna_vocabulary,
 )
-from isoformer_cli.inference.prepare import TokenizerSettings
-from isoformer_cli.models import IsoformerConfig
-from isoformer_cli.models.encoders import PROTEIN_ENCODER, RNA_ENCODER, dna_encoder
 
 TINY = IsoformerConfig.from_preset("tiny")
 

@@ -9,8 +9,8 @@
   untrained aggregation and head);
 
 and stores the result as ``MODEL_DIR/NAME`` (``--checkpoint NAME`` resolves it) with a manifest of where
-everything came from (:mod:`isoformer_cli.models.store`). Downloads go through ``huggingface_hub``
-(:mod:`isoformer_cli.models.hub`): resumable, verified, offline-aware; this is the only place the tool uses
+everything came from (:mod:`isoformer_cli.models.distribution.store`). Downloads go through ``huggingface_hub``
+(:mod:`isoformer_cli.models.distribution.hub`): resumable, verified, offline-aware; this is the only place the tool uses
 the network.
 """
 
@@ -19,13 +19,21 @@ import os
 from dataclasses import dataclass, field
 
 from isoformer_cli.errors import CheckpointError, InputError
-from isoformer_cli.models.checkpoint import check_folder_target
-from isoformer_cli.models.hub import fetch_repository, remove_download_folder
-from isoformer_cli.models.locate import demo_checkpoint_path, model_dir_for
-from isoformer_cli.models.registry import KNOWN_MODELS
-from isoformer_cli.models.store import (
+from isoformer_cli.formats.locks import lock_outputs
+from isoformer_cli.models.checkpoint.save import check_folder_target
+from isoformer_cli.models.conversion.convert import convert_official
+from isoformer_cli.models.conversion.pretrained import init_model
+from isoformer_cli.models.distribution.hub import fetch_repository, remove_download_folder
+from isoformer_cli.models.distribution.locate import (
+    DEMO_CHECKPOINT_NAME,
+    demo_checkpoint_path,
+    locate_checkpoint,
+    model_dir_for,
+    resolve_checkpoint,
+)
+from isoformer_cli.models.distribution.registry import KNOWN_MODELS
+from isoformer_cli.models.distribution.store import (
     check_name,
-    checkpoint_folder,
     downloads_dir,
     present_checkpoints,
     remove_checkpoint,
@@ -64,7 +72,7 @@ class PullConfig:
     keep_downloads: bool = False
 
 
-def known(name):
+def known(name: str):
     """The registry entry ``name``; InputError listing the known names otherwise."""
     entry = KNOWN_MODELS.get(name)
     if entry is None:
@@ -72,7 +80,7 @@ def known(name):
     return entry
 
 
-def run_pull(config):
+def run_pull(config: PullConfig):
     """Download, build and store the checkpoint; returns its folder (the bundled one for ``demo``)."""
     entry = known(config.model)
     if not entry.pullable:
@@ -92,8 +100,6 @@ def run_pull(config):
     check_folder_target(target, overwrite=config.force)
     log.info("%s: %s", entry.name, entry.description)
     log.info("licence: %s", entry.licence)
-
-    from isoformer_cli.formats.locks import lock_outputs
 
     folders = [os.path.join(downloads_dir(model_dir), repository.folder_name) for repository in entry.repositories]
     os.makedirs(downloads_dir(model_dir), exist_ok=True)
@@ -131,8 +137,6 @@ def run_pull(config):
 
 def _build(entry, config, fetched, target, metadata, on_written):
     if entry.kind == "convert":
-        from isoformer_cli.models.convert import convert_official
-
         official = fetched[0]
         weights = official.files.get("pytorch_model.bin")
         convert_official(official.folder, target, preset=config.preset, mapping_file=config.mapping,
@@ -140,8 +144,6 @@ def _build(entry, config, fetched, target, metadata, on_written):
                          source_sha256=weights.sha256 if weights else None, extra_metadata=metadata,
                          on_written=on_written)
         return
-    from isoformer_cli.models.pretrained import init_model
-
     if config.mapping:
         raise InputError("--mapping applies to the official release (pull official), not to the encoders")
     folders = {item.repository.role: item.folder for item in fetched}
@@ -149,7 +151,7 @@ def _build(entry, config, fetched, target, metadata, on_written):
                overwrite=config.force, extra_metadata=metadata, on_written=on_written)
 
 
-def list_models(model_dir=None):
+def list_models(model_dir: str | None = None):
     """``{"model_dir": ..., "known": [...], "present": [...]}`` for ``isoformer models list``."""
     root = model_dir_for(model_dir)
     present = present_checkpoints(root)
@@ -205,17 +207,17 @@ def _human_size(size):
     return f"{size:.1f} GB"
 
 
-def run_verify(name_or_dir, model_dir=None):
+def run_verify(name_or_dir: str, model_dir: str | None = None):
     """Report lines of ``isoformer models verify``; CheckpointError on any mismatch."""
-    return verify_checkpoint(checkpoint_folder(name_or_dir, model_dir))
+    return verify_checkpoint(locate_checkpoint(name_or_dir, model_dir))
 
 
-def run_path(name, model_dir=None):
+def run_path(name: str, model_dir: str | None = None):
     """The folder of checkpoint ``name`` (``demo``: the bundled one)."""
-    return checkpoint_folder(name, model_dir, names_only=True)
+    return resolve_checkpoint(name if name == DEMO_CHECKPOINT_NAME else check_name(name), model_dir, names_only=True)
 
 
-def run_remove(name, model_dir=None):
+def run_remove(name: str, model_dir: str | None = None):
     """Remove checkpoint ``name`` (and its kept downloads); returns the removed paths."""
     removed = remove_checkpoint(name, model_dir)
     for path in removed:

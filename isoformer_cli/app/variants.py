@@ -17,9 +17,9 @@ import collections
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
-from isoformer_cli.app.predict import ModelRunConfig, _check_outputs, _locked, _writing
+from isoformer_cli.app.outputs import check_outputs, locked, writing
+from isoformer_cli.app.predict import ModelRunConfig
 from isoformer_cli.app.standard_input import spooled_standard_input
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT
@@ -51,7 +51,8 @@ from isoformer_cli.inference.variants import (
     check_header_contigs,
     check_max_indel,
 )
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.models.distribution.locate import locate_checkpoint
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.affected import TranscriptIndex, shared_transcripts
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ class VariantsConfig(ModelRunConfig):
 
     vcf: str = STDIN
     output: str = STDOUT
-    table: Optional[str] = None
-    alt_triples: Optional[str] = None
+    table: str | None = None
+    alt_triples: str | None = None
     max_indel: int = DEFAULT_MAX_INDEL
     chunk_size: int = DEFAULT_VARIANT_CHUNK_SIZE
 
@@ -80,40 +81,41 @@ class VariantsConfig(ModelRunConfig):
             raise InputError("isoformer variants needs --annotation (a triples table has no exon structure)")
 
 
-def run_variants(config):
+def run_variants(config: VariantsConfig) -> int:
     """Score every allele of ``config.vcf``; returns the number of VCF records written.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output exists at
     the target paths (after Ctrl-C or SIGTERM the temporary files are kept for ``--resume``).
     """
     outputs = {"-O/--output": config.output, "--table": config.table, "--alt-triples": config.alt_triples}
-    _check_outputs_of(config, outputs)
+    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    _check_outputs_of(config, outputs, checked)
     vcf_kind(config.output)
     if config.table:
         table_kind(config.table)
     if config.alt_triples and not config.alt_triples.endswith((".tsv", ".tsv.gz")) \
             and not classify_output(config.alt_triples).is_direct:
         raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
-    with _locked(config.output, config.table, config.alt_triples), \
+    with locked(config.output, config.table, config.alt_triples), \
             spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
-        return _variants(dataclasses.replace(config, vcf=vcf), config.vcf)
+        return _variants(dataclasses.replace(config, vcf=vcf), config.vcf, checked)
 
 
-def _check_outputs_of(config, outputs):
+def _check_outputs_of(config, outputs, checked):
     """As ``predict`` checks its outputs, with the VCF (and its index) among the inputs."""
-    _check_outputs(config, outputs)
+    check_outputs(config, outputs, checked)
     if config.vcf != STDIN:
         vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
                      ("-I/--input (index)", f"{config.vcf}.csi")]
         refuse_shared_files(vcf_files, outputs)
 
 
-def _variants(config, vcf_label):
-    context = start_run(config.runtime)
-    completed = False
-    try:
-        genome = Genome(config.source.genome)
-        aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
+def _variants(config, vcf_label, checked):
+    with model_run(config.runtime) as context:
+        # The VCF is checked against the genome's contigs before the model loads; the runner opens the genome
+        # it reads sequence from.
+        with Genome(config.source.genome) as genome:
+            aliases = ContigAliases(genome.contigs, alias_file=config.source.contig_alias)
         with VcfReader(config.vcf) as reader:  # fails fast on a missing or malformed file
             header_lines = reader.header_lines
             check_header_contigs(reader, aliases)
@@ -123,9 +125,8 @@ def _variants(config, vcf_label):
         log.debug("%s: %d records", vcf_label, records)
         # The memory plan (the same as predict's: up-front refusal, batches from --max-memory) sizes the model
         # calls in isoform rows; --chunk-size here counts VCF records, so the plan gets its default.
-        runner = ModelRunner(context, config.checkpoint, config.model_dir, config.source, genome,
-                             config.rna_truncation, config.protein_truncation, config.max_tokens, None,
-                             num_workers=config.runtime.num_workers, dedupe=config.dedupe,
+        runner = ModelRunner(context, checked, config.source, config.rna_truncation, config.protein_truncation,
+                             config.max_tokens, None, num_workers=config.runtime.num_workers, dedupe=config.dedupe,
                              records_per_chunk=config.chunk_size)
         model_config = runner.model.config
         tissues = list(model_config.tissues)
@@ -138,7 +139,7 @@ def _variants(config, vcf_label):
         vcf_provenance = row_provenance = provenance
         shard = config.source.own_shard()
         if shard is not None and context.group.is_main:
-            shared = encode_transcripts(_shared_transcripts(runner, genome, aliases, config.vcf, shard))
+            shared = encode_transcripts(_shared_transcripts(runner, aliases, config.vcf, shard))
             vcf_provenance = variant_provenance(provenance, shard, range(records), shared)
             # The table's and the triples' units are known at the end: their writers complete the entry.
             row_provenance = variant_provenance(provenance, shard, (), shared)
@@ -155,14 +156,11 @@ def _variants(config, vcf_label):
         def dataset(run, start_row):
             return VariantChunkDataset(run, start_row, options)
 
-        with _writing(writers):
+        with writing(writers):
             rows = runner.run(writers, scorer, write, "variants", dataset_class=dataset, unit=" records")
         if context.group.is_main:
             _report(config, rows, counts, scorer, runner, provenance)
-        completed = True
         return rows
-    finally:
-        end_run(context, completed)
 
 
 class _Writers:
@@ -205,10 +203,10 @@ class _Writers:
         return False
 
 
-def _shared_transcripts(runner, genome, aliases, vcf, shard):
+def _shared_transcripts(runner, aliases, vcf, shard):
     """``{CHROM: {(rank, transcript_id)}}`` of the shard's transcripts that share a VCF record with another
     shard's genes (:func:`~isoformer_cli.triples.affected.shared_transcripts`); none for a split into one."""
-    index = TranscriptIndex(runner.source, genome, aliases, all_shards=True)
+    index = TranscriptIndex(runner.source, runner.genome, aliases, all_shards=True)
     genes = [gene for contig_genes in index.genes.values() for gene in contig_genes]
     held = sum(shard.holds(gene.key[1]) for gene in genes)
     shared = shared_transcripts(index, vcf, shard) if shard.count > 1 else {}

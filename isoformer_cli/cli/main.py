@@ -22,13 +22,14 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 
 import click
 
 from isoformer_cli import __version__
+from isoformer_cli.app.options import configure_progress
 from isoformer_cli.errors import IsoformerError
-from isoformer_cli.runtime.progress import configure_progress
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -176,8 +177,6 @@ def _report(exc, debug):
 
 
 def _in_main_thread():
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

@@ -18,18 +18,20 @@ and a bad value becomes a usage error (exit 2) before any input is read.
 
 import click
 
+from isoformer_cli.app.options import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_DNA_LENGTH,
+    DEFAULT_MIN_ORF_LENGTH,
+    ON_INVALID_CHOICES,
+    ORF_CHOICES,
+    PRECISION_CHOICES,
+    TRUNCATION_POLICIES,
+    VALUE_KINDS,
+    ExpressionInput,
+    RuntimeOptions,
+    TripleSource,
+)
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.expression import VALUE_KINDS
-from isoformer_cli.genomics.flags import ON_INVALID_CHOICES
-from isoformer_cli.inference.memory_plan import DEFAULT_CHUNK_ROWS
-from isoformer_cli.runtime.options import PRECISION_CHOICES
-from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH
-from isoformer_cli.triples.orf import DEFAULT_MIN_ORF_LENGTH, ORF_CHOICES
-
-# The names of isoformer_cli.models.tokenizers.TRUNCATION_POLICIES, written out because importing anything under
-# isoformer_cli.models loads torch and transformers (~4 s and ~350 MB at start-up) that `--version`, `--help` and
-# `triples` never use; tests/test_startup.py checks that the two lists agree and that those commands stay torch-free.
-TRUNCATION_POLICIES = ("keep_start", "keep_end", "keep_center", "error")
 
 
 def stack(decorators):
@@ -116,8 +118,6 @@ _SOURCE_FIELDS = ("genome", "annotation", "triples_table", "transcripts", "genes
 def triple_source(options):
     """The :class:`~isoformer_cli.triples.source.TripleSource` of the input, selection and record options
     (popped from ``options``); a bad value or combination is a usage error, raised before any input is read."""
-    from isoformer_cli.triples.source import TripleSource
-
     values = _pop(options, _SOURCE_FIELDS)
     values["triples"] = values.pop("triples_table", None)
     values["biotypes"] = split_list(values.get("biotypes", ()))
@@ -134,14 +134,18 @@ def split_list(values):
 # ------------------------------------------------------------------------------------------ model
 
 
+#: ``--model-dir``: where ``--checkpoint NAME`` (and every command that takes a checkpoint name) looks.
+model_dir_option = click.option(
+    "--model-dir", type=click.Path(file_okay=False), envvar="ISOFORMER_MODEL_DIR", metavar="DIR",
+    help="Folder of named checkpoints [env: ISOFORMER_MODEL_DIR; default: the per-user data folder, "
+         "~/.local/share/isoformer/models on Linux].")
+
 model_options = stack([
     click.option("--checkpoint", metavar="DIR|NAME",
                  help="Model: a checkpoint folder (isoformer init/convert/finetune), a name in the model folder "
                       "(isoformer models pull official, then --checkpoint official), or 'demo' for the bundled demo "
                       "(random weights, not biological predictions)."),
-    click.option("--model-dir", type=click.Path(file_okay=False), envvar="ISOFORMER_MODEL_DIR", metavar="DIR",
-                 help="Folder of named checkpoints [env: ISOFORMER_MODEL_DIR; default: the per-user data folder, "
-                      "~/.local/share/isoformer/models on Linux]."),
+    model_dir_option,
     click.option("--rna-truncation", type=click.Choice(TRUNCATION_POLICIES), default="keep_start", show_default=True,
                  help="RNA longer than the model maximum: which tokens to keep (flag rna_truncated)."),
     click.option("--protein-truncation", type=click.Choice(TRUNCATION_POLICIES), default="keep_start",
@@ -177,8 +181,6 @@ runtime_options = stack([
 
 def runtime_options_from(options):
     """The :class:`~isoformer_cli.runtime.options.RuntimeOptions` of the runtime group (popped from ``options``)."""
-    from isoformer_cli.runtime.options import RuntimeOptions
-
     return usage_errors(RuntimeOptions, **_pop(options, ("device", "precision", "deterministic", "num_workers",
                                                          "max_memory")))
 
@@ -237,8 +239,6 @@ expression_options = stack([
 
 def expression_input(options):
     """The :class:`~isoformer_cli.genomics.expression.ExpressionInput` of the expression options (popped)."""
-    from isoformer_cli.genomics.expression import ExpressionInput
-
     values = _pop(options, ("expression", "expression_values", "samples", "sample_column", "tissue_column",
                             "condition_column"))
     return ExpressionInput(path=values["expression"], values=values["expression_values"], samples=values["samples"],

@@ -12,8 +12,9 @@ Under ``torchrun`` chunk ``i`` belongs to rank ``i % world_size``; after each ro
 results are exchanged and rank 0 writes them in chunk order, so the output equals a single-process run's.
 An error on any rank (or in a worker) stops every rank with the same message.
 
-The genome is passed in: anything with the :class:`~isoformer_cli.genomics.genome.Genome` interface that
-pickles (DataLoader workers each get a copy).
+The runner opens the genome of its source (``source.genome``, the path ``--genome`` gave) once, as a
+:class:`~isoformer_cli.genomics.genome.Genome`, which pickles (DataLoader workers each get a copy): callers keep
+the path and use ``runner.genome``.
 """
 
 import logging
@@ -21,14 +22,18 @@ import os
 
 from torch.utils.data import DataLoader
 
+from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
-from isoformer_cli.models.checkpoint import check_checkpoint, load_checkpoint
-from isoformer_cli.models.locate import is_demo_checkpoint, is_demo_derived, resolve_checkpoint
+from isoformer_cli.models.checkpoint.check import CheckedCheckpoint
+from isoformer_cli.models.checkpoint.load import load_checked
+from isoformer_cli.models.distribution.locate import is_demo_checkpoint, is_demo_derived
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
+from isoformer_cli.runtime.setup import RunContext
+from isoformer_cli.triples.source import TripleSource
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,10 @@ class ModelRunner:
 
     Args:
         context: the :class:`~isoformer_cli.runtime.setup.RunContext` (device, process group, precision).
-        checkpoint, model_dir: the model (see :func:`~isoformer_cli.models.locate.resolve_checkpoint`).
-        source: a :class:`~isoformer_cli.triples.source.TripleSource`; its window length becomes the model's.
-        genome: the genome of ``source`` (see the module docstring).
+        checked: the model, located and checked once by the command
+            (:func:`~isoformer_cli.models.distribution.locate.locate_checkpoint`).
+        source: a :class:`~isoformer_cli.triples.source.TripleSource`; its window length becomes the model's and
+            its genome is opened here (see the module docstring).
         rna_truncation, protein_truncation: tokenizer policies for inputs longer than the model maximum.
         max_tokens: ``--max-tokens``, one budget of padded input positions for every batch, or None to derive
             the batches from the memory there is (:mod:`~isoformer_cli.inference.memory_plan`).
@@ -53,36 +59,36 @@ class ModelRunner:
 
     Attributes:
         checkpoint_dir, demo, demo_derived (fine-tuned from the demo: random-weight encoders), model, source,
-        settings, plan (the memory plan), predictor.
+        genome, settings, plan (the memory plan), predictor.
 
     Raises:
         DeviceError: the memory of the device (or ``--max-memory``) cannot hold the model and one full-length
             isoform; checked before the weights are read.
     """
 
-    def __init__(self, context, checkpoint, model_dir, source, genome, rna_truncation, protein_truncation,
-                 max_tokens=None, chunk_size=None, num_workers=0, dedupe=True, records_per_chunk=None):
+    def __init__(self, context: RunContext, checked: CheckedCheckpoint, source: TripleSource, rna_truncation: str,
+                 protein_truncation: str, max_tokens: int | None = None, chunk_size: int | None = None,
+                 num_workers: int = 0, dedupe: bool = True, records_per_chunk: int | None = None) -> None:
         self.context = context
         self.group = context.group
-        self.checkpoint_dir = resolve_checkpoint(checkpoint, model_dir)
+        self.checkpoint_dir = checked.folder
         self.demo = is_demo_checkpoint(self.checkpoint_dir)
         self.demo_derived = not self.demo and is_demo_derived(self.checkpoint_dir)
-        config, weights, _ = check_checkpoint(self.checkpoint_dir)
         # A run that cannot fit is refused here, with the figures, rather than killed by the kernel later.
-        check_fits(config, context.precision, memory_budget(context.device, context.max_memory),
-                   weights_bytes=os.path.getsize(weights))
-        self.model = load_checkpoint(self.checkpoint_dir, device=context.device)
+        check_fits(checked.config, context.precision, memory_budget(context.device, context.max_memory),
+                   weights_bytes=os.path.getsize(checked.weights))
+        self.model = load_checked(checked, device=context.device)
         # The one warning of a run (the outputs carry it in their headers).
         if self.demo and self.group.is_main:
             log.warning("using the bundled DEMO checkpoint: random weights, its numbers are NOT "
                         "biological predictions")
         elif self.demo_derived and self.group.is_main:
             log.warning("%s was fine-tuned from the bundled DEMO checkpoint: its encoders have random weights, its "
-                        "numbers are NOT biological predictions", checkpoint)
+                        "numbers are NOT biological predictions", self.checkpoint_dir)
         model_config = self.model.config
         # The checkpoint decides the window length, whatever length a triples table was built with.
         self.source = source.with_dna_length(model_config.dna_length)
-        self.genome = genome
+        self.genome = Genome(source.genome)
         self.settings = TokenizerSettings.for_model_config(model_config, rna_truncation, protein_truncation)
         budget = memory_budget(context.device, context.max_memory)
         self.plan = plan_memory(model_config, context.device, context.precision, budget, chunk_size, max_tokens)

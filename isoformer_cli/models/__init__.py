@@ -1,53 +1,19 @@
-"""The IsoFormer model: configuration, encoders, aggregation and the Hugging Face-shaped model class.
+"""The IsoFormer model, in four subpackages of one concern each; imports flow one way between them
+(``.importlinter``: distribution | conversion -> checkpoint -> network):
 
-This package never imports pysam, gffutils, h5py or click.
+* :mod:`.network`: the networks, Hugging Face-shaped: configuration, the model class, aggregation, tokenizers
+  and one module per encoder (Enformer, Nucleotide Transformer v2, ESM-2) behind one interface;
+* :mod:`.checkpoint`: our checkpoint folder format (schema, check, load, save, weight files, summary);
+* :mod:`.conversion`: foreign files into our format (layout detection, key mapping, the official release,
+  pretrained encoder folders, self-checks, and each encoder's key signature and reference);
+* :mod:`.distribution`: downloadable models (registry, Hugging Face downloads, the model folder and its
+  manifests, resolving ``--checkpoint NAME``).
+
+This package never imports pysam, gffutils, h5py or click. It re-exports nothing, so importing one module of it
+loads only what that module needs (``isoformer --help`` does not load torch).
 
 Main entry points:
-    IsoformerConfig.from_preset("official" | "tiny", **overrides)   (names in PRESETS)
-    IsoformerModel(config) / IsoformerModel.from_pretrained(directory)
-    IsoformerModel.encode_dna / encode_rna / encode_protein / fuse_and_predict / forward
-    IsoformerModel.parameter_counts()
+    IsoformerConfig.from_preset("official" | "tiny", **overrides)   (network.configuration)
+    IsoformerModel(config) / IsoformerModel.from_pretrained(directory)   (network.modeling)
+    locate_checkpoint(name, model_dir) -> load_checked(checked)   (distribution.locate, checkpoint.load)
 """
-
-from isoformer_cli.models.aggregation import (
-    CrossAttention,
-    CrossAttentionAggregation,
-    LinearAggregation,
-    PerceiverAggregation,
-)
-from isoformer_cli.models.configuration import GTEX_TISSUES, PRESETS, IsoformerConfig
-from isoformer_cli.models.encoders import DNA_ENCODERS, SequenceEncoder, encoder_for, register_dna_encoder
-from isoformer_cli.models.modeling import (
-    IsoformerHead,
-    IsoformerModel,
-    IsoformerOutput,
-    IsoformerPreTrainedModel,
-)
-from isoformer_cli.models.encoders.nucleotide_transformer import (
-    NT_UNUSED_CHECKPOINT_KEYS,
-    NucleotideTransformer,
-    load_hf_nt_state_dict,
-    nt_config,
-)
-
-__all__ = [
-    "CrossAttention",
-    "CrossAttentionAggregation",
-    "DNA_ENCODERS",
-    "GTEX_TISSUES",
-    "IsoformerConfig",
-    "IsoformerHead",
-    "IsoformerModel",
-    "IsoformerOutput",
-    "IsoformerPreTrainedModel",
-    "LinearAggregation",
-    "NT_UNUSED_CHECKPOINT_KEYS",
-    "NucleotideTransformer",
-    "PRESETS",
-    "PerceiverAggregation",
-    "SequenceEncoder",
-    "encoder_for",
-    "load_hf_nt_state_dict",
-    "nt_config",
-    "register_dna_encoder",
-]

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 from isoformer_cli.errors import InputError
 
@@ -130,7 +129,7 @@ def process_resident_bytes():
 def free_memory(device):
     """Bytes this process may still allocate on ``device`` (see the module docstring), or None if unknown."""
     if device.type == "cuda":
-        import torch
+        import torch  # on use (start-up cost): --max-memory is parsed by commands that never load torch
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
@@ -186,7 +185,7 @@ def memory_budget(device, max_memory=None, held=None):
     free = free_memory(device)
     if held is None:
         if device.type == "cuda":
-            import torch
+            import torch  # on use (start-up cost): --max-memory is parsed by commands that never load torch
 
             held = torch.cuda.memory_reserved(device)
         else:
@@ -202,8 +201,3 @@ def memory_budget(device, max_memory=None, held=None):
         candidates.append((8 << 30, "assumed: the machine's memory could not be read"))
     size, source = min(candidates)
     return MemoryBudget(bytes=size, source=source, held=capped_held if source.startswith("--max-memory") else 0)
-
-
-def max_memory_option(text: Optional[str]):
-    """``--max-memory`` in bytes, or None when not given."""
-    return None if text in (None, "") else parse_size(text)

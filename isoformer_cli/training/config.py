@@ -11,10 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.genomics.expression import ExpressionInput
 from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
-from isoformer_cli.models.tokenizers import TRUNCATION_POLICIES
+from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.training.batches import check_batch_division
 from isoformer_cli.training.freezing import parse_freeze
@@ -95,7 +95,7 @@ class FinetuneConfig:
         source: where the triples come from (the checkpoint sets the DNA window length).
         expression: the expression table.
         output: the run folder.
-        checkpoint, model_dir: the starting model (see :func:`isoformer_cli.models.locate.resolve_checkpoint`).
+        checkpoint, model_dir: the starting model (see :func:`isoformer_cli.models.distribution.locate.resolve_checkpoint`).
         runtime: device, precision (``auto``: bf16 on CUDA, fp32 on CPU), determinism, workers.
         training: :class:`TrainingSettings`.
         split: how transcripts are split into train/validation/test (its seed is the training seed).
@@ -129,8 +129,7 @@ class FinetuneConfig:
                              "re-reads its inputs; write the table to a file (isoformer triples -o FILE)")
         for option, value in (("--rna-truncation", self.rna_truncation),
                               ("--protein-truncation", self.protein_truncation)):
-            if value not in TRUNCATION_POLICIES:
-                raise InputError(f"{option} must be one of {', '.join(TRUNCATION_POLICIES)}, not {value!r}")
+            check_choice(option, value, TRUNCATION_POLICIES)
         if self.eval_max_tokens < 1:
             raise InputError(f"eval_max_tokens must be at least 1, not {self.eval_max_tokens}")
         self.split.check()

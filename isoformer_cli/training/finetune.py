@@ -33,11 +33,11 @@ from typing import Optional
 
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
-from isoformer_cli.models.checkpoint import load_checkpoint
-from isoformer_cli.models.locate import checkpoint_files, is_demo_checkpoint, is_demo_derived, resolve_checkpoint
+from isoformer_cli.models.checkpoint.load import load_checked, load_checkpoint
+from isoformer_cli.models.distribution.locate import is_demo_checkpoint, is_demo_derived, locate_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.memory import memory_budget
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.training.batches import BatchPlan
 from isoformer_cli.training.examples import check_lengths, check_validation, load_examples, split_examples
 from isoformer_cli.training.freezing import freeze, parse_freeze, plain_batchnorm
@@ -69,35 +69,31 @@ def run_finetune(config):
     Raises the typed errors of the inputs, checkpoint and outputs before anything is written. No
     input may lie inside the run folder (``--force`` replaces it); the folder is locked for the run.
     """
-    inputs = config.source.input_files() + checkpoint_files(config.checkpoint, config.model_dir)
+    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    inputs = config.source.input_files() + checked.files()
     inputs += config.expression.input_files()
     refuse_shared_files(inputs, {}, output_folders={"-o/--output": config.output})
     with lock_outputs(folders=[config.output]) if is_main_process() else contextlib.nullcontext():
-        return _finetune(config)
+        return _finetune(config, checked)
 
 
-def _finetune(config):
-    context = start_run(config.runtime, seed=config.training.seed)
-    completed = False
-    try:
-        trainer = Trainer(config, context, _prepare(config, context))
-        finished, stop_reason, test_rows = trainer.train()
+def _finetune(config, checked):
+    with model_run(config.runtime, seed=config.training.seed) as context:
+        try:
+            trainer = Trainer(config, context, _prepare(config, context, checked))
+            finished, stop_reason, test_rows = trainer.train()
+        except KeyboardInterrupt:
+            # A warning, so that -q keeps the one thing to do next.
+            last = os.path.join(config.output, LAST_DIR)
+            if is_main_process() and os.path.isfile(os.path.join(config.output, RUN_FILE)):
+                log.warning("interrupted: rerun the same command with --resume to continue from %s",
+                            last if os.path.isdir(last) else "the start (no step was saved yet)")
+            raise
         state = trainer.state
-        result = FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
-                                epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,
-                                best_epoch=state.best_epoch, best_val_spearman=state.best_val_spearman,
-                                test_metrics=test_rows)
-        completed = True
-        return result
-    except KeyboardInterrupt:
-        # A warning, so that -q keeps the one thing to do next.
-        last = os.path.join(config.output, LAST_DIR)
-        if is_main_process() and os.path.isfile(os.path.join(config.output, RUN_FILE)):
-            log.warning("interrupted: rerun the same command with --resume to continue from %s",
-                        last if os.path.isdir(last) else "the start (no step was saved yet)")
-        raise
-    finally:
-        end_run(context, completed)
+        return FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
+                              epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,
+                              best_epoch=state.best_epoch, best_val_spearman=state.best_val_spearman,
+                              test_metrics=test_rows)
 
 
 def _micro_batch(training, model, context, saved):
@@ -120,8 +116,9 @@ def _micro_batch(training, model, context, saved):
     return training.micro_batch_size
 
 
-def _prepare(config, context):
-    """Check every input, build the model and the examples, then create the run folder; a TrainingJob."""
+def _prepare(config, context, checked):
+    """Check every input, build the model (from ``checked``, the located checkpoint) and the examples, then
+    create the run folder; a TrainingJob."""
     training = config.training
     folder = RunFolder(os.path.abspath(config.output))
     saved = folder.check(config)
@@ -130,7 +127,7 @@ def _prepare(config, context):
     freeze_specs = parse_freeze(training.freeze)
 
     # 1. The starting model (on resume, the run's last checkpoint carries modalities and head).
-    checkpoint_dir = resolve_checkpoint(config.checkpoint, config.model_dir)
+    checkpoint_dir = checked.folder
     # A model fine-tuned from the demo keeps its random-weight encoders: its checkpoints carry the mark on.
     from_demo = is_demo_checkpoint(checkpoint_dir) or is_demo_derived(checkpoint_dir)
     if from_demo and context.group.is_main and not resume_from_last:
@@ -141,7 +138,7 @@ def _prepare(config, context):
     if resume_from_last:
         model = load_checkpoint(folder.last_dir)
     else:
-        model = adapt_modalities(load_checkpoint(checkpoint_dir), training.modalities, checkpoint_dir)
+        model = adapt_modalities(load_checked(checked), training.modalities, checkpoint_dir)
     source = dataclasses.replace(config.source, dna_length=model.config.dna_length)
 
     # 2. Triples with expression, and the split.

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 from torch import nn
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.configuration import ALL_MODALITIES
+from isoformer_cli.models.network.configuration import ALL_MODALITIES
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.checkpoint import build_model, checkpoint_state
-from isoformer_cli.models.weights import fill_module
-from isoformer_cli.models.configuration import IsoformerConfig
+from isoformer_cli.models.checkpoint.save import checkpoint_state
+from isoformer_cli.models.checkpoint.weights import fill_module
+from isoformer_cli.models.network.build import build_model
+from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.runtime.determinism import derive_seed
 
 log = logging.getLogger(__name__)

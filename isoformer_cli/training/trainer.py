@@ -35,11 +35,12 @@ from isoformer_cli.formats.predictions import obs_row
 from isoformer_cli.formats.provenance import build_provenance, units_label
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.prepare import TokenizerSettings, prepare_chunk
-from isoformer_cli.models.checkpoint import load_checkpoint, save_checkpoint
-from isoformer_cli.models.locate import mark_demo_derived
+from isoformer_cli.models.checkpoint.load import load_checkpoint
+from isoformer_cli.models.checkpoint.save import save_checkpoint
+from isoformer_cli.models.distribution.locate import mark_demo_derived
 from isoformer_cli.runtime import distributed
-from isoformer_cli.runtime.device import autocast_context
 from isoformer_cli.runtime.determinism import derive_seed
+from isoformer_cli.runtime.device import autocast_context
 from isoformer_cli.runtime.progress import progress
 from isoformer_cli.training.batches import BatchPlan, MicroBatches
 from isoformer_cli.training.checkpoints import (

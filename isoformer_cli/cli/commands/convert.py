@@ -3,6 +3,7 @@
 import click
 
 from isoformer_cli.cli.commands.models import parse_settings, settings_option
+from isoformer_cli.cli.options import usage_errors
 
 
 @click.command("convert")
@@ -40,24 +41,14 @@ def convert_command(official, output, list_keys, show_mapping, preset, settings,
     input. Nothing is written when a tensor of the model would stay uninitialised, a shape differs, or a
     self-check fails; the checks are recorded in the checkpoint's provenance.
     """
-    settings = parse_settings(settings)
-    if list_keys or show_mapping:
-        if output:
-            raise click.UsageError("--list-keys and --show-mapping print to stdout; they take no -o/--output")
-        from isoformer_cli.models.convert import list_official_keys, mapping_rows_text
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
+    from isoformer_cli.app.checkpoints import ConvertConfig, run_convert
 
-        if show_mapping:
-            click.echo(mapping_rows_text(official, mapping_file=mapping), nl=False)
-        else:
-            click.echo(list_official_keys(official, preset=preset, mapping_file=mapping, settings=settings), nl=False)
-        return
-    if not output:
-        raise click.UsageError("missing -o/--output DIR (or use --list-keys)")
+    config = usage_errors(ConvertConfig, official=official, output=output, list_keys=list_keys,
+                          show_mapping=show_mapping, preset=preset, settings=parse_settings(settings),
+                          mapping=mapping, force=force)
+    text = run_convert(config)
+    if text is not None:
+        click.echo(text, nl=False)
 
-    import logging
-
-    from isoformer_cli.models.convert import convert_official
-
-    result = convert_official(official, output, preset=preset, mapping_file=mapping, overwrite=force,
-                              settings=settings)
-    logging.getLogger("isoformer_cli").info("converted %s: %s; wrote %s", official, result.plan.summary(), output)

@@ -18,6 +18,8 @@ def embed_command(**options):
     (n_transcripts x width), and with --modalities dna, rna, protein (NaN where a transcript
     lacks that modality, e.g. protein of a non-coding RNA) with has_dna / has_rna / has_protein masks.
     """
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.predict import EmbedConfig, run_embed
 
     run_embed(model_run_config(EmbedConfig, options))

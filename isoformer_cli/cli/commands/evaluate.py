@@ -23,6 +23,7 @@ def evaluate_command(predictions, output, plot, **options):
     all equal are left out). Then the same over all transcript x tissue pairs (pooled) and the mean over
     tissues. Values are compared in log(TPM+1); transcript ids match with or without version suffixes.
     """
+    # Imported here, not at the top (start-up cost): `isoformer --help` need not load the readers.
     from isoformer_cli.app.evaluate import EvaluateConfig, run_evaluate
 
     run_evaluate(EvaluateConfig(predictions=predictions, expression=expression_input(options), output=output,

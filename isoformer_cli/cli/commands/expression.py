@@ -27,6 +27,7 @@ def expression_command(sheet, output, condition_column):
     is 0 TPM there); --expression of finetune and evaluate reads the matrix as log(mean TPM + 1),
     exactly the table the sheet gives. The provenance line records the samples and their checksums.
     """
+    # Imported here, not at the top (start-up cost): `isoformer --help` need not load the readers.
     from isoformer_cli.app.expression import ExpressionConfig, run_expression
 
     run_expression(ExpressionConfig(sheet=sheet, output=output, condition_column=condition_column,

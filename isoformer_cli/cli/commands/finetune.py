@@ -88,9 +88,9 @@ def finetune_command(ctx, output, val_chroms, test_chroms, val_fraction, test_fr
     launch with torchrun (torchrun --nproc-per-node 4 -m isoformer_cli finetune ...): --batch-size stays
     the total per step, so results do not depend on the process count.
     """
-    from isoformer_cli.training.config import FinetuneConfig, TrainingSettings
-    from isoformer_cli.training.finetune import run_finetune
-    from isoformer_cli.training.splits import SplitSpec
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
+    from isoformer_cli.app.finetune import FinetuneConfig, SplitSpec, TrainingSettings, run_finetune
 
     source = triple_source(options)
     expression = expression_input(options)

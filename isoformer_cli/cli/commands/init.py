@@ -2,6 +2,8 @@
 
 import click
 
+from isoformer_cli.cli.options import usage_errors
+
 
 @click.command("init")
 @click.option("-o", "--output", required=True, metavar="DIR", help="Checkpoint folder to write.")
@@ -27,12 +29,10 @@ def init_command(output, dna_encoder, rna_encoder, protein_encoder, preset, moda
     differs in size is refused. An omitted encoder, the aggregation and the head start from random
     weights (--seed).
     """
-    from isoformer_cli.models.pretrained import init_model
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
+    from isoformer_cli.app.checkpoints import InitConfig, run_init
 
-    overrides = {}
-    if modalities:
-        overrides["modalities"] = modalities
-    if aggregation:
-        overrides["aggregation"] = aggregation
     folders = {"dna_encoder": dna_encoder, "rna_encoder": rna_encoder, "protein_encoder": protein_encoder}
-    init_model(output, preset=preset, encoder_folders=folders, overrides=overrides, seed=seed, overwrite=force)
+    run_init(usage_errors(InitConfig, output=output, encoder_folders=folders, preset=preset, modalities=modalities,
+                          aggregation=aggregation, seed=seed, force=force))

@@ -22,6 +22,7 @@ def merge_command(shards, output):
     runs (other inputs, checkpoint or options), a shard missing or given twice, a shard file
     that is incomplete.
     """
+    # Imported here, not at the top (start-up cost): `isoformer --help` need not load the readers.
     from isoformer_cli.app.merge import MergeConfig, run_merge
 
     run_merge(usage_errors(MergeConfig, shards=tuple(shards), output=output))

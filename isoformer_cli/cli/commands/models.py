@@ -1,17 +1,11 @@
 """``isoformer models``: the known models, and the checkpoints in the model folder (list, pull, verify, path,
 remove)."""
 
+import json
+
 import click
 
-from isoformer_cli.cli.options import usage_errors
-
-_MODEL_DIR_HELP = ("Folder of named checkpoints [env: ISOFORMER_MODEL_DIR; default: the per-user data folder, "
-                   "~/.local/share/isoformer/models on Linux].")
-
-
-def _model_dir_option(function):
-    return click.option("--model-dir", type=click.Path(file_okay=False), envvar="ISOFORMER_MODEL_DIR", metavar="DIR",
-                        help=_MODEL_DIR_HELP)(function)
+from isoformer_cli.cli.options import model_dir_option, usage_errors
 
 
 def settings_option(function):
@@ -24,7 +18,9 @@ def settings_option(function):
 
 def parse_settings(settings):
     """``{field: value}`` from the ``--set`` values; a bad one is a usage error."""
-    from isoformer_cli.models.checkpoint import parse_config_settings
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
+    from isoformer_cli.app.checkpoints import parse_config_settings
 
     return usage_errors(parse_config_settings, settings)
 
@@ -41,13 +37,13 @@ def models_command():
 
 
 @models_command.command("list")
-@_model_dir_option
+@model_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Write the listing as JSON on stdout.")
 def list_command(model_dir, as_json):
     """The known models (source repository, revision, size, licence) and the checkpoints in the model
     folder (size, SHA-256, where they came from)."""
-    import json
-
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.models import format_listing, list_models
 
     listing = list_models(model_dir)
@@ -60,7 +56,7 @@ def list_command(model_dir, as_json):
 @models_command.command("pull")
 @click.argument("model")
 @click.option("--name", metavar="NAME", help="Store the checkpoint under this name (default: MODEL).")
-@_model_dir_option
+@model_dir_option
 @click.option("--revision", metavar="REV", help="Branch, tag or commit of the repository (default: the registry's "
                                                 "pin, else main; the commit pulled is recorded).")
 @click.option("--preset", default="official", show_default=True, metavar="NAME",
@@ -86,6 +82,8 @@ def pull_command(model, name, model_dir, revision, preset, settings, mapping, fo
     against the registry where it knows them; a mismatch keeps nothing. The licence of the weights is
     printed before downloading.
     """
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.models import PullConfig, run_pull
 
     config = PullConfig(model=model, name=name, model_dir=model_dir, revision=revision, preset=preset,
@@ -95,7 +93,7 @@ def pull_command(model, name, model_dir, revision, preset, settings, mapping, fo
 
 @models_command.command("verify")
 @click.argument("model")
-@_model_dir_option
+@model_dir_option
 def verify_command(model, model_dir):
     """Re-hash and re-check MODEL (a name in the model folder, or a checkpoint folder).
 
@@ -103,6 +101,8 @@ def verify_command(model, model_dir):
     the manifest written at pull time, the kept downloads, and the registry's known sizes and checksums.
     Exit status 1 on any mismatch.
     """
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.models import run_verify
 
     for line in run_verify(model, model_dir):
@@ -111,9 +111,11 @@ def verify_command(model, model_dir):
 
 @models_command.command("path")
 @click.argument("model")
-@_model_dir_option
+@model_dir_option
 def path_command(model, model_dir):
     """Print the folder of checkpoint MODEL (for scripts: --checkpoint "$(isoformer models path official)")."""
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.models import run_path
 
     click.echo(run_path(model, model_dir))
@@ -121,9 +123,11 @@ def path_command(model, model_dir):
 
 @models_command.command("remove")
 @click.argument("model")
-@_model_dir_option
+@model_dir_option
 def remove_command(model, model_dir):
     """Remove checkpoint MODEL from the model folder, with the downloads kept for it."""
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.models import run_remove
 
     run_remove(model, model_dir)

@@ -40,6 +40,8 @@ def predict_command(**options):
     gene_id gene_name, the tissues, flags. Results stream into a temporary file beside the
     output, renamed when the run completes; rerun with --resume after an interruption.
     """
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.predict import PredictConfig, run_predict
 
     run_predict(model_run_config(PredictConfig, options))

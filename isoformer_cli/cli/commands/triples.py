@@ -38,6 +38,7 @@ def triples_command(output, fasta_prefix, **options):
     With --shard K/N only the genes of shard K are written, and the table starts with a
     '# provenance:' line that `isoformer merge` uses to rebuild the whole table.
     """
+    # Imported here, not at the top (start-up cost): `isoformer --help` need not load the readers.
     from isoformer_cli.app.triples import TriplesConfig, run_triples
 
     config = usage_errors(TriplesConfig, source=triple_source(options), output=output, fasta_prefix=fasta_prefix)

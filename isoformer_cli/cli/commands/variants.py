@@ -67,6 +67,8 @@ def variants_command(**options):
     written. `isoformer merge` joins the N shards' VCFs, tables or alternative triples into the
     files one run writes.
     """
+    # Imported here, not at the top (start-up cost): the app module loads torch and transformers, which
+    # `isoformer --help` and the commands without a model never need.
     from isoformer_cli.app.variants import VariantsConfig, run_variants
 
     options["triples_table"] = None
