@@ -6,7 +6,9 @@ Nothing here uses isoformer's variant code. The pieces:
   `bcftools csq` reads annotations (Ensembl style: ``ID=gene:``/``ID=transcript:``, ``biotype=``, UTR
   features, which csq needs to call 5'/3' UTR variants);
 * :func:`pick_variants`: SNVs and indels of every consequence class on both strands, positions chosen
-  from the annotation's own coordinates (only the picking reads isoformer's triples, to find codons);
+  from the annotation's own coordinates (only the picking reads isoformer's triples, to find codons),
+  indels at the start codon among them (:data:`START_INDELS`); :func:`start_codon_model`: a one-transcript
+  genome for the start-codon cases;
 * :func:`csq_consequences`: ``bcftools csq -l`` per (variant, transcript);
 * :func:`consensus_sequences`: per (variant, transcript), the alternative RNA and protein written by
   ``bcftools consensus -c CHAIN`` + ``CrossMap bed`` + ``gffread --adj-stop -w -y``; variants are applied in
@@ -247,6 +249,7 @@ def _coding_variants(genome_seq, contig, triple, rng):
             if choice:
                 variants.append((klass, position, choice[0], choice[1], triple.transcript_id))
                 break
+    variants += start_codon_indels(genome_seq, triple)
     # Indels inside the CDS (VCF style: the base before, then the change).
     for klass, deleted, inserted in (("frameshift", 1, ""), ("frameshift", 0, "A"), ("inframe_deletion", 3, ""),
                                      ("inframe_insertion", 0, "GCA")):
@@ -257,6 +260,82 @@ def _coding_variants(genome_seq, contig, triple, rng):
             variants.append((klass, anchor, ref, alt, triple.transcript_id))
             break
     return variants
+
+
+#: Indels at the start codon, in transcript terms: ``(kind, offset, size)``; offsets count from the start
+#: codon's first base (negative: 5' UTR). ``("del", o, n)`` deletes the transcript bases ``o .. o+n-1``;
+#: ``("ins", o, bases)`` inserts ``bases`` (transcript orientation) between offsets ``o-1`` and ``o``. They
+#: cover codons 1-3, both indel kinds, in-frame and frameshift, and the UTR/CDS boundary.
+START_INDELS = (
+    ("del", 0, 1), ("del", 0, 3), ("del", 1, 1), ("del", 1, 2), ("del", 2, 4), ("del", 3, 3), ("del", 4, 2),
+    ("del", 6, 1), ("del", -2, 3), ("del", -3, 6), ("del", -1, 2),
+    ("ins", 1, "C"), ("ins", 2, "GCA"), ("ins", 4, "AG"), ("ins", 5, "CCA"), ("ins", 7, "T"), ("ins", 0, "GC"),
+)
+
+
+def start_codon_indels(genome_seq, triple, specs=START_INDELS):
+    """VCF-style ``("start_indel", pos 1-based, ref, alt, transcript id)`` records of ``specs`` (see
+    :data:`START_INDELS`) on the :class:`Model` ``triple``, those whose bases lie in the start codon's
+    exon at least 3 bases from its ends (unnormalised: ``bcftools norm`` may move them)."""
+    exons, strand, cds_start = triple.exons, triple.strand, triple.cds_start
+    records = []
+    for kind, offset, size in specs:
+        if kind == "del":
+            span = (cds_start + offset, cds_start + offset + size - 1)
+        else:
+            span = (cds_start + offset - 1, cds_start + offset)
+        if span[0] < 0 or not all(_far_from_boundaries(exons, strand, index, 3) for index in span) \
+                or _exon_of(exons, strand, span[0]) != _exon_of(exons, strand, span[1]):
+            continue
+        low, high = sorted(_tx_to_genome(exons, strand, index) for index in span)
+        if kind == "del":  # the base before (genomic), then the deleted bases
+            records.append(("start_indel", low - 1, genome_seq[low - 2:high], genome_seq[low - 2], triple.transcript_id))
+        else:
+            inserted = size if strand == "+" else revcomp(size)
+            records.append(("start_indel", low, genome_seq[low - 1], genome_seq[low - 1] + inserted,
+                            triple.transcript_id))
+    return records
+
+
+def _exon_of(exons, strand, position):
+    """Index (transcript order) of the exon holding 0-based transcript ``position``."""
+    ordered = exons if strand == "+" else exons[::-1]
+    for index, (start, end) in enumerate(ordered):
+        if position < end - start + 1:
+            return index
+        position -= end - start + 1
+    return None
+
+
+def start_codon_model(folder, strand):
+    """A 1-kb genome with one transcript (exon 201-700, 5' UTR of 50 bases, a 66-codon CDS) on ``strand``,
+    as FASTA and Ensembl-style GFF3; returns (genome path, gff3 path, sequence, 1-based genomic position of
+    the start codon's first base in transcript order)."""
+    rng = random.Random(11)
+    sequence = [rng.choice("ACGT") for _ in range(1000)]
+    cds = "ATG" + "".join(rng.choice(["GCT", "AAA", "CGC", "TTC", "GGA", "CAG"]) for _ in range(64)) + "TAA"
+    if strand == "+":
+        low = 251
+        sequence[low - 1:low - 1 + len(cds)] = cds
+        first = low
+    else:
+        high = 650
+        low = high - len(cds) + 1
+        sequence[low - 1:high] = revcomp(cds)
+        first = high
+    sequence = "".join(sequence)
+    genome = folder / f"start{strand}.fa"
+    genome.write_text(">c\n" + sequence + "\n")
+    high = low + len(cds) - 1
+    utr5, utr3 = ((201, low - 1), (high + 1, 700)) if strand == "+" else ((high + 1, 700), (201, low - 1))
+    rows = [("gene", 201, 700, ".", "ID=gene:G;Name=G;biotype=protein_coding"),
+            ("transcript", 201, 700, ".", "ID=transcript:T;Parent=gene:G;Name=T;biotype=protein_coding"),
+            ("exon", 201, 700, ".", "Parent=transcript:T"), ("CDS", low, high, "0", "Parent=transcript:T"),
+            ("five_prime_UTR", *utr5, ".", "Parent=transcript:T"), ("three_prime_UTR", *utr3, ".", "Parent=transcript:T")]
+    gff3 = folder / f"start{strand}.gff3"
+    gff3.write_text("##gff-version 3\n" + "".join(f"c\t.\t{kind}\t{start}\t{end}\t.\t{strand}\t{phase}\t{attrs}\n"
+                                                   for kind, start, end, phase, attrs in rows))
+    return str(genome), str(gff3), sequence, first
 
 
 def _noncoding_variants(genome_seq, triple, rng, all_exonic, spans):

@@ -23,9 +23,29 @@ Regions, on the transcript's strand (an insertion touches a region when both bas
 Amino-acid change (:attr:`Consequence.amino_acids`), csq's notation: ``12K`` (synonymous, stop
 retained ``326*``), ``310S>310N`` (missense, stop gained ``20Q>20*``, stop lost ``326*>326Q``; nothing for a lost
 start), ``299HR>299R`` / ``307R>307FR`` (in-frame: the codons that the edit touches, before and
-after), and for a frameshift the reference from the first touched codon to its stop and the alternative
-translated over the same stretch of the CDS, both ending at their first stop. The codons shown are
-those of the VCF REF as written, its anchor base included (``CGTG>C`` shows the anchor's codon too).
+after, each cut after its first stop: ``3A>3*``), and for a frameshift the reference from the first
+touched codon to its stop and the alternative translated over the same stretch of the CDS, both ending
+at their first stop. The codons shown are those of the VCF REF as written, its anchor base included
+(``CGTG>C`` shows the anchor's codon too).
+
+The start codon (a 5'-complete CDS that begins with Met), as csq 1.16 calls it for normalised
+(left-aligned, ``bcftools norm``) records; positions are transcript offsets from the start codon's
+first base. csq decides by position, not by the bases that result (a deletion left-aligned into a
+G run that leaves ATG in place is still ``start_lost``):
+
+* a deletion that removes a base of the codon, an insertion strictly inside it (between offsets 0|1
+  or 1|2), or a substitution that makes it read other than Met: ``start_lost`` and no amino-acid change;
+  on the minus strand csq adds ``frameshift`` / ``inframe_deletion`` (by the number of bases deleted) to
+  a deletion of at least two bases that reaches offset 0 (the deletion's genomic right end is the CDS
+  end there; csq counts REF bases, so a deletion with other bases in its place, ``CAT>GG``, a net
+  frameshift, reads ``inframe_deletion`` in csq: the tool adds nothing to such a deletion);
+* an insertion before offset 0 is ``5_prime_utr``; one between offsets 2|3 leaves the codon as it is and
+  is an ordinary in-frame insertion or frameshift (csq 1.16 says ``start_lost`` there on the plus strand
+  only, the same event it calls an insertion on the minus strand; the tool follows the minus strand);
+* a deletion from the 5' UTR into the CDS within one exon: ``5_prime_utr&coding_sequence`` on the plus
+  strand; ``5_prime_utr&start_lost`` on the minus strand, plus ``frameshift`` / ``inframe_deletion`` (by
+  the CDS bases deleted) when at least two CDS bases go; a substitution (or a deletion with other bases
+  in its place) across that boundary: ``5_prime_utr&start_lost`` on both strands.
 """
 
 from dataclasses import dataclass
@@ -143,6 +163,8 @@ def consequence(triple, allele):
                 touched = _touched_codon_bases(transcript, allele, first, last)
                 coding_terms, amino_acids = _coding(triple, first, last, bases, touched)
                 terms.update(coding_terms)
+            elif in_cds and first < cds_start and last <= cds_end:
+                terms.update(_utr_into_cds(triple, last - cds_start, deletion=not bases))
             elif in_cds:
                 terms.add("coding_sequence")
             else:
@@ -192,6 +214,51 @@ def _touched_codon_bases(transcript, allele, first, last):
     return min(low, first), max(high, last)
 
 
+def _has_start(triple, code):
+    """True when a start can be lost: the CDS is 5'-complete and its first codon reads Met."""
+    cds_start = triple.cds_start
+    return starts_with_methionine(triple) and code.codons.get(triple.rna[cds_start:cds_start + 3]) == "M"
+
+
+def _indel_term(deleted):
+    return "frameshift" if deleted % 3 else "inframe_deletion"
+
+
+def _utr_into_cds(triple, cds_replaced, deletion):
+    """Terms of an edit from the 5' UTR into the CDS (within one exon) that replaces the first
+    ``cds_replaced`` CDS bases, as csq 1.16 writes them (see the module docstring): a deletion reads
+    differently on the two strands; a substitution or a deletion with new bases in its place
+    (``deletion`` False) is ``5_prime_utr&start_lost`` on both."""
+    terms = {"5_prime_utr"}
+    if deletion and triple.transcript.strand == "+":
+        return terms | {"coding_sequence"}
+    if _has_start(triple, genetic_code(triple.genome_chrom, triple.transcript.chrom)):
+        terms.add("start_lost")
+    if deletion and cds_replaced >= 2:
+        terms.add(_indel_term(cds_replaced))
+    return terms
+
+
+def _start_codon_terms(triple, first, last, bases, alt_start):
+    """csq's terms for an edit ``rna[first:last] -> bases`` inside the CDS that changes the start
+    codon, or None when it leaves the codon's bases alone (see the module docstring); ``alt_start``:
+    the amino acid the alternative CDS's first codon reads."""
+    offset = first - triple.cds_start
+    if first == last:  # insertion before transcript index ``first``
+        if not 1 <= offset <= 2:
+            return None
+    elif offset >= 3:
+        return None
+    elif len(bases) == last - first and alt_start == "M":
+        return None  # a substitution to another Met codon (ATA in the mitochondrial code): synonymous
+    terms = {"start_lost"}
+    deleted = (last - first) - len(bases)
+    if triple.transcript.strand == "-" and not bases and offset == 0 and deleted >= 2:
+        # csq (minus strand only) sees a deletion that reaches the CDS end as overlapping the CDS boundary.
+        terms.add(_indel_term(deleted))
+    return terms
+
+
 def _coding(triple, first, last, bases, touched):
     """Coding terms and amino-acid change of the RNA edit ``rna[first:last] -> bases`` inside the CDS;
     ``touched``: the transcript interval whose codons the change shows."""
@@ -201,13 +268,12 @@ def _coding(triple, first, last, bases, touched):
     alt_rna = rna[:first] + bases + rna[last:]
     delta = len(bases) - (last - first)
     alt_cds = alt_rna[cds_start:cds_end + delta]
-    offset = first - cds_start
     codon = max(touched[0] - cds_start, 0) // 3
     terms = set()
-    ref_first = code.codons.get(ref_cds[:3], "X")
-    start_touched = offset < 3 and (last > cds_start or first == last) and starts_with_methionine(triple)
-    if start_touched and code.codons.get(alt_cds[:3], "X") != "M" and ref_first == "M":
-        return {"start_lost"}, ""  # csq writes no amino-acid change for a lost start
+    if first - cds_start < 3 and _has_start(triple, code):
+        start_terms = _start_codon_terms(triple, first, last, bases, code.codons.get(alt_cds[:3], "X"))
+        if start_terms is not None:
+            return start_terms, ""  # csq writes no amino-acid change for a lost start
     if delta % 3:
         terms.add("frameshift")
         ref_aa = _until_stop(code.translate(ref_cds[3 * codon:]))
@@ -219,7 +285,8 @@ def _coding(triple, first, last, bases, touched):
     last_codon = max(codon, (min(touched[1], cds_end) - cds_start - 1) // 3)
     ref_span = ref_cds[3 * codon:3 * (last_codon + 1)]
     alt_span = alt_cds[3 * codon:3 * (last_codon + 1) + delta]
-    ref_aa, alt_aa = code.translate(ref_span), code.translate(alt_span)
+    # Both cut after their first stop, as csq does (an inserted stop ends the alternative there).
+    ref_aa, alt_aa = _until_stop(code.translate(ref_span)), _until_stop(code.translate(alt_span))
     if delta > 0:
         terms.add("inframe_insertion")
     elif delta < 0:
