@@ -217,7 +217,8 @@ def test_the_vcf_carries_the_demo_warning_of_its_checkpoint(human, reference_run
 
     vcf, outputs = reference_run
     warnings = [line for line in _vcf_header(outputs["output"]) if line.startswith("##isoformer_warning=")]
-    assert len(warnings) == 1 and warnings[0].startswith("##isoformer_warning=WARNING: DEMO checkpoint demo_checkpoint@sha256:")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("##isoformer_warning=WARNING: DEMO checkpoint demo_checkpoint@sha256:")
     derived = tmp_path / "tuned" / "best"
     shutil.copytree(locate_checkpoint("demo", None).folder, derived, ignore=shutil.ignore_patterns(DEMO_MARKER))
     mark_demo_derived(str(derived), "demo")

@@ -1,10 +1,10 @@
 """Outputs of ``isoformer variants``: the annotated VCF, the score table, the alternative triples.
 
 **VCF** (``-``, ``.vcf``, ``.vcf.gz``: BGZF blocks, so ``tabix -p vcf`` indexes it). The input's header
-with ``##INFO`` lines for ``ISOFORMER`` and ``ISOFORMER_STATUS``, for a demo checkpoint or one fine-tuned from it
-one ``##isoformer_warning=WARNING: ...`` line (the warning of predict's outputs), and one
-``##isoformer_provenance=`` line (JSON) added before ``#CHROM``; then every input record, in input order, its columns as they came, with
-(replacing any earlier ones) the fields::
+with ``##INFO`` lines for ``ISOFORMER`` and ``ISOFORMER_STATUS``, for a demo checkpoint or one fine-tuned from
+it one ``##isoformer_warning=WARNING: ...`` line (the warning of predict's outputs), and one
+``##isoformer_provenance=`` line (JSON) added before ``#CHROM``; then every input record, in input order, its
+columns as they came, with (replacing any earlier ones) the fields::
 
     ISOFORMER=ALLELE|GENE|TRANSCRIPT|CONSEQUENCE|AMINO_ACIDS|INPUTS|FLAGS|MAX_DELTA|MAX_TISSUE|DNA|RNA|PROTEIN|MAX_SHARE_DELTA|SHARE_TISSUE,...
     ISOFORMER_STATUS=ALLELE|TRANSCRIPT|STATUS,...
