@@ -113,6 +113,24 @@ def test_a_selection_that_matches_nothing_is_an_error_naming_the_ids(tmp_path, c
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option, message", [
+    ("--genes", "--genes: none of the 2 requested genes is in {gtf}: NOSUCH, NOPE; check the ids (gene ids or gene "
+                "names; a version suffix and rna-/gene- prefixes may be left out)"),
+    ("--transcripts", "--transcripts: none of the 2 requested transcript ids is in {gtf}: NOSUCH, NOPE; check the "
+                      "ids (transcript ids; a version suffix and rna-/gene- prefixes may be left out)"),
+])
+def test_finetune_selection_that_matches_nothing_is_an_error_naming_the_ids(tmp_path, option, message):
+    """The selection pass of predict is finetune's too: nothing trains and no run folder is left.
+    (``evaluate`` takes no selection: it compares two tables, and ``--genes`` is not one of its options.)"""
+    expression = tmp_path / "expression.tsv"
+    expression.write_text("transcript_id\tLiver\tBrain\nNM_032039\t1\t2\nNM_001278293\t3\t4\n")
+    run = tmp_path / "run"
+    result = invoke("finetune", *COMMON, "--expression", expression, "--checkpoint", "demo", option, "NOSUCH,NOPE",
+                    "-o", run)
+    error_after_demo_warnings(result, message.format(gtf=HUMAN_GTF))
+    assert not run.exists() and sorted(os.listdir(tmp_path)) == ["expression.tsv"]
+
+
 def test_variants_selection_that_matches_nothing_is_an_error(tmp_path):
     vcf = tmp_path / "v.vcf"
     vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr16>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"

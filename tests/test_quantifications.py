@@ -6,6 +6,7 @@ IsoQuant's docs/formats.md and long_read_counter.py), from known TPM values.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ from isoformer_cli.genomics.quantifications import (
     ISOQUANT,
     KALLISTO_H5,
     KALLISTO_TSV,
+    KNOWN_LAYOUTS,
     RSEM,
     SALMON,
     STRINGTIE_CTAB,
@@ -443,3 +445,57 @@ def test_output_over_a_sample_file_is_refused(good, monkeypatch):
     result = CliRunner().invoke(cli, ["-q", "expression", "-o", "a.sf", "s.tsv"])
     assert result.exit_code == 1 and "-o/--output a.sf is the same file as sample a" in result.output
     assert (good / "a.sf").read_text() == before
+
+
+def _write_other_kind(path, kind):
+    """A file of another kind altogether, as a user may give by mistake; returns its path and its name."""
+    if kind == "bam":
+        import pysam
+
+        header = {"HD": {"VN": "1.6"}, "SQ": [{"SN": "chr1", "LN": 1000}]}
+        with pysam.AlignmentFile(str(path), "wb", header=header) as bam:
+            read = pysam.AlignedSegment(bam.header)
+            read.query_name, read.query_sequence, read.reference_id = "r1", "ACGTACGTAC", 0
+            read.reference_start, read.cigarstring = 99, "10M"
+            read.query_qualities = pysam.qualitystring_to_array("I" * 10)
+            bam.write(read)
+        return path, "a BAM file (binary)"
+    if kind == "fasta":
+        path.write_text(">ENST1\nACGTACGTAC\n>ENST2\nTTGACCA\n")
+        return path, "a FASTA file"
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as workbook:
+        workbook.writestr("[Content_Types].xml", "<Types/>")
+        workbook.writestr("xl/workbook.xml", "<workbook/>")
+    return path, "an Excel workbook (.xlsx)"
+
+
+@pytest.mark.parametrize("kind", ["bam", "fasta", "xlsx"])
+def test_a_file_of_another_kind_as_a_quantification_is_named(good, kind, monkeypatch):
+    monkeypatch.chdir(good)
+    _write_other_kind(good / f"c.{kind}", kind)
+    sheet(good / "s.tsv", [("a", "a.sf", "Liver"), ("c", f"c.{kind}", "Liver")])
+    result = CliRunner().invoke(cli, ["-q", "expression", "-o", "m.tsv", "s.tsv"])
+    assert result.exit_code == 1, result.output
+    _, name = _write_other_kind(good / f"c.{kind}", kind)
+    assert result.output.strip().splitlines() == [
+        f"isoformer: error: {good / f'c.{kind}'}: looks like {name}, not a quantification file; the sample sheet's "
+        f"file of sample c must be a quantifier's output: {KNOWN_LAYOUTS}"]
+    assert not (good / "m.tsv").exists()
+
+
+@pytest.mark.parametrize("kind", ["bam", "fasta", "xlsx"])
+def test_a_file_of_another_kind_as_the_sample_sheet_is_named(good, kind, monkeypatch):
+    monkeypatch.chdir(good)
+    _, name = _write_other_kind(good / f"s.{kind}", kind)
+    result = CliRunner().invoke(cli, ["-q", "expression", "-o", "m.tsv", f"s.{kind}"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"isoformer: error: s.{kind}: looks like {name}, not a sample sheet; give a TSV or CSV sheet with sample, "
+        "path and tissue (or condition) columns, plain or gzip"]
+    assert not (good / "m.tsv").exists()
+    # read directly too (finetune and evaluate reach it through --expression only when the header names a
+    # sample and a path column, which none of these files has)
+    with pytest.raises(InputError, match=f"looks like {re.escape(name)}, not a sample sheet"):
+        read_sheet_expression(good / f"s.{kind}")

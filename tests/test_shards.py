@@ -317,3 +317,114 @@ def test_shard_option_errors(tmp_path):
     result = run("triples", "--genome", genome, "--annotation", annotation, "--shard", "1/2", "--fasta-prefix",
                  tmp_path / "p", expect=2)
     assert "--fasta-prefix cannot be combined with --shard" in result.output
+
+
+def _count_annotation_reads(monkeypatch, log):
+    """Make every read_annotation of a triple source append a line to ``log`` (a file, so that DataLoader worker
+    processes, which fork with the patch in place, count too)."""
+    from isoformer_cli.triples import source as source_module
+
+    real = source_module.read_annotation
+
+    def counted(path, *args, **kwargs):
+        with open(log, "a") as stream:
+            stream.write(f"{path}\n")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(source_module, "read_annotation", counted)
+    return lambda: len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_shard_run_reads_the_annotation_once(workers, tmp_path, monkeypatch):
+    """The ordinals in the header and the rows come from one pass over the annotation (issue 20), DataLoader
+    workers included; the temporary file of that pass is gone afterwards."""
+    import tempfile
+
+    genome, annotation = DATASETS["mouse"]
+    spool_folder = tmp_path / "tmp"
+    spool_folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_folder))
+    reads = _count_annotation_reads(monkeypatch, tmp_path / "reads.log")
+    common = ("--genome", genome, "--annotation", annotation, "--checkpoint", "demo", "--chunk-size", "3",
+              "--num-workers", workers)
+    run("predict", *common, "-o", tmp_path / "whole.tsv")
+    assert reads() == 1
+    run("predict", *common, "--shard", "1/2", "-o", tmp_path / "p1.tsv")
+    assert reads() == 2
+    run("embed", *common, "--shard", "2/2", "-o", tmp_path / "e2.h5")
+    assert reads() == 3
+    run("predict", *common, "--shard", "2/2", "-o", tmp_path / "p2.tsv")
+    assert list(spool_folder.glob("isoformer-selected-*")) == []
+    run("merge", "-o", tmp_path / "merged.tsv", tmp_path / "p1.tsv", tmp_path / "p2.tsv")
+    assert text_body(tmp_path / "merged.tsv") == text_body(tmp_path / "whole.tsv")
+
+
+@pytest.mark.parametrize("on_invalid", ["flag", "skip"])
+def test_select_once_replays_exactly_what_a_direct_pass_yields(on_invalid, tmp_path):
+    import pickle
+
+    from isoformer_cli.genomics.genome import Genome
+    from isoformer_cli.triples.source import SourceSummary, TripleSource, iter_triples, select_once
+
+    genome_path, annotation = DATASETS["mouse"]
+    source = TripleSource(genome=genome_path, annotation=annotation, dna_length=1000, on_invalid=on_invalid,
+                          shard="1/2")
+    with Genome(genome_path) as genome:
+        direct_ordinals, direct_summary = [], SourceSummary()
+        direct = list(iter_triples(source, genome, direct_summary, direct_ordinals))
+        summary = SourceSummary()
+        with select_once(source, genome, summary) as (replay, ordinals):
+            assert replay.replay is not None and replay.annotation == annotation
+            spool = replay.replay
+            replayed = list(iter_triples(pickle.loads(pickle.dumps(replay)), genome))
+        assert not pathlib.Path(spool).exists()
+    assert replayed == direct and ordinals == direct_ordinals and 0 < len(direct)
+    for count in ("transcripts_read", "selected", "other_shards", "skipped_invalid", "skipped_missing_contig"):
+        assert getattr(summary, count) == getattr(direct_summary, count), count
+    assert summary.other_shards > 0
+
+
+def test_select_once_makes_the_input_checks_before_it_yields(tmp_path):
+    from isoformer_cli.genomics.genome import Genome
+    from isoformer_cli.triples.source import TripleSource, select_once
+
+    genome_path, annotation = DATASETS["human"]
+    source = TripleSource(genome=genome_path, annotation=annotation, genes="NOSUCH", shard="1/2")
+    with Genome(genome_path) as genome:
+        with pytest.raises(InputError, match="NOSUCH"):
+            with select_once(source, genome):
+                pytest.fail("select_once yielded although no gene matched")
+
+
+def test_a_shard_run_resumes_byte_identically_and_checks_the_partial_provenance(tmp_path, monkeypatch):
+    from isoformer_cli.formats.atomic import temporary_path_for
+    from isoformer_cli.inference.engine import ChunkPredictor
+
+    genome, annotation = DATASETS["mouse"]
+    common = ("predict", "--genome", genome, "--annotation", annotation, "--checkpoint", "demo", "--chunk-size",
+              "1", "--shard", "1/2")
+    target = tmp_path / "p1.tsv"
+    run(*common, "-o", target)
+    reference = target.rename(tmp_path / "reference.tsv")
+    real_predict, calls = ChunkPredictor.predict, []
+
+    def interrupted(self, chunk, **kwargs):
+        calls.append(chunk.index)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_predict(self, chunk, **kwargs)
+
+    monkeypatch.setattr(ChunkPredictor, "predict", interrupted)
+    run(*common, "-o", target, expect=130)
+    monkeypatch.setattr(ChunkPredictor, "predict", real_predict)
+    partial = pathlib.Path(temporary_path_for(str(target)))
+    assert partial.exists() and not target.exists()
+    # Another shard's run may not continue this shard's partial output: refused before a row is added.
+    before = partial.read_bytes()
+    other = [word if word != "1/2" else "2/2" for word in common]
+    assert "cannot resume" in error_of(*other, "-o", target, "--resume")
+    assert partial.read_bytes() == before
+    run(*common, "-o", target, "--resume")
+    assert target.read_bytes() == reference.read_bytes()
+    assert not partial.exists()

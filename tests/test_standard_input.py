@@ -71,3 +71,36 @@ def test_finetune_refuses_triples_from_standard_input(tmp_path):
     assert result.exit_code == 2
     assert "--triples - (standard input) cannot be fine-tuned on" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_standard_input_is_hashed_while_it_is_copied(tmp_path, monkeypatch):
+    """The copy of ``--triples -`` is checksummed as it is written, not read once more for the provenance, and
+    the provenance records the checksum of the bytes that came in (issue 20)."""
+    import hashlib
+
+    from isoformer_cli.formats import provenance
+
+    table = tmp_path / "triples.tsv"
+    result = CliRunner().invoke(cli, ["-q", "triples", "--genome", GENOME, "--annotation", ANNOTATION, "-o",
+                                      str(table)])
+    assert result.exit_code == 0, result.output
+    hashed, real = [], provenance.sha256_hex
+
+    def recorded(path):
+        hashed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(provenance, "sha256_hex", recorded)
+    output = tmp_path / "out.tsv"
+    result = CliRunner().invoke(cli, ["-q", "predict", "--genome", GENOME, "--triples", "-", "--checkpoint", "demo",
+                                      "-o", str(output)], input=table.read_bytes())
+    assert result.exit_code == 0, result.output
+    assert GENOME in hashed and not [path for path in hashed if "isoformer-stdin-" in path]
+    assert read_predictions(str(output)).provenance["inputs"]["triples"] == \
+        "sha256:" + hashlib.sha256(table.read_bytes()).hexdigest()
+    # A named file is hashed when the provenance is built.
+    hashed.clear()
+    result = CliRunner().invoke(cli, ["-q", "predict", "--genome", GENOME, "--triples", str(table), "--checkpoint",
+                                      "demo", "-o", str(tmp_path / "named.tsv")])
+    assert result.exit_code == 0, result.output
+    assert str(table) in hashed

@@ -7,6 +7,8 @@ example (2 kb windows) with variants chosen from the annotation's coordinates.
 
 import csv
 import gzip
+import itertools
+import json
 import os
 import random
 import shutil
@@ -150,8 +152,8 @@ def _run(human, vcf, folder, name="out", **options):
     outputs = {"output": str(folder / f"{name}.vcf"), "table": str(folder / f"{name}.tsv"),
                "alt_triples": str(folder / f"{name}.alt.tsv")}
     outputs.update(options.pop("outputs", {}))
-    run_variants(VariantsConfig(source=source, checkpoint="demo", vcf=str(vcf), command_args=("x",), **outputs,
-                                **options))
+    run_variants(VariantsConfig(source=source, checkpoint=options.pop("checkpoint", "demo"), vcf=str(vcf),
+                                command_args=("x",), **outputs, **options))
     return outputs
 
 
@@ -202,6 +204,39 @@ def test_every_record_is_kept_in_order_and_scored_pairs_are_consistent(reference
             assert float(row["protein_delta"]) == 0
     header = open(outputs["output"]).read()
     assert '##INFO=<ID=ISOFORMER,Number=.,Type=String' in header and "##isoformer_provenance=" in header
+
+
+def _vcf_header(path):
+    with open(path) as stream:
+        return [line.rstrip("\n") for line in itertools.takewhile(lambda line: line.startswith("#"), stream)]
+
+
+def test_the_vcf_carries_the_demo_warning_of_its_checkpoint(human, reference_run, tmp_path):
+    """As predict's outputs do: the bundled demo, and a checkpoint fine-tuned from it (issue 18 item 6)."""
+    from isoformer_cli.models.distribution.locate import DEMO_MARKER, locate_checkpoint, mark_demo_derived
+
+    vcf, outputs = reference_run
+    warnings = [line for line in _vcf_header(outputs["output"]) if line.startswith("##isoformer_warning=")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("##isoformer_warning=WARNING: DEMO checkpoint demo_checkpoint@sha256:")
+    derived = tmp_path / "tuned" / "best"
+    shutil.copytree(locate_checkpoint("demo", None).folder, derived, ignore=shutil.ignore_patterns(DEMO_MARKER))
+    mark_demo_derived(str(derived), "demo")
+    found = _run(human, vcf, tmp_path / "derived", checkpoint=str(derived))
+    header = _vcf_header(found["output"])
+    warnings = [index for index, line in enumerate(header) if line.startswith("##isoformer_warning=")]
+    assert len(warnings) == 1
+    line = header[warnings[0]]
+    assert line.startswith("##isoformer_warning=WARNING: checkpoint best@sha256:") and \
+        "was fine-tuned from the DEMO checkpoint, whose encoders have random weights" in line
+    assert header[warnings[0] + 1].startswith("##isoformer_provenance=") and header[-1].startswith("#CHROM")
+    provenance = json.loads(header[warnings[0] + 1].split("=", 1)[1])
+    assert provenance["demo"] is True and provenance["demo_derived"] is True
+    with open(found["table"]) as stream:
+        assert sum(line.startswith("# WARNING: checkpoint best@sha256:") for line in stream) == 1
+    # Annotating the annotated VCF again replaces the line rather than adding a second one.
+    again = _run(human, found["output"], tmp_path / "again", checkpoint=str(derived))
+    assert [line for line in _vcf_header(again["output"]) if line.startswith("##isoformer_warning=")] == [line]
 
 
 def test_synonymous_snv_leaves_the_protein_input_unchanged(human, reference_run):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from isoformer_cli.app.outputs import check_outputs, locked, writing
-from isoformer_cli.app.standard_input import spooled_standard_input
+from isoformer_cli.app.standard_input import SpooledInput, spooled_standard_input
 from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.embeddings import open_embedding_writer
@@ -30,7 +30,7 @@ from isoformer_cli.models.distribution.locate import locate_checkpoint
 from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.setup import model_run
-from isoformer_cli.triples.source import TripleSource, shard_ordinals, shard_source_inputs, source_shard
+from isoformer_cli.triples.source import TripleSource, shard_source_inputs, source_shard
 
 log = logging.getLogger(__name__)
 
@@ -98,31 +98,34 @@ def _open_runner(config, context, checked):
                        dedupe=config.dedupe)
 
 
-def _provenance(config, runner, units):
+def _provenance(config, runner, units, ordinals, triples: SpooledInput):
     """The provenance of the outputs (rank 0 writes them; other ranks get None). A shard's records the ordinals
-    of its rows, so ``isoformer merge`` can put the shards back in input order."""
+    of its rows (``ordinals``, from :meth:`ModelRunner.shard_pass`), so ``isoformer merge`` can put the shards
+    back in input order. ``triples``: the :class:`SpooledInput` of ``--triples`` (its checksum when it is a
+    copy of standard input)."""
     if not runner.group.is_main:
         return None
     inputs = {"genome": config.source.genome}
     inputs["annotation" if config.source.annotation else "triples"] = config.source.label
     provenance = build_provenance(list(config.command_args), runner.checkpoint_dir, inputs, units=units,
-                                  demo=runner.demo, demo_derived=runner.demo_derived)
+                                  demo=runner.demo, demo_derived=runner.demo_derived,
+                                  known_checksums=triples.known_checksums())
     shard = source_shard(runner.source)
     if shard is None:
         return provenance
-    return with_shard(provenance, shard, shard_ordinals(runner.source, runner.genome),
-                      source=shard_source_inputs(runner.source))
+    return with_shard(provenance, shard, ordinals, source=shard_source_inputs(runner.source))
 
 
 @contextlib.contextmanager
 def _triples_from_file(config):
-    """``config`` with ``--triples -`` replaced by a temporary copy of standard input (read twice: once for
-    the provenance's checksum, once for the triples)."""
-    with spooled_standard_input(config.source.triples, "--triples", ".tsv") as path:
-        if path == config.source.triples:
-            yield config
+    """``(config, triples)``: ``config`` with ``--triples -`` replaced by a temporary copy of standard input
+    (hashed while it is written, then read for the triples), and the :class:`SpooledInput` of ``--triples``."""
+    with spooled_standard_input(config.source.triples, "--triples", ".tsv") as triples:
+        if triples.path == config.source.triples:
+            yield config, triples
         else:
-            yield dataclasses.replace(config, source=dataclasses.replace(config.source, triples=path))
+            yield dataclasses.replace(config, source=dataclasses.replace(config.source, triples=triples.path)), \
+                triples
 
 
 def run_predict(config: PredictConfig) -> int:
@@ -136,41 +139,48 @@ def run_predict(config: PredictConfig) -> int:
     checked = locate_checkpoint(config.checkpoint, config.model_dir)
     check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary}, checked)
     output_format(config.output)  # an unknown suffix fails before anything is loaded
-    with locked(config.output, config.gene_summary), _triples_from_file(config) as config:
-        return _predict(config, checked)
+    with locked(config.output, config.gene_summary), _triples_from_file(config) as (config, triples):
+        return _predict(config, checked, triples)
 
 
-def _predict(config, checked):
+def _predict(config, checked, triples):
     with model_run(config.runtime) as context:
         runner = _open_runner(config, context, checked)
-        model_config = runner.model.config
-        provenance = _provenance(config, runner, units_label(model_config.target_units))
-        tissues = list(model_config.tissues)
-        writer = open_prediction_writer(config.output, tissues, provenance, config.resume) \
-            if context.group.is_main else None
-        # A direct output (stdout, FIFO, device) cannot be read back for the gene summary: keep the rows.
-        kept = [] if config.gene_summary and classify_output(config.output).is_direct else None
+        with runner.shard_pass() as ordinals:
+            return _predict_rows(config, context, runner, ordinals, triples)
 
-        def write(out, chunk, result):
-            out.write_chunk(chunk.obs, result.predictions)
-            if kept is not None:
-                kept.append((chunk.obs, result.predictions))
 
-        with writing(writer):
-            rows = runner.run(writer, runner.predictor.predict, write, "predict")
-        if context.group.is_main:
-            _report(config.output, rows, provenance, runner)
-            if config.gene_summary:
-                if kept is None:
-                    # Read back what was written, so a resumed run summarises exactly the same numbers.
-                    table = read_predictions(config.output)
-                    write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values,
-                                       table.provenance)
-                else:
-                    obs, values = _as_written(kept, output_format(config.output), len(tissues))
-                    write_gene_summary(config.gene_summary, obs, tissues, values, provenance)
-                log.info("wrote gene summary %s", config.gene_summary)
-        return rows
+def _predict_rows(config, context, runner, ordinals, triples):
+    """The prediction outputs of a run whose runner is open (``ordinals``, ``triples``: see
+    :func:`_provenance`)."""
+    model_config = runner.model.config
+    provenance = _provenance(config, runner, units_label(model_config.target_units), ordinals, triples)
+    tissues = list(model_config.tissues)
+    writer = open_prediction_writer(config.output, tissues, provenance, config.resume) \
+        if context.group.is_main else None
+    # A direct output (stdout, FIFO, device) cannot be read back for the gene summary: keep the rows.
+    kept = [] if config.gene_summary and classify_output(config.output).is_direct else None
+
+    def write(out, chunk, result):
+        out.write_chunk(chunk.obs, result.predictions)
+        if kept is not None:
+            kept.append((chunk.obs, result.predictions))
+
+    with writing(writer):
+        rows = runner.run(writer, runner.predictor.predict, write, "predict")
+    if context.group.is_main:
+        _report(config.output, rows, provenance, runner)
+        if config.gene_summary:
+            if kept is None:
+                # Read back what was written, so a resumed run summarises exactly the same numbers.
+                table = read_predictions(config.output)
+                write_gene_summary(config.gene_summary, table.obs, table.tissues, table.values,
+                                   table.provenance)
+            else:
+                obs, values = _as_written(kept, output_format(config.output), len(tissues))
+                write_gene_summary(config.gene_summary, obs, tissues, values, provenance)
+            log.info("wrote gene summary %s", config.gene_summary)
+    return rows
 
 
 def _as_written(kept, kind, n_tissues):
@@ -191,33 +201,39 @@ def run_embed(config: EmbedConfig) -> int:
     if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
                                                             or classify_output(config.output).is_direct):
         raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
-    with locked(config.output), _triples_from_file(config) as config:
-        return _embed(config, checked)
+    with locked(config.output), _triples_from_file(config) as (config, triples):
+        return _embed(config, checked, triples)
 
 
-def _embed(config, checked):
+def _embed(config, checked, triples):
     with model_run(config.runtime) as context:
         runner = _open_runner(config, context, checked)
-        model_config = runner.model.config
-        provenance = _provenance(config, runner, units=None)
-        modality_dims = None
-        if config.modalities:
-            modality_dims = {name: model_config.encoder(name).width(model_config) for name in model_config.modalities}
-        writer = open_embedding_writer(config.output, model_config.query_size, provenance,
-                                       modality_dims=modality_dims, resume=config.resume) \
-            if context.group.is_main else None
+        with runner.shard_pass() as ordinals:
+            return _embed_rows(config, context, runner, ordinals, triples)
 
-        def compute(chunk):
-            return runner.predictor.predict(chunk, modality_embeddings=config.modalities)
 
-        def write(out, chunk, result):
-            out.write_chunk([row["transcript_id"] for row in chunk.obs], result.fused, result.modality_pooled)
+def _embed_rows(config, context, runner, ordinals, triples):
+    """The embedding output of a run whose runner is open (``ordinals``, ``triples``: see :func:`_provenance`)."""
+    model_config = runner.model.config
+    provenance = _provenance(config, runner, None, ordinals, triples)
+    modality_dims = None
+    if config.modalities:
+        modality_dims = {name: model_config.encoder(name).width(model_config) for name in model_config.modalities}
+    writer = open_embedding_writer(config.output, model_config.query_size, provenance,
+                                   modality_dims=modality_dims, resume=config.resume) \
+        if context.group.is_main else None
 
-        with writing(writer):
-            rows = runner.run(writer, compute, write, "embed")
-        if context.group.is_main:
-            _report(config.output, rows, provenance, runner)
-        return rows
+    def compute(chunk):
+        return runner.predictor.predict(chunk, modality_embeddings=config.modalities)
+
+    def write(out, chunk, result):
+        out.write_chunk([row["transcript_id"] for row in chunk.obs], result.fused, result.modality_pooled)
+
+    with writing(writer):
+        rows = runner.run(writer, compute, write, "embed")
+    if context.group.is_main:
+        _report(config.output, rows, provenance, runner)
+    return rows
 
 
 def _report(output, rows, provenance, runner):

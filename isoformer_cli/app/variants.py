@@ -98,7 +98,7 @@ def run_variants(config: VariantsConfig) -> int:
         raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
     with locked(config.output, config.table, config.alt_triples), \
             spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
-        return _variants(dataclasses.replace(config, vcf=vcf), config.vcf, checked)
+        return _variants(dataclasses.replace(config, vcf=vcf.path), config.vcf, checked)
 
 
 def _check_outputs_of(config, outputs, checked):

@@ -114,7 +114,7 @@ def recorded_command_line(args):
 
 
 def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=False, tool_version=__version__,
-                     demo_derived=False):
+                     demo_derived=False, known_checksums=None):
     """Build the provenance dict of one run (layout in the module docstring).
 
     Args:
@@ -128,7 +128,10 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
         demo: True when the checkpoint is the bundled demo, whose numbers are not biology.
         demo_derived: True when the checkpoint was fine-tuned from the demo (random-weight encoders): recorded
             as ``"demo": true`` and ``"demo_derived": true`` (the key is absent otherwise).
+        known_checksums: ``{path: "sha256:<hex>"}`` of inputs already hashed (a copy of standard input, hashed
+            while it was written), recorded as given instead of reading those files again.
     """
+    known_checksums = known_checksums or {}
     provenance = {
         "format_version": FORMAT_VERSION,
         "tool": "isoformer",
@@ -137,7 +140,8 @@ def build_provenance(args, checkpoint_dir, inputs, units=PREDICTION_UNITS, demo=
     }
     if checkpoint_dir is not None:
         provenance["checkpoint_id"] = checkpoint_id(checkpoint_dir)
-    provenance["inputs"] = {role: sha256_file(path) for role, path in sorted(inputs.items())}
+    provenance["inputs"] = {role: known_checksums.get(path) or sha256_file(path)
+                            for role, path in sorted(inputs.items())}
     if units is not None:
         provenance["units"] = units
     if checkpoint_dir is not None:

@@ -1,9 +1,10 @@
 """Outputs of ``isoformer variants``: the annotated VCF, the score table, the alternative triples.
 
 **VCF** (``-``, ``.vcf``, ``.vcf.gz``: BGZF blocks, so ``tabix -p vcf`` indexes it). The input's header
-with ``##INFO`` lines for ``ISOFORMER`` and ``ISOFORMER_STATUS`` and one ``##isoformer_provenance=`` line
-(JSON) added before ``#CHROM``; then every input record, in input order, its columns as they came, with
-(replacing any earlier ones) the fields::
+with ``##INFO`` lines for ``ISOFORMER`` and ``ISOFORMER_STATUS``, for a demo checkpoint or one fine-tuned from
+it one ``##isoformer_warning=WARNING: ...`` line (the warning of predict's outputs), and one
+``##isoformer_provenance=`` line (JSON) added before ``#CHROM``; then every input record, in input order, its
+columns as they came, with (replacing any earlier ones) the fields::
 
     ISOFORMER=ALLELE|GENE|TRANSCRIPT|CONSEQUENCE|AMINO_ACIDS|INPUTS|FLAGS|MAX_DELTA|MAX_TISSUE|DNA|RNA|PROTEIN|MAX_SHARE_DELTA|SHARE_TISSUE,...
     ISOFORMER_STATUS=ALLELE|TRANSCRIPT|STATUS,...
@@ -56,6 +57,7 @@ from isoformer_cli.formats.predictions import (
     _complete_gzip_members,
     tsv_header,
 )
+from isoformer_cli.formats.provenance import demo_warning
 from isoformer_cli.formats.sharding import SHARD_KEY, encode_order
 from isoformer_cli.formats.streaming import (
     JournalWriter,
@@ -142,7 +144,9 @@ def summarise(ref, alt, dna, dna_rna, share, tissues):
 
 
 def info_header_lines(tissues, provenance, status_descriptions):
-    """The ``##INFO`` and provenance lines added to the input header."""
+    """The ``##INFO``, warning and provenance lines added to the input header."""
+    text = demo_warning(provenance)
+    warning = [f"##isoformer_warning=WARNING: {text}"] if text else []
     tissue_names = ", ".join(f"{info_safe(tissue)}" for tissue in tissues)
     statuses = "; ".join(f"{code}: {text}" for code, text in status_descriptions.items())
     return [
@@ -153,8 +157,7 @@ def info_header_lines(tissues, provenance, status_descriptions):
         f'##INFO=<ID={STATUS_KEY},Number=.,Type=String,Description="Alleles isoformer did not score. Format: '
         f'ALLELE|TRANSCRIPT|STATUS. Status: {statuses.replace(chr(34), chr(39))}">',
         f"##isoformer_tissues={tissue_names}",
-        f"##isoformer_provenance={canonical_json(provenance)}",
-    ]
+    ] + warning + [f"##isoformer_provenance={canonical_json(provenance)}"]
 
 
 def output_header(input_lines, added_lines):

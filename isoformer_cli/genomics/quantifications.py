@@ -48,6 +48,7 @@ import numpy as np
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, open_text
+from isoformer_cli.genomics.sniff import QUANTIFICATION_KINDS, wrong_kind_message
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MILLION = 1e6
@@ -131,8 +132,23 @@ def read_quantification(path: str, sample: str, column: Optional[str] = None) ->
         with open_text(path, "quantification file", errors="replace") as stream:
             return _read_text(stream, where, column or sample)
     except COMPRESSED_STREAM_ERRORS as exc:
-        raise where.error(None, f"the file is truncated or corrupt ({exc or type(exc).__name__}); write it "
-                                "again") from None
+        raise _wrong_kind(path, sample) or where.error(
+            None, f"the file is truncated or corrupt ({exc or type(exc).__name__}); write it again") from None
+    except InputError:
+        wrong = _wrong_kind(path, sample)
+        if wrong is not None:
+            raise wrong from None
+        raise
+
+
+def _wrong_kind(path, sample) -> Optional[InputError]:
+    """The error for a file of another kind altogether (a BAM, a FASTA, an Excel workbook...), named by its
+    content; None for text we cannot name (it may be a quantifier's table, and the reader's message stands)."""
+    wrong = wrong_kind_message(path, QUANTIFICATION_KINDS, "a quantification file")
+    if wrong is None:
+        return None
+    return InputError(f"{wrong}; the sample sheet's file of sample {sample} must be a quantifier's output: "
+                      f"{KNOWN_LAYOUTS}")
 
 
 def _magic(path, where):

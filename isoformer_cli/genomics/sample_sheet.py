@@ -41,6 +41,7 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.genomics.compressed import compressed_read_errors, open_text
 from isoformer_cli.genomics.id_kinds import describe_id_kind, is_stringtie_novel
 from isoformer_cli.genomics.quantifications import ISOQUANT, read_quantification
+from isoformer_cli.genomics.sniff import SAMPLE_SHEET_KINDS, wrong_kind_message
 
 SAMPLE_COLUMN = "sample"
 PATH_COLUMN = "path"
@@ -119,8 +120,21 @@ def is_sample_sheet(path) -> bool:
 
 
 def read_sample_sheet(path, condition_column: Optional[str] = None) -> List[SheetSample]:
-    """The rows of a sample sheet (layout in the module docstring); InputError naming the line when one is bad."""
+    """The rows of a sample sheet (layout in the module docstring); InputError naming the line when one is bad,
+    or naming the kind of file it is when it is no table at all (a BAM, a FASTA, an Excel workbook...)."""
     path = os.fspath(path)
+    try:
+        return _read_rows(path, condition_column)
+    except InputError:
+        # Only on this error path: text we cannot name may be a sheet with a mistake, whose message stands.
+        wrong = wrong_kind_message(path, SAMPLE_SHEET_KINDS, "a sample sheet")
+        if wrong:
+            raise InputError(f"{wrong}; give a TSV or CSV sheet with sample, path and tissue (or condition) "
+                             "columns, plain or gzip") from None
+        raise
+
+
+def _read_rows(path, condition_column):
     found = _header_line(path)
     if found is None:
         raise InputError(f"{path}: the sample sheet is empty; expected a header with sample, path and tissue "

@@ -28,6 +28,9 @@ ANNOTATION_KINDS = frozenset({"gtf", "gff3"})
 GENOME_KINDS = frozenset({"fasta"})
 VCF_KINDS = frozenset({"vcf", "bcf"})
 EXPRESSION_KINDS = frozenset({"gct"})  # and any text we do not recognise (a TSV/CSV table)
+SAMPLE_SHEET_KINDS: frozenset = frozenset()  # only text we do not recognise (a TSV/CSV table)
+# StringTie -e writes a GTF, kallisto an HDF5 abundance.h5; the other quantifiers' tables are unrecognised text.
+QUANTIFICATION_KINDS = frozenset({"gtf", "hdf5"})
 
 _NAMES = {
     "bam": "a BAM file (binary)", "bcf": "a BCF file (binary VCF)", "cram": "a CRAM file (binary)",

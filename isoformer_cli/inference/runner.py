@@ -17,6 +17,7 @@ The runner opens the genome of its source (``source.genome``, the path ``--genom
 the path and use ``runner.genome``.
 """
 
+import contextlib
 import logging
 import os
 
@@ -33,7 +34,7 @@ from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
 from isoformer_cli.runtime.setup import RunContext
-from isoformer_cli.triples.source import TripleSource
+from isoformer_cli.triples.source import TripleSource, select_once, source_shard
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,23 @@ class ModelRunner:
         self.chunk_size = self.plan.chunk_size
         self.num_workers = num_workers
         self.dedupe = dedupe
+
+    @contextlib.contextmanager
+    def shard_pass(self):
+        """For a run over a shard: read the input once up front (:func:`~isoformer_cli.triples.source.select_once`)
+        and yield the ordinals of the rows the run will write, which its outputs record before their first row;
+        inside the block the chunks replay what that pass kept instead of reading the input again. Yields None
+        (and changes nothing) for a run that is not a shard."""
+        if source_shard(self.source) is None:
+            yield None
+            return
+        source = self.source
+        with select_once(source, self.genome) as (replay, ordinals):
+            self.source = replay
+            try:
+                yield ordinals
+            finally:
+                self.source = source
 
     def chunks(self, start_row, dataset_class=None):
         """This rank's prepared chunks after ``start_row``, in order (errors from workers re-raised later).
