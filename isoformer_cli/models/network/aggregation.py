@@ -186,21 +186,39 @@ class CrossAttentionAggregation(nn.Module):
     def fuse(self, query, rna, rna_mask, protein, protein_mask, fusion_order: str | None = None):
         """The fused query stream (B, N, D) under ``fusion_order`` (None: the configured one)."""
         order = self.fusion_order if fusion_order is None else fusion_order
-        steps = []
+        return self.fuse_orders(query, rna, rna_mask, protein, protein_mask, (order,))[order]
+
+    def fuse_orders(self, query, rna, rna_mask, protein, protein_mask, orders) -> dict:
+        """``{order: fused stream (B, N, D)}`` for each of ``orders``, every block output computed once: the
+        first block of a sequential order is also a term of "parallel", so three orders cost four block
+        passes, not five."""
+        steps = {}
         if self.rna_cross_attention is not None and rna is not None:
-            steps.append((self.rna_cross_attention, rna, rna_mask))
+            steps["rna"] = (self.rna_cross_attention, rna, rna_mask)
         if self.protein_cross_attention is not None and protein is not None:
-            steps.append((self.protein_cross_attention, protein, protein_mask))
-        if order == "protein,rna":
-            steps.reverse()
-        fused = query
-        if order == "parallel" and len(steps) > 1:
-            # Each block adds its own residual update to the same input stream.
-            for block, context, mask in steps:
-                fused = fused + (block(query, context, mask) - query)
-        else:
-            for block, context, mask in steps:
-                fused = block(fused, context, mask)
+            steps["protein"] = (self.protein_cross_attention, protein, protein_mask)
+        applied = {(): query}
+
+        def run(sequence):
+            """The stream after the blocks of ``sequence`` one after the other (memoised)."""
+            if sequence not in applied:
+                block, context, mask = steps[sequence[-1]]
+                applied[sequence] = block(run(sequence[:-1]), context, mask)
+            return applied[sequence]
+
+        fused = {}
+        for order in orders:
+            names = [name for name in ("rna", "protein") if name in steps]
+            if order == "protein,rna":
+                names.reverse()
+            if order == "parallel" and len(names) > 1:
+                # Each block adds its own residual update to the same input stream.
+                stream = query
+                for name in names:
+                    stream = stream + (run((name,)) - query)
+                fused[order] = stream
+            else:
+                fused[order] = run(tuple(names))
         return fused
 
 

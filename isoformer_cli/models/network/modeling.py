@@ -74,6 +74,14 @@ class IsoformerOutput(ModelOutput):
     protein_embeddings: torch.Tensor | None = None
 
 
+def _window_of(setting: dict, length: int, config: IsoformerConfig) -> tuple[int, int]:
+    """The positions a setting's pool window selects of ``length`` query positions (all without DNA)."""
+    if not config.has_dna:
+        return 0, length
+    return window_range(length, setting["pool_window_start"], setting["pool_window_end"],
+                        setting["pool_window_reference"])
+
+
 class IsoformerHead(nn.Module):
     """MLP head: ``dense`` Linear(D, hidden) -> activation -> dropout -> ``output`` Linear(hidden, n_tissues).
 
@@ -91,11 +99,6 @@ class IsoformerHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """pooled (B, D) -> predictions (B, n_tissues)."""
         return self.output(self.dropout(self.activation(self.dense(pooled))))
-
-    def from_hidden(self, hidden: torch.Tensor, activation: str) -> torch.Tensor:
-        """``dense(pooled)`` (B, hidden) -> predictions (B, n_tissues) under the named activation (one of
-        ``HEAD_ACTIVATIONS``), for trying several activations on one ``dense`` output."""
-        return self.output(self.dropout(_ACTIVATIONS[activation]()(hidden)))
 
 
 class IsoformerPreTrainedModel(PreTrainedModel):
@@ -252,8 +255,9 @@ class IsoformerModel(IsoformerPreTrainedModel):
         ``settings``: dicts of the fields of ``CALIBRATED_FIELDS`` (fusion_order, head_activation,
         pool_window_start / end / reference); the inputs are those of :meth:`fuse_and_predict`. Entry ``s``
         equals what :meth:`fuse_and_predict` returns for a model configured with ``settings[s]`` (the weights
-        do not depend on these fields). The fusion runs once per distinct fusion order, the pooling and the
-        head's first layer once per distinct window, so trying many settings costs little more than one.
+        do not depend on these fields). Each cross-attention block output is computed once (the three orders
+        take four block passes, one order two), the pooling once per distinct (order, window), and each head
+        layer runs once over all of them, so trying many settings costs little more than one.
         Only for the cross-attention aggregation (the official one, whose settings are unknown).
         """
         if not isinstance(self.aggregation, CrossAttentionAggregation):
@@ -263,18 +267,25 @@ class IsoformerModel(IsoformerPreTrainedModel):
             dna_embeddings, dna_mask, rna_embeddings, rna_attention_mask, protein_embeddings,
             protein_attention_mask, has_rna, has_protein)
         length = query.shape[1]
-        fused_by_order, hidden_by_window, results = {}, {}, []
+        orders = list(dict.fromkeys(setting["fusion_order"] for setting in settings))
+        fused = self.aggregation.fuse_orders(query, rna, rna_mask, protein, protein_mask, orders)
+        # One pooled vector per distinct (order, window), one activation per distinct (pooled vector, activation);
+        # each of the head's two layers then runs once on all of them.
+        pooled_of, pairs_of, pooled, pairs, index = {}, {}, [], [], []
         for setting in settings:
-            order = setting["fusion_order"]
-            if order not in fused_by_order:
-                fused_by_order[order] = self.aggregation.fuse(query, rna, rna_mask, protein, protein_mask, order)
-            window = (0, length) if not self.config.has_dna else window_range(
-                length, setting["pool_window_start"], setting["pool_window_end"], setting["pool_window_reference"])
-            if (order, window) not in hidden_by_window:
-                pooled = self.aggregation.pooling(fused_by_order[order], query_mask, window=window)
-                hidden_by_window[(order, window)] = self.head.dense(pooled)
-            results.append(self.head.from_hidden(hidden_by_window[(order, window)], setting["head_activation"]))
-        return torch.stack(results)
+            key = (setting["fusion_order"], _window_of(setting, length, self.config))
+            if key not in pooled_of:
+                pooled_of[key] = len(pooled)
+                pooled.append(self.aggregation.pooling(fused[key[0]], query_mask, window=key[1]))
+            pair = (pooled_of[key], setting["head_activation"])
+            if pair not in pairs_of:
+                pairs_of[pair] = len(pairs)
+                pairs.append(pair)
+            index.append(pairs_of[pair])
+        hidden = self.head.dense(torch.cat(pooled)).unflatten(0, (len(pooled), -1))  # (pooled, B, hidden)
+        activated = torch.stack([_ACTIVATIONS[activation]()(hidden[row]) for row, activation in pairs])
+        outputs = self.head.output(self.head.dropout(activated))  # (pairs, B, n_tissues)
+        return outputs[torch.tensor(index, device=outputs.device)]
 
     def fuse_and_predict(
         self,
