@@ -9,7 +9,7 @@ import click
 from isoformer_cli.app.options import DEFAULT_MIN_SPEARMAN, TRUNCATION_POLICIES
 from isoformer_cli.cli.options import (
     expression_input,
-    expression_options,
+    expression_options_group,
     input_options,
     model_dir_option,
     record_options,
@@ -153,7 +153,14 @@ def remove_command(model, model_dir):
               help="Replace CHECKPOINT, a named model of the model folder, with its calibrated version (atomic: "
                    "the old folder stays until the new one is complete).")
 @input_options()
-@expression_options
+@expression_options_group(required=False)
+@click.option("--dataset", metavar="NAME",
+              help="Take the transcripts and labels of this pulled dataset (isoformer datasets pull isoformer-gtex) "
+                   "instead of --annotation/--triples and --expression.")
+@click.option("--split", type=click.Choice(("train", "validation", "test")), default="validation", show_default=True,
+              help="The split of --dataset to calibrate on.")
+@click.option("--dataset-dir", type=click.Path(file_okay=False), envvar="ISOFORMER_DATASET_DIR", metavar="DIR",
+              help="Folder of converted datasets [env: ISOFORMER_DATASET_DIR].")
 @model_dir_option
 @click.option("--rna-truncation", type=click.Choice(TRUNCATION_POLICIES), default="keep_start", show_default=True,
               help="RNA longer than the model maximum: which tokens to keep.")
@@ -169,14 +176,15 @@ def remove_command(model, model_dir):
                                              "candidate, then are dropped).")
 @selection_options
 @record_options
-def calibrate_command(checkpoint, output, in_place, model_dir, rna_truncation, protein_truncation, min_spearman,
-                      force, max_tokens, chunk_size, **options):
+def calibrate_command(checkpoint, output, in_place, dataset, split, dataset_dir, model_dir, rna_truncation,
+                      protein_truncation, min_spearman, force, max_tokens, chunk_size, **options):
     """Find the unpublished settings of CHECKPOINT from labelled transcripts.
 
     The official release does not publish three settings its predictions depend on: the order of the two
     cross-attention blocks (fusion_order), the head's activation (head_activation) and the DNA bins it
     pools (pool_window_*). None changes a weight, so every combination is scored on the transcripts of
-    --annotation/--triples against --expression (the labels the weights were trained on, log(TPM+1)):
+    --annotation/--triples against --expression (the labels the weights were trained on, log(TPM+1)),
+    or on a split of a pulled dataset (--dataset isoformer-gtex --split validation, with --genome):
     3 fusion orders x 5 activations x pool windows (all bins = fractions 0..1, central fractions, windows
     of 1 to 128 bins around the TSS bin, the first bin). The encoders run once per distinct input; only
     the fusion and the head run per candidate, so calibrating costs about one predict.
@@ -188,7 +196,17 @@ def calibrate_command(checkpoint, output, in_place, model_dir, rna_truncation, p
     """
     # Imported here, not at the top (start-up cost): the app module loads torch and transformers.
     from isoformer_cli.app.calibrate import CalibrateConfig, run_calibrate
+    from isoformer_cli.app.datasets import dataset_files
 
+    if dataset:
+        given = [option for option, key in (("--annotation", "annotation"), ("--triples", "triples_table"),
+                                            ("--expression", "expression")) if options.get(key)]
+        if given:
+            raise click.UsageError(f"--dataset gives the transcripts and labels; drop {', '.join(given)}")
+        files = dataset_files(dataset, split, dataset_dir)
+        options.update(triples_table=files.triples, expression=files.expression, expression_values="log1p")
+    elif not options.get("expression"):
+        raise click.UsageError("missing --expression FILE (the labels), or --dataset NAME")
     source = triple_source(options)
     expression = expression_input(options)
     runtime = runtime_options_from(options)
