@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from isoformer_cli.app.options import DEFAULT_MIN_SPEARMAN
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.evaluation.metrics import pearson, r_squared, spearman
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.locks import lock_outputs
@@ -45,7 +45,7 @@ from isoformer_cli.models.distribution.locate import (
 from isoformer_cli.models.distribution.store import check_name, read_manifest, write_manifest
 from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
 from isoformer_cli.runtime.options import RuntimeOptions
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.source import TripleSource
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,8 @@ class CalibrateConfig:
             raise InputError(f"--chunk-size must be at least 1, not {self.chunk_size}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise InputError(f"--max-tokens must be at least 1, not {self.max_tokens}")
-        for option, value in (("--rna-truncation", self.rna_truncation),
-                              ("--protein-truncation", self.protein_truncation)):
-            if value not in TRUNCATION_POLICIES:
-                raise InputError(f"{option} must be one of {', '.join(TRUNCATION_POLICIES)}, not {value!r}")
+        check_choice("--rna-truncation", self.rna_truncation, TRUNCATION_POLICIES)
+        check_choice("--protein-truncation", self.protein_truncation, TRUNCATION_POLICIES)
         if self.source.triples == "-":
             raise InputError("--triples - (standard input) cannot be calibrated on: the checkpoint records its "
                              "inputs' paths; write the table to a file (isoformer triples -o FILE)")
@@ -182,9 +180,7 @@ def run_calibrate(config: CalibrateConfig) -> CalibrationResult:
 
 
 def _calibrate(config, checked, candidates, target):
-    context = start_run(config.runtime)
-    completed = False
-    try:
+    with model_run(config.runtime) as context:
         runner = ModelRunner(context, checked, config.source, config.rna_truncation, config.protein_truncation,
                              config.max_tokens, config.chunk_size, num_workers=config.runtime.num_workers,
                              warn_uncalibrated=False)
@@ -201,10 +197,7 @@ def _calibrate(config, checked, candidates, target):
             log.info("%d distinct inputs encoded for %d candidates", runner.predictor.encoded_inputs, len(candidates))
             result.encoded_inputs = runner.predictor.encoded_inputs
             _decide(config, checked, runner, result, target)
-        completed = True
         return result
-    finally:
-        end_run(context, completed)
 
 
 def _score(config, runner, collector, candidates):

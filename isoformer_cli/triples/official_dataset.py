@@ -28,7 +28,6 @@ gene_id, split) and ``dataset.json`` (sources with SHA-256, counts, checks). Nev
 """
 
 import csv
-import gzip
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from isoformer_cli.errors import InputError
 from isoformer_cli.formats.atomic import atomic_text_output
 from isoformer_cli.formats.provenance import sha256_file
 from isoformer_cli.formats.triples_table import TriplesWriter
+from isoformer_cli.genomics.compressed import open_text
 from isoformer_cli.genomics.records import Transcript, Triple
 from isoformer_cli.triples.dna_window import DEFAULT_DNA_LENGTH, check_dna_length, window_span
 
@@ -102,15 +102,6 @@ class DatasetChecks:
                 "rna_equals_annotation": [self.annotation_agree, self.annotation_checked]}
 
 
-def open_text(path):
-    """A CSV file of the dataset as text, plain or gzip-compressed (recognised by its first bytes)."""
-    with open(path, "rb") as probe:
-        compressed = probe.read(2) == b"\x1f\x8b"
-    if compressed:
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def _share(part, whole):
     return f"{part:,} of {whole:,} ({100.0 * part / whole:.1f}%)"
 
@@ -119,7 +110,7 @@ def read_normalization(path, tissues) -> tuple:
     """``(m, sigma)`` float64 (T,) of the transcript statistics in ``normalization_values.csv``, in ``tissues``
     order. Accepted layouts: one row per tissue (a first column naming it, columns ``m_t`` and ``sigma_t``), or
     one column per tissue (a first column naming the rows ``m_t`` and ``sigma_t``). InputError otherwise."""
-    with open_text(path) as handle:
+    with open_text(path, "normalisation table") as handle:
         rows = [row for row in csv.reader(handle) if row]
     if len(rows) < 2:
         raise InputError(f"{path}: empty normalisation table; expected per-tissue m_t and sigma_t")
@@ -158,7 +149,7 @@ def read_dataset(path, tissues) -> List[DatasetRow]:
     (possibly standardised). InputError naming the file and line for anything it does not understand."""
     rows = []
     csv.field_size_limit(1 << 30)  # an RNA field holds up to ~100 kb (the default limit is 128 kB)
-    with open_text(path) as handle:
+    with open_text(path, "dataset table") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -232,7 +223,7 @@ def _row(path, number, fields, at, tissue_columns, regions, seen):
 
 def _regions_checked(rows, path):
     """``(checked, agree)`` of the 5'UTR + CDS + 3'UTR check (0, 0 without those columns)."""
-    with open_text(path) as handle:
+    with open_text(path, "dataset table") as handle:
         header = next(csv.reader(handle), [])
     if not all(name in header for name in REGION_COLUMNS):
         return 0, 0
