@@ -15,7 +15,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 
-LFS_SUFFIXES = (".bin", ".safetensors")
+LFS_SUFFIXES = (".bin", ".safetensors", ".csv")
 
 
 def git_blob_sha1(content):
@@ -91,9 +91,13 @@ class LocalHub:
         path = urllib.parse.unquote(urllib.parse.urlsplit(handler.path).path)
         self.log.append((handler.command, path, handler.headers.get("Range"), handler.headers.get("Authorization")))
         parts = path.lstrip("/").split("/")
+        # Dataset repositories live under /datasets/ (added as "datasets/OWNER/NAME").
+        kind = ""
+        if parts and parts[0] == "datasets":
+            kind, parts = "datasets/", parts[1:]
         if len(parts) < 5 or parts[2] != "resolve":
             return self._error(handler, 404, "RepoNotFound")
-        repo_id, revision, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+        repo_id, revision, name = kind + "/".join(parts[:2]), parts[3], "/".join(parts[4:])
         repository = self.repositories.get(repo_id)
         if repository is None:
             return self._error(handler, 404, "RepoNotFound")

@@ -182,7 +182,7 @@ def test_an_index_pysam_fails_to_build_is_removed(tmp_path, monkeypatch):
 @pytest.mark.parametrize("key, value, expected", [
     ("nt_hidden_size", "64", '\'nt_hidden_size\' must be an integer, not "64" (a string)'),
     ("tissues", "Liver", '\'tissues\' must be a list of strings, not "Liver" (a string)'),
-    ("pool_window_start", "10", '\'pool_window_start\' must be an integer or null, not "10" (a string)'),
+    ("pool_window_start", "10", '\'pool_window_start\' must be a number or null, not "10" (a string)'),
     ("head_dropout", [0.1], "'head_dropout' must be a number, not [0.1] (a list)"),
     ("enformer_use_checkpointing", 1, "'enformer_use_checkpointing' must be true or false, not 1 (a number)"),
 ])

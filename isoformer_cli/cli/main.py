@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     ("init", "init_command"),
     ("convert", "convert_command"),
     ("models", "models_command"),
+    ("datasets", "datasets_command"),
     ("predict", "predict_command"),
     ("embed", "embed_command"),
     ("variants", "variants_command"),

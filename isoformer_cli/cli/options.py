@@ -218,8 +218,10 @@ condition_column_option = click.option(
     help="Condition column of a sample sheet [default: tissue, else condition].",
 )
 
-expression_options = stack([
-    click.option("--expression", required=True, metavar="FILE",
+def expression_options_group(required=True):
+    """The expression options; ``required=False`` where another option can name the labels instead."""
+    return stack([
+    click.option("--expression", required=required, metavar="FILE",
                  help="Observed expression: a TSV/CSV matrix (transcript id, then one column per tissue), a "
                       "GTEx GCT v1.2 file of TPM per sample with --samples, or a sample sheet (columns sample, "
                       "path, tissue) of salmon, kallisto, RSEM, StringTie or IsoQuant outputs, one per sample. "
@@ -234,7 +236,10 @@ expression_options = stack([
     click.option("--tissue-column", metavar="NAME",
                  help="Tissue column of --samples [default: SMTS, else the second]."),
     condition_column_option,
-])
+    ])
+
+
+expression_options = expression_options_group()
 
 
 def expression_input(options):

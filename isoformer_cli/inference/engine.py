@@ -120,13 +120,41 @@ class ChunkPredictor:
             return self._predict(chunk, modality_embeddings)
 
     def _predict(self, chunk, modality_embeddings):
+        dna, rna, protein = self.encode(chunk)
+
+        def fuse(inputs):
+            output = self.model.fuse_and_predict(**inputs)
+            return output.predictions, output.pooled_embeddings
+
+        predictions, fused = self.fuse_rows(chunk, dna, rna, protein, fuse)
+        result = ChunkResult(
+            predictions=torch.stack(predictions).float().cpu().numpy(),
+            fused=torch.stack(fused).float().cpu().numpy(),
+        )
+        if modality_embeddings:
+            result.modality_pooled = self._modality_pooled(chunk, dna, rna, protein)
+        return result
+
+    def encode(self, chunk):
+        """``(dna, rna, protein)``: the encoder outputs of the chunk's distinct inputs, each input encoded once
+        (DNA items are ``(states (N, D), mask (N,) or None)``, RNA and protein items ``(L, E)`` states); an
+        absent modality of the model is an empty list. Counted in ``encoded_inputs``."""
         config = self.config
         dna = self._encode_all("dna", chunk.dna_tokens, self._encode_dna_batch) if config.has_dna else []
         rna = self._encode_all("rna", chunk.rna_tokens, self._encode_rna_batch) if config.has_rna else []
         protein = self._encode_all("protein", chunk.protein_tokens, self._encode_protein_batch) \
             if config.has_protein else []
         self.encoded_inputs += len(dna) + len(rna) + len(protein)
+        return dna, rna, protein
 
+    def fuse_rows(self, chunk, dna, rna, protein, fuse):
+        """``fuse(inputs)`` over every row of ``chunk``, in fusion batches; returns, per output of ``fuse``, a list
+        with one tensor per row (chunk order).
+
+        ``inputs`` are the keyword arguments of ``IsoformerModel.fuse_and_predict`` for one batch (rows gathering
+        their inputs' encoder outputs from :meth:`encode`); ``fuse`` returns a tuple of tensors whose first axis
+        is the batch's rows.
+        """
         n_rows = len(chunk)
         cost = [
             (dna[chunk.dna_of_row[row]][0].shape[0] if chunk.dna_of_row[row] >= 0 else 0)
@@ -135,20 +163,16 @@ class ChunkPredictor:
             for row in range(n_rows)
         ]
         shapes = [self._row_shape(chunk, row, dna, rna, protein) for row in range(n_rows)]
-        predictions = [None] * n_rows
-        fused = [None] * n_rows
+        outputs = None
         for batch in same_shape_batches(shapes, cost, self.budget()):
             for part in self.retry.map(
-                    lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein, shapes[rows[0]]), batch):
-                for row, prediction, pooled in part:
-                    predictions[row], fused[row] = prediction, pooled
-        result = ChunkResult(
-            predictions=torch.stack(predictions).float().cpu().numpy(),
-            fused=torch.stack(fused).float().cpu().numpy(),
-        )
-        if modality_embeddings:
-            result.modality_pooled = self._modality_pooled(chunk, dna, rna, protein)
-        return result
+                    lambda rows: self._fuse_batch(rows, chunk, dna, rna, protein, shapes[rows[0]], fuse), batch):
+                for row, *values in part:
+                    if outputs is None:
+                        outputs = [[None] * n_rows for _ in values]
+                    for kept, value in zip(outputs, values):
+                        kept[row] = value
+        return outputs
 
     # -------------------------------------------------------------------------------------------
     # Encoder stage: distinct inputs -> per-input tensors (kept on the device).
@@ -231,8 +255,9 @@ class ChunkPredictor:
 
     # -------------------------------------------------------------------------------------------
     # Fusion stage: rows gather their inputs' encoder outputs.
-    def _fuse_batch(self, rows, chunk, dna, rna, protein, shape):
-        """Fuse and predict ``rows`` (all of fusion shape ``shape``, see :meth:`_row_shape`)."""
+    def _fuse_batch(self, rows, chunk, dna, rna, protein, shape, fuse):
+        """``fuse`` over ``rows`` (all of fusion shape ``shape``, see :meth:`_row_shape`):
+        ``[(row, *outputs of the row)]``."""
         real = len(rows)
         rows = list(rows) + [rows[0]] * (safe_row_count(real) - real)
         config = self.config
@@ -245,18 +270,16 @@ class ChunkPredictor:
         rna_embeddings, rna_mask, has_rna = _gather_optional(rows, chunk.rna_of_row, rna, self.device, rna_length)
         protein_embeddings, protein_mask, has_protein = _gather_optional(rows, chunk.protein_of_row, protein,
                                                                          self.device, protein_length)
+        inputs = dict(
+            dna_embeddings=dna_embeddings, dna_mask=dna_mask,
+            rna_embeddings=rna_embeddings, rna_attention_mask=rna_mask,
+            protein_embeddings=protein_embeddings, protein_attention_mask=protein_mask,
+            has_rna=has_rna if config.has_rna else None,
+            has_protein=has_protein if config.has_protein else None,
+        )
         with autocast_context(self.device, self.precision):
-            output = self.model.fuse_and_predict(
-                dna_embeddings=dna_embeddings, dna_mask=dna_mask,
-                rna_embeddings=rna_embeddings, rna_attention_mask=rna_mask,
-                protein_embeddings=protein_embeddings, protein_attention_mask=protein_mask,
-                has_rna=has_rna if config.has_rna else None,
-                has_protein=has_protein if config.has_protein else None,
-            )
-        return [
-            (row, output.predictions[position], output.pooled_embeddings[position])
-            for position, row in enumerate(rows[:real])
-        ]
+            outputs = fuse(inputs)
+        return [(row, *(output[position] for output in outputs)) for position, row in enumerate(rows[:real])]
 
     def _modality_pooled(self, chunk, dna, rna, protein):
         """Per modality ``(means (n_rows, width), present (n_rows,) bool)``: each encoder's output

@@ -27,6 +27,7 @@ from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
+from isoformer_cli.models.checkpoint.calibration import uncalibrated_warning
 from isoformer_cli.models.checkpoint.check import CheckedCheckpoint
 from isoformer_cli.models.checkpoint.load import load_checked
 from isoformer_cli.models.distribution.locate import is_demo_checkpoint, is_demo_derived
@@ -57,6 +58,8 @@ class ModelRunner:
         dedupe: encode each distinct input once (off only for checks and benchmarks).
         records_per_chunk: for ``variants``, whose chunks are this many VCF records (``chunk_size`` is then None
             and the plan's chunk size counts the isoform rows of one model call); only for the log.
+        warn_uncalibrated: warn (once, on rank 0) when the checkpoint is a conversion of the official release
+            whose unpublished settings were never calibrated (``isoformer models calibrate`` turns it off).
 
     Attributes:
         checkpoint_dir, demo, demo_derived (fine-tuned from the demo: random-weight encoders), model, source,
@@ -69,7 +72,8 @@ class ModelRunner:
 
     def __init__(self, context: RunContext, checked: CheckedCheckpoint, source: TripleSource, rna_truncation: str,
                  protein_truncation: str, max_tokens: int | None = None, chunk_size: int | None = None,
-                 num_workers: int = 0, dedupe: bool = True, records_per_chunk: int | None = None) -> None:
+                 num_workers: int = 0, dedupe: bool = True, records_per_chunk: int | None = None,
+                 warn_uncalibrated: bool = True) -> None:
         self.context = context
         self.group = context.group
         self.checkpoint_dir = checked.folder
@@ -86,6 +90,10 @@ class ModelRunner:
         elif self.demo_derived and self.group.is_main:
             log.warning("%s was fine-tuned from the bundled DEMO checkpoint: its encoders have random weights, its "
                         "numbers are NOT biological predictions", self.checkpoint_dir)
+        if warn_uncalibrated and self.group.is_main:
+            warning = uncalibrated_warning(checked)
+            if warning:
+                log.warning("%s", warning)
         model_config = self.model.config
         # The checkpoint decides the window length, whatever length a triples table was built with.
         self.source = source.with_dna_length(model_config.dna_length)

@@ -57,6 +57,8 @@ def _config_field_kinds():
     for name, default in encoder_config_fields().items():
         kinds[name] = kinds_of_default(default)
     kinds["modalities"] = ("strings", "string")  # ["dna", "rna"] or "dna,rna"
+    # Positions (tss, absolute) or fractions (pool_window_reference=fraction); the configuration checks which.
+    kinds["pool_window_start"] = kinds["pool_window_end"] = ("number", "null")
     return kinds
 
 

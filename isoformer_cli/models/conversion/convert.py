@@ -36,6 +36,7 @@ from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.config_fields import check_field_types
 from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.provenance import sha256_file
+from isoformer_cli.models.checkpoint.calibration import CALIBRATED_KEY
 from isoformer_cli.models.checkpoint.save import check_folder_target, save_checkpoint
 from isoformer_cli.models.checkpoint.schema import _config_field_kinds, config_field_names
 from isoformer_cli.models.checkpoint.weights import (
@@ -391,6 +392,8 @@ def _convert_official(source, output, preset, mapping_file, overwrite, settings,
         + (f", with the rows of {mapping_file}" if mapping_file else ""),
         "layout": "; ".join(layout.report()),
         "configuration_sources": json.dumps({key: origins[key] for key in sorted(origins)}),
+        # The unpublished settings are guesses until `isoformer models calibrate` finds them from data.
+        CALIBRATED_KEY: "false",
         **metadata_of(checks),
     }
     if notes:

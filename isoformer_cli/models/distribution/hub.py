@@ -232,7 +232,7 @@ def fetch_repository(repository, folder, revision=None, progress=False):
 def _metadata(repository, name, revision, endpoint):
     """The hub's metadata of ``name`` at ``revision`` (commit, size, ETag, location), or None when it has no such
     file; DownloadError, with what to do, for everything else."""
-    url = hf_hub_url(repository.repo_id, name, revision=revision, endpoint=endpoint)
+    url = hf_hub_url(repository.repo_id, name, revision=revision, endpoint=endpoint, repo_type=repository.repo_type)
     where = f"{repository.repo_id} (revision {revision}) at {endpoint}"
     try:
         return get_hf_file_metadata(url, endpoint=endpoint)
@@ -317,6 +317,7 @@ def _fetch_online(repository, entry, folder, revision, fetched, state, endpoint,
         return result
 
     part = target + PART_SUFFIX
+    os.makedirs(os.path.dirname(part), exist_ok=True)  # files in sub-folders of the repository
     _download(repository, name, metadata, part, etag, fetched.commit, progress)
     result = FetchedFile(name, part, os.path.getsize(part), sha256_file(part), "downloaded")
     _check(result, entry, metadata.size, hub_sha256, git_sha1, repository, remove_on_failure=True)
@@ -331,6 +332,7 @@ def _fetch_online(repository, entry, folder, revision, fetched, state, endpoint,
 def _link(source, target):
     """Make ``target`` a symbolic link to ``source`` (a copy where links fail); returns ``target``."""
     _remove(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     try:
         os.symlink(os.path.realpath(source), target)
     except OSError:
@@ -343,7 +345,8 @@ def _in_hf_cache(repository, name, commit):
         return None
 
     try:
-        cached = try_to_load_from_cache(repository.repo_id, name, cache_dir=hf_cache_dir(), revision=commit)
+        cached = try_to_load_from_cache(repository.repo_id, name, cache_dir=hf_cache_dir(), revision=commit,
+                                        repo_type=repository.repo_type)
     except Exception:  # noqa: BLE001 - an unreadable cache is no reason to fail: download instead
         return None
     return cached if isinstance(cached, str) and os.path.isfile(cached) else None
@@ -461,7 +464,7 @@ def _fetch_offline(repository, folder, revision, endpoint):
         elif not entry.optional:
             missing.append(" or ".join(entry.candidates))
     if missing:
-        url = f"{endpoint}/{repository.repo_id}"
+        url = f"{endpoint}/{'datasets/' if repository.repo_type == 'dataset' else ''}{repository.repo_id}"
         raise DownloadError(
             f"offline (HF_HUB_OFFLINE is set) and {repository.repo_id} is not downloaded: copy {', '.join(missing)} "
             f"from {url} into {folder}, then run the command again (or unset HF_HUB_OFFLINE to download)"
@@ -483,7 +486,8 @@ def _local_file(repository, entry, name, folder, state, revision):
 
     wanted = revision or repository.revision or repository.default_branch
     try:
-        cached = try_to_load_from_cache(repository.repo_id, name, cache_dir=hf_cache_dir(), revision=wanted)
+        cached = try_to_load_from_cache(repository.repo_id, name, cache_dir=hf_cache_dir(), revision=wanted,
+                                        repo_type=repository.repo_type)
     except Exception:  # noqa: BLE001 - an unreadable cache counts as absent
         cached = None
     if isinstance(cached, str) and os.path.isfile(cached):

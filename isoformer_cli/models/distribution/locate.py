@@ -53,6 +53,16 @@ def default_model_dir():
     return os.path.join(base, "isoformer", "models")
 
 
+DATASET_DIR_VARIABLE = "ISOFORMER_DATASET_DIR"
+
+
+def dataset_dir_for(dataset_dir=None):
+    """The dataset folder in effect: ``dataset_dir`` (``--dataset-dir``), ``$ISOFORMER_DATASET_DIR``, or
+    ``datasets`` beside the default model folder (``~/.local/share/isoformer/datasets`` on Linux)."""
+    return dataset_dir or os.environ.get(DATASET_DIR_VARIABLE) or os.path.join(
+        os.path.dirname(default_model_dir()), "datasets")
+
+
 def model_dir_for(model_dir=None):
     """The model folder in effect: ``model_dir`` (``--model-dir``), ``$ISOFORMER_MODEL_DIR`` or the default."""
     return model_dir or os.environ.get(MODEL_DIR_VARIABLE) or default_model_dir()

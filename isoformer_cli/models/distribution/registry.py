@@ -60,6 +60,7 @@ class Repository:
             ``"dna_encoder"``, ``"rna_encoder"``, ``"protein_encoder"``).
         licence: the licence of the weights, as stated by the repository.
         approximate_size: for listings, e.g. ``"2.8 GB"``.
+        repo_type: ``"model"`` or ``"dataset"`` (the hub keeps them apart: ``/datasets/OWNER/NAME``).
     """
 
     repo_id: str
@@ -69,6 +70,7 @@ class Repository:
     approximate_size: str
     revision: str | None = None
     default_branch: str = "main"
+    repo_type: str = "model"
 
     @property
     def folder_name(self):
@@ -170,3 +172,37 @@ KNOWN_MODELS = {
 def known_model(name):
     """The :class:`KnownModel` called ``name``, or None."""
     return KNOWN_MODELS.get(name)
+
+
+#: The folder inside the official dataset that holds the transcript-expression task.
+OFFICIAL_DATASET_TABLE = "transcript_expression/GTEx_final.csv"
+OFFICIAL_DATASET_NORMALIZATION = "transcript_expression/normalization_values.csv"
+
+
+@dataclass(frozen=True)
+class KnownDataset:
+    """An entry of ``isoformer datasets pull``: ``name`` (the pull argument and the default folder name),
+    ``description``, ``licence`` and the ``repository`` (repo type dataset) with the files it takes."""
+
+    name: str
+    description: str
+    licence: str
+    repository: Repository
+
+
+KNOWN_DATASETS = {
+    "isoformer-gtex": KnownDataset(
+        name="isoformer-gtex",
+        description="the labels the official IsoFormer was trained on: GTEx v8 transcripts, log(TPM+1) averaged "
+        "over donors in 30 tissues, with their gene-level train / validation / test split",
+        licence="none stated on the dataset (GTEx v8 TPMs are open access)",
+        repository=Repository(
+            repo_id="InstaDeepAI/multi_omics_transcript_expression",
+            role="dataset",
+            repo_type="dataset",
+            files=(RepoFile(OFFICIAL_DATASET_TABLE), RepoFile(OFFICIAL_DATASET_NORMALIZATION, optional=True)),
+            licence="none stated",
+            approximate_size="650 MB",
+        ),
+    ),
+}

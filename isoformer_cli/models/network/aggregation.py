@@ -28,6 +28,8 @@ cross-attention block, no term for the linear sum, no keys for the Perceiver), a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,12 +45,36 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def window_range(length: int, start, end, reference: str) -> tuple[int, int]:
+    """The half-open position range ``[start, end)`` a pool window selects of ``length`` query positions.
+
+    ``reference``: "tss" (bounds relative to position ``length // 2``), "absolute" (relative to 0) or
+    "fraction" (``[floor(start length), ceil(end length))``); a None bound means that end of the sequence.
+    Clipped to ``[0, length)``; ValueError when nothing is left.
+    """
+    if start is None and end is None:
+        return 0, length
+    if reference == "fraction":
+        first = 0 if start is None else math.floor(start * length)
+        last = length if end is None else math.ceil(end * length)
+    else:
+        origin = length // 2 if reference == "tss" else 0
+        first = 0 if start is None else origin + start
+        last = length if end is None else origin + end
+    first, last = max(0, first), min(length, last)
+    if first >= last:
+        raise ValueError(
+            f"pool window [{start}, {end}) relative to {reference} selects no position of a "
+            f"{length}-position query stream"
+        )
+    return first, last
+
+
 class WindowMeanPooling(nn.Module):
     """Mean over a window of query-stream positions (see `IsoformerConfig` "Pooling window").
 
-    With a DNA query stream the window ``[start, end)`` is taken relative to the TSS position ``N // 2``
-    (``pool_window_reference="tss"``) or to position 0 (``"absolute"``), clipped to ``[0, N)``; both None is
-    the mean over every position. Without DNA the window is ignored (masked mean over real tokens).
+    With a DNA query stream the window is :func:`window_range` of the config's ``pool_window_*`` fields; both
+    None is the mean over every position. Without DNA the window is ignored (masked mean over real tokens).
     """
 
     def __init__(self, config: IsoformerConfig):
@@ -60,22 +86,14 @@ class WindowMeanPooling(nn.Module):
 
     def window(self, length: int) -> tuple[int, int]:
         """The half-open position range [start, end) pooled for a query stream of ``length`` positions."""
-        if not self.use_window or (self.start is None and self.end is None):
+        if not self.use_window:
             return 0, length
-        origin = length // 2 if self.reference == "tss" else 0
-        start = 0 if self.start is None else origin + self.start
-        end = length if self.end is None else origin + self.end
-        start, end = max(0, start), min(length, end)
-        if start >= end:
-            raise ValueError(
-                f"pool window [{self.start}, {self.end}) relative to {self.reference} selects no position of a "
-                f"{length}-position query stream"
-            )
-        return start, end
+        return window_range(length, self.start, self.end, self.reference)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B, N, D), mask (B, N) bool or None -> (B, D)."""
-        start, end = self.window(x.shape[1])
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, window: tuple[int, int] | None = None) -> torch.Tensor:
+        """x (B, N, D), mask (B, N) bool or None -> (B, D); ``window`` (start, end) overrides the configured one
+        (for ``isoformer models calibrate``, which tries several on one fused stream)."""
+        start, end = self.window(x.shape[1]) if window is None else window
         return masked_mean(x[:, start:end], None if mask is None else mask[:, start:end])
 
 
@@ -156,23 +174,52 @@ class CrossAttentionAggregation(nn.Module):
         self.pooling = WindowMeanPooling(config)
         self.fusion_order = config.fusion_order
 
+    @property
+    def orders_differ(self) -> bool:
+        """Whether ``fusion_order`` changes anything: only with both blocks."""
+        return self.rna_cross_attention is not None and self.protein_cross_attention is not None
+
     def forward(self, query, query_mask, rna, rna_mask, protein, protein_mask):
-        steps = []
-        if self.rna_cross_attention is not None and rna is not None:
-            steps.append((self.rna_cross_attention, rna, rna_mask))
-        if self.protein_cross_attention is not None and protein is not None:
-            steps.append((self.protein_cross_attention, protein, protein_mask))
-        if self.fusion_order == "protein,rna":
-            steps.reverse()
-        fused = query
-        if self.fusion_order == "parallel" and len(steps) > 1:
-            # Each block adds its own residual update to the same input stream.
-            for block, context, mask in steps:
-                fused = fused + (block(query, context, mask) - query)
-        else:
-            for block, context, mask in steps:
-                fused = block(fused, context, mask)
+        fused = self.fuse(query, rna, rna_mask, protein, protein_mask)
         return fused, self.pooling(fused, query_mask)
+
+    def fuse(self, query, rna, rna_mask, protein, protein_mask, fusion_order: str | None = None):
+        """The fused query stream (B, N, D) under ``fusion_order`` (None: the configured one)."""
+        order = self.fusion_order if fusion_order is None else fusion_order
+        return self.fuse_orders(query, rna, rna_mask, protein, protein_mask, (order,))[order]
+
+    def fuse_orders(self, query, rna, rna_mask, protein, protein_mask, orders) -> dict:
+        """``{order: fused stream (B, N, D)}`` for each of ``orders``, every block output computed once: the
+        first block of a sequential order is also a term of "parallel", so three orders cost four block
+        passes, not five."""
+        steps = {}
+        if self.rna_cross_attention is not None and rna is not None:
+            steps["rna"] = (self.rna_cross_attention, rna, rna_mask)
+        if self.protein_cross_attention is not None and protein is not None:
+            steps["protein"] = (self.protein_cross_attention, protein, protein_mask)
+        applied = {(): query}
+
+        def run(sequence):
+            """The stream after the blocks of ``sequence`` one after the other (memoised)."""
+            if sequence not in applied:
+                block, context, mask = steps[sequence[-1]]
+                applied[sequence] = block(run(sequence[:-1]), context, mask)
+            return applied[sequence]
+
+        fused = {}
+        for order in orders:
+            names = [name for name in ("rna", "protein") if name in steps]
+            if order == "protein,rna":
+                names.reverse()
+            if order == "parallel" and len(names) > 1:
+                # Each block adds its own residual update to the same input stream.
+                stream = query
+                for name in names:
+                    stream = stream + (run((name,)) - query)
+                fused[order] = stream
+            else:
+                fused[order] = run(tuple(names))
+        return fused
 
 
 class PerceiverAttention(nn.Module):

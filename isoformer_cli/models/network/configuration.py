@@ -31,8 +31,12 @@ Pooling window
 (half-open ``[start, end)``). Both ``None`` (default) means all positions (global average pooling, as the
 paper describes). ``pool_window_reference="tss"`` (default) counts them relative to the TSS position, which is
 position ``n // 2`` of the ``n`` DNA positions for a TSS-centred window (bin 448 of 896 at full size; a
-``None`` side then means "to that end of the sequence"); ``"absolute"`` counts from position 0. Without DNA
-the window is ignored and the mean runs over the non-padding tokens (including ``<cls>`` and ``<eos>``).
+``None`` side then means "to that end of the sequence"); ``"absolute"`` counts from position 0;
+``"fraction"`` reads them as fractions of the ``n`` positions, ``[floor(start n), ceil(end n))`` with
+``0 <= start < end <= 1`` (``0``..``1`` = every position; one reading of the official ``pool_window_start=0,
+pool_window_end=1``, which ``isoformer models calibrate`` tests against the others). Positions counted with
+``tss`` or ``absolute`` are whole numbers. Without DNA the window is ignored and the mean runs over the
+non-padding tokens (including ``<cls>`` and ``<eos>``).
 
 Fusion order
 ------------
@@ -76,7 +80,11 @@ ALL_MODALITIES: tuple[str, ...] = ("dna", "rna", "protein")
 AGGREGATIONS: tuple[str, ...] = ("cross-attention", "perceiver", "linear")
 HEAD_ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "silu", "tanh", "softplus")
 FUSION_ORDERS: tuple[str, ...] = ("rna,protein", "protein,rna", "parallel")
-POOL_WINDOW_REFERENCES: tuple[str, ...] = ("tss", "absolute")
+POOL_WINDOW_REFERENCES: tuple[str, ...] = ("tss", "absolute", "fraction")
+#: The fields whose official values are not published, which ``isoformer models calibrate`` finds from data.
+CALIBRATED_FIELDS: tuple[str, ...] = (
+    "fusion_order", "head_activation", "pool_window_start", "pool_window_end", "pool_window_reference",
+)
 
 # Field values of each preset that differ from the constructor defaults (which are the official model).
 _PRESET_OVERRIDES: dict[str, dict] = {
@@ -209,8 +217,8 @@ class IsoformerConfig(PretrainedConfig):
         perceiver_num_heads: int = 8,
         perceiver_ff_mult: int = 2,
         # Pooling and head.
-        pool_window_start: int | None = None,
-        pool_window_end: int | None = None,
+        pool_window_start: int | float | None = None,
+        pool_window_end: int | float | None = None,
         pool_window_reference: str = "tss",
         head_hidden_size: int = 6144,
         head_activation: str = "gelu",
@@ -285,9 +293,9 @@ class IsoformerConfig(PretrainedConfig):
         self.perceiver_num_heads = perceiver_num_heads
         self.perceiver_ff_mult = perceiver_ff_mult
 
-        self.pool_window_start = pool_window_start
-        self.pool_window_end = pool_window_end
         self.pool_window_reference = pool_window_reference
+        self.pool_window_start = _window_bound(pool_window_start, pool_window_reference)
+        self.pool_window_end = _window_bound(pool_window_end, pool_window_reference)
         self.head_hidden_size = head_hidden_size
         self.head_activation = head_activation
         self.head_dropout = head_dropout
@@ -376,7 +384,20 @@ class IsoformerConfig(PretrainedConfig):
         if self.fusion_order not in FUSION_ORDERS:
             fail(f"fusion_order={self.fusion_order!r}; choose one of {', '.join(FUSION_ORDERS)}")
         if self.pool_window_reference not in POOL_WINDOW_REFERENCES:
-            fail(f"pool_window_reference={self.pool_window_reference!r}; choose tss or absolute")
+            fail(f"pool_window_reference={self.pool_window_reference!r}; choose one of "
+                 f"{', '.join(POOL_WINDOW_REFERENCES)}")
+        start, end = self.pool_window_start, self.pool_window_end
+        if self.pool_window_reference == "fraction":
+            for name, value in (("pool_window_start", start), ("pool_window_end", end)):
+                if value is not None and not 0.0 <= value <= 1.0:
+                    fail(f"{name}={value!r} with pool_window_reference=fraction; a fraction is between 0 and 1")
+        else:
+            for name, value in (("pool_window_start", start), ("pool_window_end", end)):
+                if value is not None and not isinstance(value, int):
+                    fail(f"{name}={value!r} with pool_window_reference={self.pool_window_reference}: positions are "
+                         "whole numbers (fractions need pool_window_reference=fraction)")
+        if start is not None and end is not None and start >= end:
+            fail(f"pool_window_start={start!r} is not below pool_window_end={end!r}: the window would be empty")
         if not self.tissues:
             fail("tissues is empty; the head needs at least one output")
         if len(set(self.tissues)) != len(self.tissues):
@@ -390,6 +411,18 @@ class IsoformerConfig(PretrainedConfig):
             )
         if self.aggregation == "perceiver" and self.query_size % self.perceiver_num_heads:
             fail(f"query width {self.query_size} is not divisible by perceiver_num_heads={self.perceiver_num_heads}")
+
+
+def _window_bound(value, reference):
+    """A pool window bound as stored: None, a float for ``fraction``, an int otherwise where it is whole (JSON
+    may write ``2`` as ``2.0``); other values are kept for :meth:`IsoformerConfig.validate` to refuse."""
+    if value is None or isinstance(value, bool):
+        return value
+    if reference == "fraction":
+        return float(value) if isinstance(value, (int, float)) else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _canonical_modalities(modalities) -> list[str]:

@@ -34,8 +34,13 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.network.aggregation import PerceiverAggregation, build_aggregation
-from isoformer_cli.models.network.configuration import IsoformerConfig
+from isoformer_cli.models.network.aggregation import (
+    CrossAttentionAggregation,
+    PerceiverAggregation,
+    build_aggregation,
+    window_range,
+)
+from isoformer_cli.models.network.configuration import CALIBRATED_FIELDS, IsoformerConfig
 
 try:  # transformers >= 5: init functions that respect already-loaded tensors.
     from transformers import initialization as _init
@@ -67,6 +72,14 @@ class IsoformerOutput(ModelOutput):
     dna_embeddings: torch.Tensor | None = None
     rna_embeddings: torch.Tensor | None = None
     protein_embeddings: torch.Tensor | None = None
+
+
+def _window_of(setting: dict, length: int, config: IsoformerConfig) -> tuple[int, int]:
+    """The positions a setting's pool window selects of ``length`` query positions (all without DNA)."""
+    if not config.has_dna:
+        return 0, length
+    return window_range(length, setting["pool_window_start"], setting["pool_window_end"],
+                        setting["pool_window_reference"])
 
 
 class IsoformerHead(nn.Module):
@@ -188,30 +201,10 @@ class IsoformerModel(IsoformerPreTrainedModel):
             mask = mask & present.bool().to(mask.device)[:, None]
         return mask
 
-    def fuse_and_predict(
-        self,
-        dna_embeddings: torch.Tensor | None = None,
-        dna_mask: torch.Tensor | None = None,
-        rna_embeddings: torch.Tensor | None = None,
-        rna_attention_mask: torch.Tensor | None = None,
-        protein_embeddings: torch.Tensor | None = None,
-        protein_attention_mask: torch.Tensor | None = None,
-        has_rna: torch.Tensor | None = None,
-        has_protein: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> IsoformerOutput:
-        """Fuse encoder outputs and predict.
-
-        Args:
-            dna_embeddings: (B, N, D) from `encode_dna` (required when the model has DNA); dna_mask (B, N) or None.
-            rna_embeddings / protein_embeddings: (B, L, E) from `encode_rna` / `encode_protein`, or None when no
-                row of the batch has that modality; masks (B, L) bool.
-            has_rna / has_protein: (B,) bool, optional row presence flags.
-            labels: (B, n_tissues) optional targets; gives ``loss`` (MSE).
-
-        Returns:
-            `IsoformerOutput` with predictions (B, n_tissues), fused_dna_embeddings, pooled_embeddings, loss.
-        """
+    def _fusion_inputs(self, dna_embeddings, dna_mask, rna_embeddings, rna_attention_mask, protein_embeddings,
+                       protein_attention_mask, has_rna, has_protein):
+        """``(query, query_mask, rna, rna_mask, protein, protein_mask)`` for the aggregation: the query stream
+        chosen, modality masks combined with the rows' presence flags (see :meth:`fuse_and_predict`)."""
         config = self.config
         rna_mask = self._modality_mask("RNA", rna_embeddings, rna_attention_mask, has_rna) if config.has_rna else None
         protein_mask = (
@@ -243,6 +236,84 @@ class IsoformerModel(IsoformerPreTrainedModel):
                 f"rows {missing} have no {query_modality}, but {query_modality} is the query stream of this model"
             )
 
+        return query, query_mask, rna_embeddings, rna_mask, protein_embeddings, protein_mask
+
+    def predict_under_settings(
+        self,
+        settings: list[dict],
+        dna_embeddings: torch.Tensor | None = None,
+        dna_mask: torch.Tensor | None = None,
+        rna_embeddings: torch.Tensor | None = None,
+        rna_attention_mask: torch.Tensor | None = None,
+        protein_embeddings: torch.Tensor | None = None,
+        protein_attention_mask: torch.Tensor | None = None,
+        has_rna: torch.Tensor | None = None,
+        has_protein: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predictions (S, B, n_tissues) of the same encoder outputs under each of S alternative settings.
+
+        ``settings``: dicts of the fields of ``CALIBRATED_FIELDS`` (fusion_order, head_activation,
+        pool_window_start / end / reference); the inputs are those of :meth:`fuse_and_predict`. Entry ``s``
+        equals what :meth:`fuse_and_predict` returns for a model configured with ``settings[s]`` (the weights
+        do not depend on these fields). Each cross-attention block output is computed once (the three orders
+        take four block passes, one order two), the pooling once per distinct (order, window), and each head
+        layer runs once over all of them, so trying many settings costs little more than one.
+        Only for the cross-attention aggregation (the official one, whose settings are unknown).
+        """
+        if not isinstance(self.aggregation, CrossAttentionAggregation):
+            raise InputError(f"alternative settings apply to the cross-attention aggregation, not to "
+                             f"{self.config.aggregation!r}")
+        query, query_mask, rna, rna_mask, protein, protein_mask = self._fusion_inputs(
+            dna_embeddings, dna_mask, rna_embeddings, rna_attention_mask, protein_embeddings,
+            protein_attention_mask, has_rna, has_protein)
+        length = query.shape[1]
+        orders = list(dict.fromkeys(setting["fusion_order"] for setting in settings))
+        fused = self.aggregation.fuse_orders(query, rna, rna_mask, protein, protein_mask, orders)
+        # One pooled vector per distinct (order, window), one activation per distinct (pooled vector, activation);
+        # each of the head's two layers then runs once on all of them.
+        pooled_of, pairs_of, pooled, pairs, index = {}, {}, [], [], []
+        for setting in settings:
+            key = (setting["fusion_order"], _window_of(setting, length, self.config))
+            if key not in pooled_of:
+                pooled_of[key] = len(pooled)
+                pooled.append(self.aggregation.pooling(fused[key[0]], query_mask, window=key[1]))
+            pair = (pooled_of[key], setting["head_activation"])
+            if pair not in pairs_of:
+                pairs_of[pair] = len(pairs)
+                pairs.append(pair)
+            index.append(pairs_of[pair])
+        hidden = self.head.dense(torch.cat(pooled)).unflatten(0, (len(pooled), -1))  # (pooled, B, hidden)
+        activated = torch.stack([_ACTIVATIONS[activation]()(hidden[row]) for row, activation in pairs])
+        outputs = self.head.output(self.head.dropout(activated))  # (pairs, B, n_tissues)
+        return outputs[torch.tensor(index, device=outputs.device)]
+
+    def fuse_and_predict(
+        self,
+        dna_embeddings: torch.Tensor | None = None,
+        dna_mask: torch.Tensor | None = None,
+        rna_embeddings: torch.Tensor | None = None,
+        rna_attention_mask: torch.Tensor | None = None,
+        protein_embeddings: torch.Tensor | None = None,
+        protein_attention_mask: torch.Tensor | None = None,
+        has_rna: torch.Tensor | None = None,
+        has_protein: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> IsoformerOutput:
+        """Fuse encoder outputs and predict.
+
+        Args:
+            dna_embeddings: (B, N, D) from `encode_dna` (required when the model has DNA); dna_mask (B, N) or None.
+            rna_embeddings / protein_embeddings: (B, L, E) from `encode_rna` / `encode_protein`, or None when no
+                row of the batch has that modality; masks (B, L) bool.
+            has_rna / has_protein: (B,) bool, optional row presence flags.
+            labels: (B, n_tissues) optional targets; gives ``loss`` (MSE).
+
+        Returns:
+            `IsoformerOutput` with predictions (B, n_tissues), fused_dna_embeddings, pooled_embeddings, loss.
+        """
+        query, query_mask, rna_embeddings, rna_mask, protein_embeddings, protein_mask = self._fusion_inputs(
+            dna_embeddings, dna_mask, rna_embeddings, rna_attention_mask, protein_embeddings,
+            protein_attention_mask, has_rna, has_protein)
         fused, pooled = self.aggregation(query, query_mask, rna_embeddings, rna_mask, protein_embeddings, protein_mask)
         predictions = self.head(pooled)
         loss = None
@@ -299,6 +370,29 @@ class IsoformerModel(IsoformerPreTrainedModel):
             output.rna_embeddings = rna
             output.protein_embeddings = protein
         return output
+
+    # -------------------------------------------------------------------------------------------
+    def apply_settings(self, settings: dict) -> None:
+        """Switch this model to other values of the ``CALIBRATED_FIELDS`` (fusion order, head activation, pool
+        window): the configuration and the parameter-free parts they shape; the weights stay as they are.
+        InputError (and nothing changed) for an invalid combination."""
+        unknown = sorted(set(settings) - set(CALIBRATED_FIELDS))
+        if unknown:
+            raise InputError(f"not a calibrated setting: {', '.join(unknown)}")
+        previous = {key: getattr(self.config, key) for key in CALIBRATED_FIELDS}
+        try:
+            for key, value in settings.items():
+                setattr(self.config, key, value)
+            self.config.validate()
+        except InputError:
+            for key, value in previous.items():
+                setattr(self.config, key, value)
+            raise
+        if isinstance(self.aggregation, CrossAttentionAggregation):
+            self.aggregation.fusion_order = self.config.fusion_order
+        if hasattr(self.aggregation, "pooling"):
+            self.aggregation.pooling = type(self.aggregation.pooling)(self.config)
+        self.head.activation = _ACTIVATIONS[self.config.head_activation]()
 
     # -------------------------------------------------------------------------------------------
     def parameter_counts(self, detailed: bool = False) -> dict[str, int]:
