@@ -82,9 +82,11 @@ class _Replace:
 
 def target_of(predictions, tissue_index):
     """``(B,)``: one tissue's column of ``predictions`` (B, T), or their mean when ``tissue_index`` is None."""
+    if predictions.dtype != torch.float64:  # bf16 under autocast: the target in float32; a float64 model keeps it
+        predictions = predictions.float()
     if tissue_index is None:
-        return predictions.float().mean(dim=-1)
-    return predictions[:, tissue_index].float()
+        return predictions.mean(dim=-1)
+    return predictions[:, tissue_index]
 
 
 def quadrature(steps):
@@ -140,7 +142,7 @@ class Explainer:
                 hook.handle.remove()
 
     def embeddings(self, inputs):
-        """``({modality: e(x) (L, C)}, {modality: e(b) (L, C)})`` in float32."""
+        """``({modality: e(x) (L, C)}, {modality: e(b) (L, C)})`` in float32 (float64 for a float64 model)."""
         real, reference = {}, {}
         for modality, ids in inputs.items():
             encoder, module = self._encoder(modality)
@@ -148,7 +150,9 @@ class Explainer:
             with torch.no_grad():
                 for store, values in ((real, ids), (reference, baseline)):
                     tensor = torch.as_tensor(values, dtype=torch.long, device=self.device)[None]
-                    store[modality] = encoder.attribution_embedding(module, tensor)[0].float()
+                    embedded = encoder.attribution_embedding(module, tensor)[0]
+                    # Half-precision weights are integrated in float32; a float64 model (checks) keeps float64.
+                    store[modality] = embedded if embedded.dtype == torch.float64 else embedded.float()
         return real, reference
 
     def explain(self, inputs, tissue_index=None, method="integrated-gradients", steps=DEFAULT_STEPS):
@@ -173,7 +177,8 @@ class Explainer:
         totals = {modality: torch.zeros_like(value, dtype=torch.float64) for modality, value in real.items()}
 
         def run(batch):
-            alpha = torch.as_tensor(alphas[batch], dtype=torch.float32, device=self.device)[:, None, None]
+            dtype = next(iter(real.values())).dtype
+            alpha = torch.as_tensor(alphas[batch], dtype=dtype, device=self.device)[:, None, None]
             points = {m: (reference[m][None] + alpha * (real[m] - reference[m])[None]).requires_grad_(True)
                       for m in real}
             with torch.enable_grad():
