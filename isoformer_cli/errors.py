@@ -6,6 +6,8 @@ stderr and a non-zero exit code (see ``isoformer_cli.cli.main``); library caller
 as the builtin exception they subclass.
 """
 
+from collections.abc import Sequence
+
 
 class IsoformerError(Exception):
     """Base class of every error the tool reports to the user without a traceback."""
@@ -43,3 +45,15 @@ class OutputError(IsoformerError, OSError):
 
 class DeviceError(IsoformerError, RuntimeError):
     """The requested compute device is not available (for example CUDA asked for but absent)."""
+
+
+def check_choice(option: str, value: object, choices: Sequence[str]) -> None:
+    """The one check of a value against its choices: InputError ``--orf must be one of none, longest, not 'x'``.
+
+    Args:
+        option: the option (or field) as the user wrote it, e.g. ``--precision``.
+        value: what was given.
+        choices: the allowed values, in the order the message lists them.
+    """
+    if value not in choices:
+        raise InputError(f"{option} must be one of {', '.join(choices)}, not {value!r}")

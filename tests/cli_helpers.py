@@ -1,9 +1,12 @@
-"""Helpers shared by the tests of output safety (targets, same-file refusal, concurrent runs)."""
+"""Helpers shared by the tests: the command line in this process, the example data, oracle tools on PATH,
+and what the tests of output safety (targets, same-file refusal, concurrent runs) look at."""
 
 import hashlib
 import os
 import pathlib
+import shutil
 import stat
+import sys
 import threading
 import time
 
@@ -17,9 +20,22 @@ HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
 HUMAN_GTF = str(EXAMPLES / "hg38_chr16_186964-397118.refGene.gtf")
 
 
-def invoke(*args):
-    """Run the command line in this process (quiet); the click Result."""
-    return CliRunner().invoke(cli, ["-q", *[str(arg) for arg in args]])
+def invoke(*args, expect=None, quiet=True):
+    """Run ``isoformer ARGS`` in this process (with ``-q`` unless ``quiet=False``); the click Result, whose
+    exit code must be ``expect`` when one is given."""
+    result = CliRunner().invoke(cli, ["-q"] * quiet + [str(arg) for arg in args])
+    if expect is not None:
+        assert result.exit_code == expect, result.output
+    return result
+
+
+def tool_path(tool):
+    """The tool on PATH, or beside the running Python (CrossMap installed into a virtual environment)."""
+    found = shutil.which(tool)
+    if found is None:
+        beside = os.path.join(os.path.dirname(sys.executable), tool)
+        found = beside if os.access(beside, os.X_OK) else None
+    return found
 
 
 def one_error_line(result, text):

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from isoformer_cli.errors import AnnotationError
-from isoformer_cli.genomics import annotation
+from isoformer_cli.genomics import compressed
 from isoformer_cli.genomics.annotation import detect_format, load_transcripts, read_annotation
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_data")
@@ -597,8 +597,8 @@ def test_missing_folder_and_unreadable_annotation(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     # Tests may run as root, for whom chmod does not bite: refuse the open itself.
-    monkeypatch.setattr(annotation, "open", refuse, raising=False)
-    with pytest.raises(AnnotationError, match=r"locked\.gtf: permission denied; make the annotation readable"):
+    monkeypatch.setattr(compressed, "open", refuse, raising=False)
+    with pytest.raises(AnnotationError, match=r"locked\.gtf: permission denied; make the annotation file readable"):
         read_annotation(path)
 
 
@@ -606,8 +606,8 @@ def test_missing_folder_and_unreadable_annotation(tmp_path, monkeypatch):
 def gzip_reader(request, monkeypatch):
     """Run a test with the threaded python-isal reader (when installed) and with plain gzip."""
     if request.param == "gzip":
-        monkeypatch.setattr(annotation, "_igzip_threaded", None)
-    elif annotation._igzip_threaded is None:
+        monkeypatch.setattr(compressed, "_igzip_threaded", None)
+    elif compressed._igzip_threaded is None:
         pytest.skip("python-isal is not installed")
     return request.param
 
@@ -697,13 +697,10 @@ def test_gff3_fixtures_match_gffutils(tmp_path, fixture):
         assert (t.exons, t.cds) == oracle[t.transcript_id], t.transcript_id
 
 
-@pytest.mark.oracle
+@pytest.mark.oracle("gffread")
 def test_gff3_written_by_gffread_reads_back_the_same(tmp_path):
-    import shutil
     import subprocess
 
-    if not shutil.which("gffread"):
-        pytest.skip("gffread is not installed")
     gtf = write(tmp_path, "gencode.gtf", GENCODE_GTF)
     gff3 = str(tmp_path / "gencode.gff3")
     subprocess.run(["gffread", gtf, "-o", gff3], check=True, capture_output=True)

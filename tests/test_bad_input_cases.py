@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import click
 import h5py
 import numpy as np
 import pytest
@@ -133,13 +132,11 @@ def test_truncated_hdf5_predictions_are_bad_input(tmp_path):
     ([("a", "ACGT"), ("b", "GGGG"), ("a", "TTTT")], (1, 5)),    # duplicate last
     ([("b", "GGGG"), ("a x", "ACGT"), ("c", "CC"), ("a", "TT")], (3, 7)),  # a description does not hide it
 ])
-@pytest.mark.parametrize("index", ["ours", "samtools"])
+@pytest.mark.parametrize("index", ["ours", pytest.param("samtools", marks=pytest.mark.oracle("samtools"))])
 def test_duplicate_fasta_record_names_are_refused(tmp_path, records, lines, index):
     fasta = tmp_path / "dup.fa"
     fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records))
     if index == "samtools":
-        if shutil.which("samtools") is None:
-            pytest.skip("samtools is not installed")
         subprocess.run(["samtools", "faidx", str(fasta)], check=True, capture_output=True)
     before = fingerprint(fasta)
     result = invoke("triples", "--genome", fasta, "--annotation", HUMAN_GTF, "-o", tmp_path / "t.tsv")
@@ -267,19 +264,6 @@ def test_help_lists_the_exit_codes():
 
 
 # ------------------------------------------------------------------------------ the error boundary
-
-
-@pytest.fixture()
-def failing_command():
-    raised = {}
-
-    @click.command("fail-for-test")
-    def fail_for_test():
-        raise raised["exception"]
-
-    cli_main.cli.add_command(fail_for_test)
-    yield raised
-    cli_main.cli.commands.pop("fail-for-test")
 
 
 def test_interrupted_is_one_line_without_a_blank_line_before(failing_command):

@@ -3,27 +3,12 @@
 import subprocess
 import sys
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from isoformer_cli import __version__
 from isoformer_cli.cli import main as cli_main
 from isoformer_cli.errors import AnnotationError
-
-
-@pytest.fixture()
-def failing_command():
-    """Temporarily register a command that raises what the test asks for."""
-    raised = {}
-
-    @click.command("fail-for-test")
-    def fail_for_test():
-        raise raised["exception"]
-
-    cli_main.cli.add_command(fail_for_test)
-    yield raised
-    cli_main.cli.commands.pop("fail-for-test")
 
 
 def test_version_option_prints_version_and_exits_zero():

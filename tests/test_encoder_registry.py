@@ -6,10 +6,8 @@ import pathlib
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
-from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.predictions import read_predictions
 from isoformer_cli.models.checkpoint.load import load_checkpoint
@@ -19,6 +17,8 @@ from isoformer_cli.models.network.configuration import IsoformerConfig
 from isoformer_cli.models.network.encoders import DNA_ENCODERS, register_dna_encoder
 from isoformer_cli.models.network.encoders import LayerGroups, SequenceEncoder
 from isoformer_cli.models.network.tokenizers import DnaTokenizer
+
+from cli_helpers import invoke
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 HUMAN_GENOME = str(EXAMPLES / "hg38_chr16_186964-397118.fa")
@@ -107,24 +107,18 @@ def toy_checkpoint(tmp_path):
         DNA_ENCODERS.pop(encoder.name)
 
 
-def invoke(*args):
-    result = CliRunner().invoke(cli, ["-q", *args])
-    assert result.exit_code == 0, result.output
-    return result
-
-
 def test_registered_encoder_is_built_saved_loaded_and_described(toy_checkpoint):
     model = load_checkpoint(toy_checkpoint)
     assert isinstance(model.dna_encoder, BinnedConvolution)
     assert model.config.toy_width == 32 and model.config.dna_bins == 2048 // 64
-    summary = invoke("inspect", str(toy_checkpoint)).output
+    summary = invoke("inspect", str(toy_checkpoint), expect=0).output
     assert "dna_encoder: toy convolution (32 wide, 64-bp bins)" in summary
 
 
 def test_registered_encoder_runs_through_predict_and_finetune(toy_checkpoint, tmp_path):
     predictions = tmp_path / "predictions.tsv"
     invoke("predict", "--genome", HUMAN_GENOME, "--annotation", HUMAN_GTF, "--checkpoint", str(toy_checkpoint),
-           "-o", str(predictions))
+           "-o", str(predictions), expect=0)
     table = read_predictions(str(predictions))
     assert len(table.obs) == 17 and np.isfinite(table.values).all()
 
@@ -136,7 +130,7 @@ def test_registered_encoder_runs_through_predict_and_finetune(toy_checkpoint, tm
     run = tmp_path / "run"
     invoke("finetune", "-o", str(run), "--genome", HUMAN_GENOME, "--annotation", HUMAN_GTF,
            "--expression", str(expression), "--checkpoint", str(toy_checkpoint), "--epochs", "1", "--batch-size", "4",
-           "--freeze", "dna:1", "--activation-checkpointing", "--val-fraction", "0.2", "--test-fraction", "0.2")
+           "--freeze", "dna:1", "--activation-checkpointing", "--val-fraction", "0.2", "--test-fraction", "0.2", expect=0)
     trained = load_checkpoint(run / "last")
     start = load_checkpoint(toy_checkpoint)
     # --freeze dna:1 keeps the last of the toy's two layers trainable and freezes the rest of it.

@@ -13,6 +13,8 @@ from isoformer_cli.models.checkpoint.summary import inspect_model
 from isoformer_cli.models.network.configuration import GTEX_TISSUES, IsoformerConfig
 from isoformer_cli.models.network.modeling import IsoformerModel
 
+from cli_helpers import invoke
+
 # The parameter budget of the official 2.8 GB file (float32, about 700.6M parameters).
 ENFORMER_STEM_AND_TOWER = 50_877_952
 ENFORMER_TRANSFORMER = 174_242_816
@@ -35,7 +37,7 @@ NT_V2_CONTACT_HEAD = 24 * 16 + 1
 
 
 def run(*arguments):
-    return CliRunner().invoke(cli, ["inspect", *arguments])
+    return invoke("inspect", *arguments, quiet=False)
 
 
 def test_official_preset_counts_match_the_design_figures():

@@ -15,10 +15,8 @@ import os
 
 import pytest
 import torch
-from click.testing import CliRunner
 from huggingface_hub import constants as hub_constants
 
-from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import DownloadError
 from isoformer_cli.models.checkpoint.load import load_checkpoint
 from isoformer_cli.models.checkpoint.save import save_checkpoint
@@ -27,7 +25,7 @@ from isoformer_cli.models.distribution.hub import fetch_repository
 from isoformer_cli.models.distribution.registry import RepoFile, Repository
 from isoformer_cli.models.distribution.store import MANIFEST_FILE
 
-from cli_helpers import HUMAN_GENOME, HUMAN_GTF
+from cli_helpers import HUMAN_GENOME, HUMAN_GTF, invoke
 from local_hub import LocalHub
 from official_format import official_config_json, official_state, small_model, vocabulary_files
 from test_init import save_enformer, save_esm, save_nt
@@ -96,10 +94,6 @@ def hub(tmp_path, monkeypatch):
 def go_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, ["-q", *[str(arg) for arg in args]])
 
 
 def last_line(result):

@@ -34,8 +34,6 @@ DATASETS = {
 }
 SMALL_WINDOW = 2000
 
-needs_gffread = pytest.mark.skipif(shutil.which("gffread") is None, reason="gffread not installed")
-needs_samtools = pytest.mark.skipif(shutil.which("samtools") is None, reason="samtools not installed")
 
 
 def read_fasta(path):
@@ -146,8 +144,7 @@ def test_gff3_with_stop_inside_cds_gives_the_same_triples(examples, triples, dat
         assert [getattr(row, name) for name in fields] == [getattr(from_gtf[tid], name) for name in fields], tid
 
 
-@pytest.mark.oracle
-@needs_gffread
+@pytest.mark.oracle("gffread")
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_equal_to_gffread_live(examples, triples, tmp_path, dataset):
     fasta, annotation, _, _ = DATASETS[dataset]
@@ -204,8 +201,7 @@ def read_fasta_text(text):
     return records
 
 
-@pytest.mark.oracle
-@needs_samtools
+@pytest.mark.oracle("samtools")
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_small_windows_equal_samtools_live(examples, small_windows, dataset):
     rows = small_windows[dataset]
@@ -249,8 +245,7 @@ def test_padded_windows_have_exact_n_counts(examples, full_windows):
     assert {("+", "left", ""), ("+", "", "right"), ("-", "left", ""), ("-", "", "right")} <= sides
 
 
-@pytest.mark.oracle
-@needs_samtools
+@pytest.mark.oracle("samtools")
 def test_padded_windows_inner_part_equals_samtools(examples, full_windows):
     length, _ = contig_length(examples, "hg38_chr16")
     fasta = str(examples / DATASETS["hg38_chr16"][0])
@@ -306,8 +301,7 @@ def tricky_annotation(folder):
     return folder / "tricky.fa", folder / "tricky.gtf"
 
 
-@pytest.mark.oracle
-@needs_gffread
+@pytest.mark.oracle("gffread")
 def test_tricky_cases_equal_gffread_live(tmp_path):
     fasta, gtf = tricky_annotation(tmp_path)
     output = tmp_path / "tricky.tsv"

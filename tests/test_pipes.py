@@ -1,7 +1,6 @@
 """``isoformer variants`` between htslib tools in real shell pipes: bcftools in, bgzip/tabix/bcftools out."""
 
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -16,8 +15,7 @@ ANNOTATION = str(EXAMPLES / "hg38_chr16_186964-397118.refGene.gtf")
 ISOFORMER = f"{sys.executable} -m isoformer_cli -q"
 COMMON = f"variants --checkpoint demo --genome {GENOME} --annotation {ANNOTATION}"
 
-pytestmark = pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("bcftools", "bgzip", "tabix")),
-                                reason="needs bcftools, bgzip and tabix")
+pytestmark = pytest.mark.oracle("bcftools", "bgzip", "tabix")
 
 
 @pytest.fixture(scope="module")

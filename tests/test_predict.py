@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli_helpers import run_torchrun
+from cli_helpers import invoke, run_torchrun
 from isoformer_cli.app.predict import PredictConfig, run_predict
 from isoformer_cli.cli.main import cli
 from isoformer_cli.formats.atomic import temporary_path_for
@@ -29,9 +29,7 @@ MOUSE_GTF = str(EXAMPLES / "chr9.4M.gtf.gz")
 
 
 def predict(*args, expect=0):
-    result = CliRunner().invoke(cli, ["-q", "predict", "--checkpoint", "demo", *args])
-    assert result.exit_code == expect, result.output
-    return result
+    return invoke("predict", "--checkpoint", "demo", *args, expect=expect)
 
 
 def values_of(path):

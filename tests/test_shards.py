@@ -13,13 +13,13 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from isoformer_cli.cli.main import cli
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.run_identity import comparable_command
 from isoformer_cli.formats.sharding import decode_order, encode_order, merged_provenance
 from isoformer_cli.genomics.shards import Shard, parse_shard, shard_of
+
+from cli_helpers import invoke
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "example_data"
 DATASETS = {
@@ -30,9 +30,7 @@ COUNTS = (1, 2, 3, 7)
 
 
 def run(*args, expect=0):
-    result = CliRunner().invoke(cli, ["-q", *[str(arg) for arg in args]])
-    assert result.exit_code == expect, result.output
-    return result
+    return invoke(*args, expect=expect)
 
 
 def error_of(*args):

@@ -13,10 +13,11 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from isoformer_cli.cli.main import EXIT_ERROR, EXIT_USAGE, cli
+from isoformer_cli.cli.main import EXIT_ERROR, EXIT_USAGE
 from isoformer_cli.formats.triples_table import COLUMNS, read_triples_table
+
+from cli_helpers import invoke
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "example_data")
 HS_FASTA = "hg38_chr16_186964-397118.fa"
@@ -40,12 +41,8 @@ def data(tmp_path):
     return tmp_path
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
-
-
 def triples(data, *args, genome=HS_FASTA, annotation=HS_GTF):
-    return invoke("triples", "--genome", data / genome, "--annotation", data / annotation, *args)
+    return invoke("triples", "--genome", data / genome, "--annotation", data / annotation, *args, quiet=False)
 
 
 def rows_of(path):

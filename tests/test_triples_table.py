@@ -92,8 +92,10 @@ def test_reader_rejects_malformed_tables(tmp_path, content, message):
 
 
 def test_reader_missing_file(tmp_path):
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match=r"none\.tsv: triples table not found"):
         list(read_triples_table(str(tmp_path / "none.tsv")))
+    with pytest.raises(InputError, match=r"is a folder, not a triples table"):
+        list(read_triples_table(str(tmp_path)))
 
 
 def test_reader_accepts_crlf(tmp_path):

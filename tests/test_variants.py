@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cli_helpers import HUMAN_GENOME, HUMAN_GTF, leftovers, run_torchrun
+from cli_helpers import HUMAN_GENOME, HUMAN_GTF, invoke, leftovers, run_torchrun
 from click.testing import CliRunner
 
 from isoformer_cli.app.variants import VariantsConfig, run_variants
@@ -362,7 +362,7 @@ def test_records_that_cannot_be_scored_are_kept_with_a_status(human, tmp_path, c
 
 
 def _invoke(*args):
-    return CliRunner().invoke(cli, ["-q", "variants", "--checkpoint", "demo", *[str(arg) for arg in args]])
+    return invoke("variants", "--checkpoint", "demo", *args)
 
 
 def _one_error(result, *fragments):
@@ -391,9 +391,8 @@ def test_an_unsorted_vcf_is_an_error(human, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in.vcf"]
 
 
+@pytest.mark.oracle("bgzip")
 def test_a_truncated_bgzip_vcf_is_an_error_and_plain_gzip_is_read(human, tmp_path):
-    if shutil.which("bgzip") is None:
-        pytest.skip("bgzip not installed")
     base = _variants(human)
     vcf = _write_vcf(tmp_path / "in.vcf", base[:3])
     plain = tmp_path / "plain.vcf.gz"
@@ -412,14 +411,13 @@ def test_a_truncated_bgzip_vcf_is_an_error_and_plain_gzip_is_read(human, tmp_pat
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.oracle("bcftools")
 def test_bcf_input_reads_as_the_vcf(human, tmp_path):
     """A BCF (bcftools view -Ob) gives the same records, with multi-allelic ALTs, as the text VCF."""
     import subprocess
 
     from isoformer_cli.genomics.vcf import VcfReader
 
-    if shutil.which("bcftools") is None:
-        pytest.skip("bcftools not installed")
     sequence = human["sequence"]
     records = list(_variants(human)[:4])
     pos = records[0][0]

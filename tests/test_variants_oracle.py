@@ -42,8 +42,7 @@ DATASETS = {
 WINDOW = 2048  # the demo checkpoint's
 
 pytestmark = [
-    pytest.mark.oracle,
-    pytest.mark.skipif(bool(oracle.missing_tools()), reason=f"missing oracle tools: {oracle.missing_tools()}"),
+    pytest.mark.oracle(*oracle.TOOLS),
 ]
 
 

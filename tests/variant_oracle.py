@@ -17,9 +17,9 @@ import collections
 import gzip
 import os
 import random
-import shutil
 import subprocess
-import sys
+
+from cli_helpers import tool_path
 
 TOOLS = ("bcftools", "tabix", "bgzip", "gffread", "CrossMap")
 #: Bases around a transcript within which the consensus pipeline's RNA and protein are read for a variant
@@ -36,20 +36,6 @@ def models_from_triples(triples):
     return [Model(t.transcript.transcript_id, t.transcript.strand, [(s + 1, e) for s, e in t.transcript.exons],
                   t.rna, t.cds_start, t.cds_end, t.protein,
                   any(flag.startswith("cds_") for flag in t.flags)) for t in triples]
-
-
-def tool_path(tool):
-    """The tool on PATH, or beside the running Python (CrossMap installed into a virtual environment)."""
-    found = shutil.which(tool)
-    if found is None:
-        beside = os.path.join(os.path.dirname(sys.executable), tool)
-        found = beside if os.access(beside, os.X_OK) else None
-    return found
-
-
-def missing_tools():
-    """The oracle tools that cannot be found."""
-    return [tool for tool in TOOLS if tool_path(tool) is None]
 
 
 def revcomp(sequence):

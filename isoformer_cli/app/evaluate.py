@@ -11,7 +11,6 @@ import difflib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.evaluation.metrics import evaluate, headline
@@ -41,10 +40,10 @@ class EvaluateConfig:
     predictions: str
     expression: ExpressionInput
     output: str = STDOUT
-    plot: Optional[str] = None
+    plot: str | None = None
 
 
-def run_evaluate(config):
+def run_evaluate(config: EvaluateConfig):
     """Compare, write the table (and the plot); returns the metric rows."""
     refuse_shared_files([("--predictions", config.predictions)] + config.expression.input_files(),
                         {"-o/--output": config.output, "--plot": config.plot})

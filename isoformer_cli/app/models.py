@@ -72,7 +72,7 @@ class PullConfig:
     keep_downloads: bool = False
 
 
-def known(name):
+def known(name: str):
     """The registry entry ``name``; InputError listing the known names otherwise."""
     entry = KNOWN_MODELS.get(name)
     if entry is None:
@@ -80,7 +80,7 @@ def known(name):
     return entry
 
 
-def run_pull(config):
+def run_pull(config: PullConfig):
     """Download, build and store the checkpoint; returns its folder (the bundled one for ``demo``)."""
     entry = known(config.model)
     if not entry.pullable:
@@ -151,7 +151,7 @@ def _build(entry, config, fetched, target, metadata, on_written):
                overwrite=config.force, extra_metadata=metadata, on_written=on_written)
 
 
-def list_models(model_dir=None):
+def list_models(model_dir: str | None = None):
     """``{"model_dir": ..., "known": [...], "present": [...]}`` for ``isoformer models list``."""
     root = model_dir_for(model_dir)
     present = present_checkpoints(root)
@@ -207,17 +207,17 @@ def _human_size(size):
     return f"{size:.1f} GB"
 
 
-def run_verify(name_or_dir, model_dir=None):
+def run_verify(name_or_dir: str, model_dir: str | None = None):
     """Report lines of ``isoformer models verify``; CheckpointError on any mismatch."""
     return verify_checkpoint(locate_checkpoint(name_or_dir, model_dir))
 
 
-def run_path(name, model_dir=None):
+def run_path(name: str, model_dir: str | None = None):
     """The folder of checkpoint ``name`` (``demo``: the bundled one)."""
     return resolve_checkpoint(name if name == DEMO_CHECKPOINT_NAME else check_name(name), model_dir, names_only=True)
 
 
-def run_remove(name, model_dir=None):
+def run_remove(name: str, model_dir: str | None = None):
     """Remove checkpoint ``name`` (and its kept downloads); returns the removed paths."""
     removed = remove_checkpoint(name, model_dir)
     for path in removed:

@@ -11,28 +11,25 @@ import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+
 
 import numpy as np
 
+from isoformer_cli.app.outputs import check_outputs, locked, writing
 from isoformer_cli.app.standard_input import spooled_standard_input
-from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.formats.atomic import STDOUT, check_writable
-from isoformer_cli.formats.collisions import refuse_shared_files
+from isoformer_cli.errors import InputError, check_choice
+from isoformer_cli.formats.atomic import STDOUT
 from isoformer_cli.formats.embeddings import open_embedding_writer
 from isoformer_cli.formats.gene_summary import write_gene_summary
-from isoformer_cli.formats.locks import lock_outputs
 from isoformer_cli.formats.predictions import VALUE_FORMAT, open_prediction_writer, output_format, read_predictions
 from isoformer_cli.formats.provenance import build_provenance, units_label
 from isoformer_cli.formats.sharding import with_shard
-from isoformer_cli.formats.streaming import refuse_resume_of_direct
 from isoformer_cli.formats.targets import classify_output
 from isoformer_cli.inference.runner import ModelRunner
 from isoformer_cli.models.distribution.locate import locate_checkpoint
 from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
-from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.options import RuntimeOptions
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.source import TripleSource, shard_ordinals, shard_source_inputs, source_shard
 
 log = logging.getLogger(__name__)
@@ -56,16 +53,16 @@ class ModelRunConfig:
     """
 
     source: TripleSource
-    checkpoint: Optional[str] = None
-    model_dir: Optional[str] = None
+    checkpoint: str | None = None
+    model_dir: str | None = None
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     rna_truncation: str = "keep_start"
     protein_truncation: str = "keep_start"
-    max_tokens: Optional[int] = None
-    chunk_size: Optional[int] = None
+    max_tokens: int | None = None
+    chunk_size: int | None = None
     resume: bool = False
     dedupe: bool = True
-    command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
+    command_args: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
 
     def __post_init__(self):
         if self.chunk_size is not None and self.chunk_size < 1:
@@ -74,8 +71,7 @@ class ModelRunConfig:
             raise InputError(f"--max-tokens must be at least 1, not {self.max_tokens}")
         for option, value in (("--rna-truncation", self.rna_truncation),
                               ("--protein-truncation", self.protein_truncation)):
-            if value not in TRUNCATION_POLICIES:
-                raise InputError(f"{option} must be one of {', '.join(TRUNCATION_POLICIES)}, not {value!r}")
+            check_choice(option, value, TRUNCATION_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -84,14 +80,14 @@ class PredictConfig(ModelRunConfig):
     per-gene usage table ``gene_summary``."""
 
     output: str = STDOUT
-    gene_summary: Optional[str] = None
+    gene_summary: str | None = None
 
 
 @dataclass(frozen=True)
 class EmbedConfig(ModelRunConfig):
     """``isoformer embed``: ``output`` (HDF5); ``modalities`` also writes each encoder's pooled embedding."""
 
-    output: Optional[str] = None
+    output: str | None = None
     modalities: bool = False
 
 
@@ -118,30 +114,6 @@ def _provenance(config, runner, units):
                       source=shard_source_inputs(runner.source))
 
 
-def _writing(writer):
-    """The writer as a context manager (finish / keep for --resume / remove), or nothing on other ranks."""
-    return writer if writer is not None else contextlib.nullcontext()
-
-
-def _check_outputs(config, outputs, checked):
-    """Before anything is read: no output is an input (the checkpoint's files included) or another output, and
-    each can be written."""
-    inputs = config.source.input_files() + checked.files()
-    refuse_shared_files(inputs, outputs)
-    for path in outputs.values():
-        if path:
-            check_writable(path)
-    if config.resume and config.output == STDOUT:
-        raise OutputError("--resume needs an output file (-o FILE): standard output cannot be resumed")
-    if config.resume:
-        refuse_resume_of_direct(classify_output(config.output), resume=True)
-
-
-def _locked(*outputs):
-    """The outputs locked for the whole run (on rank 0, the only one that writes)."""
-    return lock_outputs(*outputs) if is_main_process() else contextlib.nullcontext()
-
-
 @contextlib.contextmanager
 def _triples_from_file(config):
     """``config`` with ``--triples -`` replaced by a temporary copy of standard input (read twice: once for
@@ -153,7 +125,7 @@ def _triples_from_file(config):
             yield dataclasses.replace(config, source=dataclasses.replace(config.source, triples=path))
 
 
-def run_predict(config):
+def run_predict(config: PredictConfig) -> int:
     """Predict expression for every selected transcript; returns the number of rows written.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output
@@ -162,16 +134,14 @@ def run_predict(config):
     :func:`isoformer_cli.formats.collisions.refuse_shared_files`) and locked for the whole run.
     """
     checked = locate_checkpoint(config.checkpoint, config.model_dir)
-    _check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary}, checked)
+    check_outputs(config, {"-o/--output": config.output, "--gene-summary": config.gene_summary}, checked)
     output_format(config.output)  # an unknown suffix fails before anything is loaded
-    with _locked(config.output, config.gene_summary), _triples_from_file(config) as config:
+    with locked(config.output, config.gene_summary), _triples_from_file(config) as config:
         return _predict(config, checked)
 
 
 def _predict(config, checked):
-    context = start_run(config.runtime)
-    completed = False
-    try:
+    with model_run(config.runtime) as context:
         runner = _open_runner(config, context, checked)
         model_config = runner.model.config
         provenance = _provenance(config, runner, units_label(model_config.target_units))
@@ -186,7 +156,7 @@ def _predict(config, checked):
             if kept is not None:
                 kept.append((chunk.obs, result.predictions))
 
-        with _writing(writer):
+        with writing(writer):
             rows = runner.run(writer, runner.predictor.predict, write, "predict")
         if context.group.is_main:
             _report(config.output, rows, provenance, runner)
@@ -200,10 +170,7 @@ def _predict(config, checked):
                     obs, values = _as_written(kept, output_format(config.output), len(tissues))
                     write_gene_summary(config.gene_summary, obs, tissues, values, provenance)
                 log.info("wrote gene summary %s", config.gene_summary)
-        completed = True
         return rows
-    finally:
-        end_run(context, completed)
 
 
 def _as_written(kept, kind, n_tissues):
@@ -217,21 +184,19 @@ def _as_written(kept, kind, n_tissues):
     return obs, values
 
 
-def run_embed(config):
+def run_embed(config: EmbedConfig) -> int:
     """Write pooled fused (and optionally per-modality) embeddings of every selected transcript to HDF5."""
     checked = locate_checkpoint(config.checkpoint, config.model_dir)
-    _check_outputs(config, {"-o/--output": config.output}, checked)
+    check_outputs(config, {"-o/--output": config.output}, checked)
     if not config.output or config.output == STDOUT or not (config.output.endswith((".h5", ".hdf5"))
                                                             or classify_output(config.output).is_direct):
         raise InputError(f"{config.output}: embeddings are written to HDF5; name the output FILE.h5")
-    with _locked(config.output), _triples_from_file(config) as config:
+    with locked(config.output), _triples_from_file(config) as config:
         return _embed(config, checked)
 
 
 def _embed(config, checked):
-    context = start_run(config.runtime)
-    completed = False
-    try:
+    with model_run(config.runtime) as context:
         runner = _open_runner(config, context, checked)
         model_config = runner.model.config
         provenance = _provenance(config, runner, units=None)
@@ -248,14 +213,11 @@ def _embed(config, checked):
         def write(out, chunk, result):
             out.write_chunk([row["transcript_id"] for row in chunk.obs], result.fused, result.modality_pooled)
 
-        with _writing(writer):
+        with writing(writer):
             rows = runner.run(writer, compute, write, "embed")
         if context.group.is_main:
             _report(config.output, rows, provenance, runner)
-        completed = True
         return rows
-    finally:
-        end_run(context, completed)
 
 
 def _report(output, rows, provenance, runner):

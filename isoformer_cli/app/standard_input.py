@@ -24,7 +24,7 @@ COPY_BLOCK_BYTES = 1 << 20
 
 
 @contextlib.contextmanager
-def spooled_standard_input(path, option, suffix=""):
+def spooled_standard_input(path: str | None, option: str, suffix: str = ""):
     """Yield ``path``, or for ``-`` the path of a temporary copy of standard input (removed afterwards).
 
     Args:

@@ -20,7 +20,6 @@ import logging
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.atomic import STDOUT
@@ -54,8 +53,8 @@ class TriplesConfig:
 
     source: TripleSource
     output: str = STDOUT
-    fasta_prefix: Optional[str] = None
-    command_args: Tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
+    fasta_prefix: str | None = None
+    command_args: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
 
     def __post_init__(self):
         if self.source.annotation is None:
@@ -65,7 +64,7 @@ class TriplesConfig:
                              "FASTA files); write the FASTA files from the merged table's run without --shard")
 
 
-def run_triples(config):
+def run_triples(config: TriplesConfig):
     """Build the triples of every selected transcript and write the outputs; returns a summary.
 
     Raises:

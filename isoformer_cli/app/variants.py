@@ -17,9 +17,9 @@ import collections
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
-from isoformer_cli.app.predict import ModelRunConfig, _check_outputs, _locked, _writing
+from isoformer_cli.app.outputs import check_outputs, locked, writing
+from isoformer_cli.app.predict import ModelRunConfig
 from isoformer_cli.app.standard_input import spooled_standard_input
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import STDOUT
@@ -52,7 +52,7 @@ from isoformer_cli.inference.variants import (
     check_max_indel,
 )
 from isoformer_cli.models.distribution.locate import locate_checkpoint
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.affected import TranscriptIndex, shared_transcripts
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ class VariantsConfig(ModelRunConfig):
 
     vcf: str = STDIN
     output: str = STDOUT
-    table: Optional[str] = None
-    alt_triples: Optional[str] = None
+    table: str | None = None
+    alt_triples: str | None = None
     max_indel: int = DEFAULT_MAX_INDEL
     chunk_size: int = DEFAULT_VARIANT_CHUNK_SIZE
 
@@ -81,7 +81,7 @@ class VariantsConfig(ModelRunConfig):
             raise InputError("isoformer variants needs --annotation (a triples table has no exon structure)")
 
 
-def run_variants(config):
+def run_variants(config: VariantsConfig) -> int:
     """Score every allele of ``config.vcf``; returns the number of VCF records written.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output exists at
@@ -96,14 +96,14 @@ def run_variants(config):
     if config.alt_triples and not config.alt_triples.endswith((".tsv", ".tsv.gz")) \
             and not classify_output(config.alt_triples).is_direct:
         raise OutputError(f"{config.alt_triples}: --alt-triples writes TSV; name it .tsv or .tsv.gz")
-    with _locked(config.output, config.table, config.alt_triples), \
+    with locked(config.output, config.table, config.alt_triples), \
             spooled_standard_input(config.vcf, "-I/--input", ".vcf") as vcf:
         return _variants(dataclasses.replace(config, vcf=vcf), config.vcf, checked)
 
 
 def _check_outputs_of(config, outputs, checked):
     """As ``predict`` checks its outputs, with the VCF (and its index) among the inputs."""
-    _check_outputs(config, outputs, checked)
+    check_outputs(config, outputs, checked)
     if config.vcf != STDIN:
         vcf_files = [("-I/--input", config.vcf), ("-I/--input (index)", f"{config.vcf}.tbi"),
                      ("-I/--input (index)", f"{config.vcf}.csi")]
@@ -111,9 +111,7 @@ def _check_outputs_of(config, outputs, checked):
 
 
 def _variants(config, vcf_label, checked):
-    context = start_run(config.runtime)
-    completed = False
-    try:
+    with model_run(config.runtime) as context:
         # The VCF is checked against the genome's contigs before the model loads; the runner opens the genome
         # it reads sequence from.
         with Genome(config.source.genome) as genome:
@@ -158,14 +156,11 @@ def _variants(config, vcf_label, checked):
         def dataset(run, start_row):
             return VariantChunkDataset(run, start_row, options)
 
-        with _writing(writers):
+        with writing(writers):
             rows = runner.run(writers, scorer, write, "variants", dataset_class=dataset, unit=" records")
         if context.group.is_main:
             _report(config, rows, counts, scorer, runner, provenance)
-        completed = True
         return rows
-    finally:
-        end_run(context, completed)
 
 
 class _Writers:

@@ -30,8 +30,6 @@ from typing import List, Sequence
 
 import numpy as np
 
-SCOPES = ("tissue", "pooled", "mean")
-
 
 def average_ranks(values):
     """1-based ranks of a 1-D array, ties sharing their average rank (float64, same length)."""

@@ -16,6 +16,7 @@ is built in one deterministic pass at ``finish()``, and a resumed run gives the 
 """
 
 import collections
+from typing import Any
 import json
 
 import h5py
@@ -40,7 +41,8 @@ transcript_ids: list of str (n); fused: float32 (n, D); modalities: {name: (valu
 """
 
 
-def open_embedding_writer(target, fused_dim, provenance, modality_dims=None, resume=False):
+def open_embedding_writer(target: str, fused_dim: int, provenance: dict[str, Any] | None,
+                          modality_dims: dict[str, int] | None = None, resume: bool = False) -> "EmbeddingWriter":
     """Open the streaming embedding writer for ``target`` (``.h5`` or ``.hdf5``).
 
     Args:
@@ -141,7 +143,7 @@ def _matrix(values, n_rows, dim, name):
     return values
 
 
-def read_embeddings(path):
+def read_embeddings(path: str) -> Embeddings:
     """Read an embedding file written by isoformer: an :data:`Embeddings`."""
     try:
         handle = h5py.File(path, "r")

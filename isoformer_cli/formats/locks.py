@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 LOCK_SUFFIX = ".isoformer-lock"
 
 # lock file path -> _HeldLock, for the locks this process holds.
-_HELD = {}
+_HELD: dict[str, "_HeldLock"] = {}
 
 
 def lock_path_for(path):

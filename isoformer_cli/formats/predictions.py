@@ -50,8 +50,9 @@ resume. ``resume=True`` with no temporary file starts from the beginning.
 """
 
 import collections
+from collections.abc import Sequence
+from typing import Any
 import contextlib
-import gzip
 import json
 import logging
 import os
@@ -62,7 +63,7 @@ import h5py
 import numpy as np
 
 from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.genomics.compressed import compressed_read_errors, open_text
 from isoformer_cli.formats import h5ad
 from isoformer_cli.formats.atomic import STDOUT, replace_into_place
 from isoformer_cli.formats.provenance import FORMAT_VERSION, demo_warning
@@ -93,7 +94,6 @@ TSV_ID_FIELDS = ("transcript_id", "gene_id", "gene_name")
 TSV_FIELDS = TSV_ID_FIELDS + ("flags",)
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 Predictions = collections.namedtuple("Predictions", "obs tissues values provenance")
 Predictions.__doc__ = """A prediction table read back.
@@ -121,7 +121,7 @@ def obs_row(triple):
     }
 
 
-def output_format(target):
+def output_format(target: str) -> str:
     """``"tsv"`` or ``"h5ad"`` for an output path; OutputError otherwise.
 
     The name decides; a target without a known suffix that is written directly (``-``, a FIFO,
@@ -139,7 +139,8 @@ def output_format(target):
     )
 
 
-def open_prediction_writer(target, tissues, provenance, resume=False):
+def open_prediction_writer(target: str, tissues: Sequence[str], provenance: dict[str, Any] | None,
+                           resume: bool = False) -> "TsvPredictionWriter | H5adPredictionWriter":
     """Open the streaming writer for ``target`` (format from its name; see the module docstring).
 
     Args:
@@ -493,7 +494,7 @@ class H5adPredictionWriter(JournalWriter):
 # -------------------------------------------------------------------------------------- reader
 
 
-def read_predictions(path):
+def read_predictions(path: str) -> Predictions:
     """Read a prediction table written by isoformer (TSV, TSV.gz or HDF5): a :data:`Predictions`.
 
     The format is recognised from the file's first bytes, not its name.
@@ -505,13 +506,12 @@ def read_predictions(path):
         raise InputError(f"{path}: cannot read the predictions: {exc.strerror}") from exc
     if magic == _HDF5_MAGIC:
         return _read_h5ad(path)
-    return _read_tsv(path, gzipped=magic.startswith(_GZIP_MAGIC))
+    return _read_tsv(path)
 
 
-def _read_tsv(path, gzipped):
-    opener = gzip.open if gzipped else open
+def _read_tsv(path):
     header_lines, obs, rows = [], [], []
-    with opener(path, "rt", encoding="utf-8", newline="\n") as stream, \
+    with open_text(path, "prediction table", newline="\n") as stream, \
             compressed_read_errors(path, "prediction table"):
         for line in stream:
             header_lines.append(line)

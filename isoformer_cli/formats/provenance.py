@@ -46,8 +46,12 @@ RUN_FOLDER_FILE = "run.json"
 _BLOCK_BYTES = 1 << 20
 
 
-def sha256_file(path):
-    """``"sha256:<hex>"`` of the file's bytes, read in 1 MiB blocks."""
+def sha256_hex(path: str) -> str:
+    """The SHA-256 of the file's bytes as 64 hex digits (what ``sha256sum`` prints), read in 1 MiB blocks.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as stream:
@@ -55,10 +59,15 @@ def sha256_file(path):
                 digest.update(block)
     except OSError as exc:
         raise InputError(f"{path}: cannot read the file to checksum it: {exc.strerror}") from exc
-    return "sha256:" + digest.hexdigest()
+    return digest.hexdigest()
 
 
-def checkpoint_id(checkpoint_dir):
+def sha256_file(path: str) -> str:
+    """``"sha256:<hex>"``: how provenance records and run folders name a file's content."""
+    return "sha256:" + sha256_hex(path)
+
+
+def checkpoint_id(checkpoint_dir: str) -> str:
     """``"<folder name>@sha256:<hex>"`` identifying a checkpoint folder by its weights.
 
     A checkpoint of a fine-tuning run folder is named by its run: ``"<run>/best@sha256:..."``.
@@ -76,7 +85,7 @@ def checkpoint_id(checkpoint_dir):
             f"{checkpoint_dir}: no {WEIGHTS_PATTERN} weights file in the checkpoint folder; "
             "point --checkpoint at a folder written by isoformer"
         )
-    hexes = [sha256_file(path).split(":", 1)[1] for path in weights]
+    hexes = [sha256_hex(path) for path in weights]
     if len(weights) == 1:
         hex_id = hexes[0]
     else:

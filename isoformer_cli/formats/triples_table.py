@@ -29,8 +29,6 @@ atomically (see :mod:`isoformer_cli.formats.atomic`): after an error none of the
 
 import codecs
 import contextlib
-import gzip
-import io
 import json
 import os
 import sys
@@ -38,7 +36,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 from isoformer_cli.errors import InputError, OutputError
-from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.genomics.compressed import compressed_read_errors, open_text
 from isoformer_cli.formats.atomic import STDOUT, atomic_text_output, check_writable
 from isoformer_cli.formats.streaming import canonical_json
 from isoformer_cli.genomics.flags import format_flags, parse_flags
@@ -228,16 +226,10 @@ class TripleRow:
 
 
 def _open_text(path):
+    """Standard input for ``-``, else the table, plain or gzip (universal newlines)."""
     if path == STDOUT:
         return contextlib.nullcontext(sys.stdin)
-    try:
-        with open(path, "rb") as probe:
-            compressed = probe.read(2) == b"\x1f\x8b"
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the triples table: {exc.strerror}") from exc
-    if compressed:
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline=None)
-    return open(path, encoding="utf-8", newline=None)
+    return open_text(path, "triples table", newline=None)
 
 
 def read_triples_table(path) -> Iterator[TripleRow]:
@@ -269,7 +261,7 @@ def read_triples_table(path) -> Iterator[TripleRow]:
             yield _parse_row(path, number, fields, with_dna)
 
 
-def read_triples_provenance(path):
+def read_triples_provenance(path: str) -> dict:
     """The provenance dict of a triples table (``{}`` when it has none: a table of an older version)."""
     with _open_text(path) as stream, compressed_read_errors(path, "triples table"):
         for number, line in enumerate(stream, start=1):

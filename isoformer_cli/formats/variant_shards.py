@@ -56,10 +56,36 @@ import heapq
 import itertools
 import json
 import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from isoformer_cli.errors import InputError
+from isoformer_cli.formats.atomic import atomic_text_output
+from isoformer_cli.formats.output_kinds import (
+    VARIANT_TABLE_H5,
+    VARIANT_TABLE_TSV,
+    VARIANT_VCF,
+    VCF_PROVENANCE_PREFIX,
+    body_lines,
+)
+from isoformer_cli.formats.predictions import GZIP_LEVEL
+from isoformer_cli.formats.shard_merge import Shard, check_same_columns, merged_header
 from isoformer_cli.formats.sharding import SHARD_KEY, with_shard
-from isoformer_cli.formats.variants import INFO_KEY, MISSING, STATUS_KEY, annotate_record, info_safe
+from isoformer_cli.formats.streaming import canonical_json
+from isoformer_cli.formats.variants import (
+    ALT_TRIPLE_FIELDS,
+    INFO_KEY,
+    MISSING,
+    STATUS_KEY,
+    TABLE_FIELDS,
+    VariantTableWriter,
+    VcfWriter,
+    annotate_record,
+    info_safe,
+    read_variant_table_h5,
+)
 
 TRANSCRIPTS_KEY = "transcripts"
 
@@ -306,3 +332,111 @@ def merge_row_units(shards):
             for _, payload in sorted((item for _, shard_runs in runs for item in shard_runs[index]),
                                      key=lambda item: item[0]):
                 yield payload
+
+
+# --------------------------------------------------------------------------------------- merging whole files
+
+_VCF_LINES_PER_WRITE = 1000  # records per write of the merged VCF (a BGZF block boundary, nothing more)
+
+
+def merge_variant_shards(shards: Sequence[Shard], output: str, provenance: dict[str, Any]) -> int:
+    """Merge the variant outputs ``shards`` (one kind, checked as one split) into ``output``; returns the VCF
+    records or the table rows written. A merged ``.vcf.gz`` is BGZF, like the command's."""
+    ranks = [TranscriptRanks(shard.provenance[SHARD_KEY], shard.path) for shard in shards]
+    kind = shards[0].kind
+    if kind == VARIANT_VCF:
+        return _merge_variant_vcf(shards, ranks, output, provenance)
+    if kind == VARIANT_TABLE_H5:
+        return _merge_variant_table_h5(shards, ranks, output, provenance)
+    return _merge_variant_text(shards, ranks, output, provenance)
+
+
+def _merge_variant_vcf(shards, ranks, output, provenance):
+    records = len(shards[0].ordinals)
+    for shard in shards:
+        if shard.ordinals != tuple(range(len(shard.ordinals))):
+            raise InputError(f"{shard.path}: its shard order is not a variant VCF's (every record, in order); the "
+                             "provenance is damaged, run that shard again")
+        if len(shard.ordinals) != records:
+            raise InputError(f"{shard.path}: holds {len(shard.ordinals)} records, but {shards[0].path} holds "
+                             f"{records}; merge the shards of one run")
+    header = "".join(f"{VCF_PROVENANCE_PREFIX}{canonical_json(provenance)}\n"
+                     if line.startswith(VCF_PROVENANCE_PREFIX) else line for line in shards[0].header)
+    paths = [shard.path for shard in shards]
+    number = 0
+    with VcfWriter(output, header, _VCF_LINES_PER_WRITE) as writer:
+        batch = []
+        for number, lines in enumerate(itertools.zip_longest(*(body_lines(shard) for shard in shards)), 1):
+            if number > records or None in lines:
+                shard = shards[lines.index(None)] if None in lines else shards[0]
+                raise InputError(f"{shard.path}: holds {'fewer' if None in lines else 'more'} records than its "
+                                 f"shard order lists ({records}); the file is incomplete or edited, run that shard "
+                                 "again")
+            batch.append(merge_vcf_record(lines, ranks, paths, number))
+            if len(batch) == _VCF_LINES_PER_WRITE:
+                writer.write_chunk(batch)
+                batch = []
+        if number < records:
+            raise InputError(f"{shards[0].path}: holds fewer records than its shard order lists ({records}); the "
+                             "file is incomplete, run that shard again")
+        if batch:
+            writer.write_chunk(batch)
+    return records
+
+
+def _row_units(rows, names):
+    """Rows ``(values, payload)`` of a table (``names``: its columns) grouped into units, runs of one record
+    and ALT, each a list of ``(chrom, transcript_id, payload)``, for :func:`merge_row_units`."""
+    record, alt, chrom, transcript = (names.index(name) for name in ("record", "alt", "chrom", "transcript_id"))
+    for _, unit in itertools.groupby(rows, key=lambda row: (row[0][record], row[0][alt])):
+        yield [(values[chrom], values[transcript], payload) for values, payload in unit]
+
+
+def _merge_variant_text(shards, ranks, output, provenance):
+    kind = shards[0].kind
+    names = check_same_columns(shards).rstrip("\n").split("\t")
+    fields = TABLE_FIELDS if kind == VARIANT_TABLE_TSV else ALT_TRIPLE_FIELDS
+    if tuple(names[:len(fields)]) != fields:
+        raise InputError(f"{shards[0].path}: its columns are not those of a {kind}; the file is damaged")
+
+    def units(shard):
+        rows = ((line.rstrip("\n").split("\t"), line) for line in body_lines(shard))
+        return _row_units(rows, names)
+
+    rows = 0
+    with atomic_text_output(output, compresslevel=GZIP_LEVEL) as stream:
+        stream.write(merged_header(shards[0], provenance))
+        for line in merge_row_units([(shard.path, shard.ordinals, units(shard), shard_ranks)
+                                     for shard, shard_ranks in zip(shards, ranks)]):
+            stream.write(line)
+            rows += 1
+    return rows
+
+
+def _merge_variant_table_h5(shards, ranks, output, provenance):
+    tables = []
+    for shard in shards:
+        try:
+            tables.append(read_variant_table_h5(shard.path))
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{shard.path}: cannot read the HDF5 variant table, it is truncated or damaged "
+                             f"({exc})") from None
+    tissues = tables[0][0]
+    for shard, table in zip(shards[1:], tables[1:]):
+        if table[0] != tissues:
+            raise InputError(f"{shard.path}: its tissues differ from those of {shards[0].path}")
+
+    def units(position):  # the payload of a row: (shard position, row)
+        return _row_units(((values, (position, row)) for row, values in enumerate(tables[position][1])),
+                          list(TABLE_FIELDS))
+
+    order = list(merge_row_units([(shard.path, shard.ordinals, units(position), ranks[position])
+                                  for position, shard in enumerate(shards)]))
+    rows = [dict(zip(TABLE_FIELDS, tables[position][1][row])) for position, row in order]
+    arrays = {}
+    for name in ("ref", "alt", "dna", "dna_rna", "share_delta"):
+        arrays[name] = np.stack([tables[position][2][name][row] for position, row in order]) if order else \
+            np.zeros((0, len(tissues)), dtype=np.float32)
+    with VariantTableWriter(output, tissues, provenance) as writer:
+        writer.write_chunk(len(rows), rows, arrays)
+    return len(rows)

@@ -47,28 +47,19 @@ the assembly of a :class:`~isoformer_cli.genomics.records.Transcript`); the two 
 checks and the assembly are one contract that both passes rely on.
 """
 
-import gzip
-import io
 import logging
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
 
 from isoformer_cli.errors import AnnotationError
 from isoformer_cli.genomics.annotation_common import GFF3, GTF, decode
+from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, is_gzip_file, open_binary, open_text
 from isoformer_cli.genomics.gff3 import Gff3Pass
 from isoformer_cli.genomics.gtf import GtfPass
 from isoformer_cli.genomics.records import Transcript
 from isoformer_cli.genomics.sniff import ANNOTATION_KINDS, wrong_kind_message
-
-try:  # python-isal: gzip decompression ~3x faster than zlib, in a thread beside the parser
-    from isal import igzip_threaded as _igzip_threaded
-    from isal.isal_zlib import error as _IsalError
-except ImportError:  # pragma: no cover - the plain gzip module gives the same results, slower
-    _igzip_threaded = None
-    _IsalError = zlib.error
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +70,7 @@ def _sort_hint(path, annotation_format):
     if annotation_format == GFF3:
         return (f"sort it so that each contig's records are together, e.g. `gffread {path} -o sorted.gff3` "
                 "(keeps transcripts with their exons)")
-    reader = f"zcat {path} | grep -v '^#' | sort" if is_gzip(path) else f"grep -v '^#' {path} | sort"
+    reader = f"zcat {path} | grep -v '^#' | sort" if is_gzip_file(path) else f"grep -v '^#' {path} | sort"
     return f"sort it so that each transcript's records are together, e.g. `{reader} -k1,1 -k4,4n > sorted.gtf`"
 
 
@@ -177,7 +168,7 @@ class AnnotationReader(GtfPass, Gff3Pass):
         self.skip_unstranded = skip_unstranded
         self.grouped = grouped
         self.format = detect_format(self.path)
-        if byte_range is not None and (self.format != GTF or is_gzip(self.path)):
+        if byte_range is not None and (self.format != GTF or is_gzip_file(self.path)):
             raise ValueError("byte_range: only a plain (not compressed) GTF can be read in parts")
         self.byte_range = byte_range
         self.summary = AnnotationSummary(path=self.path, format=self.format)
@@ -199,7 +190,7 @@ class AnnotationReader(GtfPass, Gff3Pass):
         try:
             with handle:
                 yield from parse(handle if self.byte_range is None else _lines_in_range(handle, *self.byte_range))
-        except (EOFError, zlib.error, _IsalError, gzip.BadGzipFile) as exc:
+        except COMPRESSED_STREAM_ERRORS as exc:
             # (python-isal inflates ahead of the parser, so the line count is only a lower bound)
             where = f" after line {self.summary.lines}" if self.summary.lines else ""
             raise AnnotationError(
@@ -408,7 +399,7 @@ def detect_format(path) -> str:
                     decided = GTF
                 if decided:
                     return decided
-    except (EOFError, zlib.error, _IsalError, gzip.BadGzipFile) as exc:
+    except COMPRESSED_STREAM_ERRORS as exc:
         raise AnnotationError(
             f"{path}: the gzip data is truncated or corrupt ({exc}); download or compress the file again"
         ) from None
@@ -436,14 +427,6 @@ def _count_features(path) -> Dict[str, int]:
     return counts
 
 
-def is_gzip(path):
-    try:
-        with open(path, "rb") as raw:
-            return raw.read(2) == b"\x1f\x8b"
-    except OSError:
-        return False
-
-
 def _lines_in_range(handle, start, end):
     """The lines of binary ``handle`` from byte ``start`` (a line start) up to byte ``end``."""
     handle.seek(start)
@@ -459,32 +442,14 @@ def _lines_in_range(handle, start, end):
 
 def _open_text(path, threaded=True):
     """Text handle over a plain or gzip file (magic bytes decide); lines keep their ``\\r\\n``."""
-    return io.TextIOWrapper(_open_binary(path, threaded), encoding="utf-8", errors="replace", newline="")
+    return open_text(path, "annotation file", error=AnnotationError, threaded=threaded, errors="replace",
+                     buffering=1 << 20)
 
 
 def _open_binary(path, threaded=True):
-    """Binary handle over a plain or gzip file (magic bytes decide). With python-isal installed
-    and ``threaded``, gzip data is decompressed in a background thread (the GIL is released while
-    inflating), so a whole-file pass costs little more than on the plain file."""
-    try:
-        if os.path.isdir(path):
-            raise AnnotationError(f"{path}: is a folder, not an annotation file")
-        with open(path, "rb") as raw:
-            magic = raw.read(2)
-        if magic == b"\x1f\x8b":
-            if threaded and _igzip_threaded is not None:
-                binary = _igzip_threaded.open(path, "rb", threads=1)
-            else:
-                binary = gzip.open(path, "rb")
-        else:
-            binary = open(path, "rb", buffering=1 << 20)
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: annotation file not found") from None
-    except PermissionError:
-        raise AnnotationError(f"{path}: permission denied; make the annotation readable (chmod +r)") from None
-    except OSError as exc:
-        raise AnnotationError(f"{path}: cannot open the annotation: {exc.strerror or exc}") from None
-    return binary
+    """Binary handle over a plain or gzip file; with ``threaded``, python-isal (when installed) inflates gzip
+    in a background thread beside the parser (:func:`~isoformer_cli.genomics.compressed.open_binary`)."""
+    return open_binary(path, "annotation file", error=AnnotationError, threaded=threaded, buffering=1 << 20)
 
 
 # -- interval helpers ----------------------------------------------------------------------------

@@ -33,19 +33,16 @@ This module never imports torch.
 """
 
 import csv
-import gzip
-import io
 import logging
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
 
-from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.errors import InputError, check_choice
+from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, compressed_read_errors, open_text
 from isoformer_cli.genomics.sample_sheet import is_sample_sheet, read_sample_sheet, read_sheet_expression
 from isoformer_cli.genomics.selection import strip_version
 from isoformer_cli.genomics.sniff import EXPRESSION_KINDS, wrong_kind_message
@@ -58,7 +55,6 @@ GCT_MAGIC = "#1.2"
 MISSING_TEXT = frozenset({"", "na", "nan", "n/a", "null", "none", "-"})
 DEFAULT_SAMPLE_COLUMNS = ("SAMPID", "sample_id", "sample")
 DEFAULT_TISSUE_COLUMNS = ("SMTS", "tissue")
-zlib_error = zlib.error
 
 
 @dataclass
@@ -132,8 +128,7 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
     Returns:
         An :class:`ExpressionTable`.
     """
-    if values not in VALUE_KINDS:
-        raise InputError(f"--values must be one of {', '.join(VALUE_KINDS)}, not {values!r}")
+    check_choice("--values", values, VALUE_KINDS)
     path = os.fspath(path)
     wanted = _IdKeys(keep) if keep is not None else None
     if is_sample_sheet(path):
@@ -143,7 +138,7 @@ def read_expression(path, values="tpm", samples=None, sample_column=None, tissue
                          "condition column); this file is not one")
     try:
         return _read_expression(path, values, samples, sample_column, tissue_column, wanted)
-    except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
+    except COMPRESSED_STREAM_ERRORS as exc:
         raise InputError(f"{path}: the compressed file is damaged ({exc}); download it again") from None
     except InputError:
         # Another kind of file altogether (a BAM, a FASTA, an Excel workbook...): say which. Any text we
@@ -166,7 +161,7 @@ def _read_sheet(path, values, samples, condition_column, wanted):
 
 
 def _read_expression(path, values, samples, sample_column, tissue_column, wanted):
-    with _open_text(path, "expression table") as stream:
+    with open_text(path, "expression table", errors="replace") as stream:
         first = stream.readline()
         if first.rstrip("\r\n").strip() == GCT_MAGIC:
             if samples is None:
@@ -350,7 +345,7 @@ def read_sample_tissues(path, sample_column=None, tissue_column=None):
     """
     path = os.fspath(path)
     delimiter = _delimiter_for(path)
-    with _open_text(path, "sample table") as stream, compressed_read_errors(path, "sample table"):
+    with open_text(path, "sample table", errors="replace") as stream, compressed_read_errors(path, "sample table"):
         reader = csv.reader(stream, delimiter=delimiter)
         header = next(reader, None)
         if not header:
@@ -509,25 +504,6 @@ class _IdKeys:
         return identifier in self.keys or strip_version(identifier) in self.keys
 
 
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-
-def _open_text(path, what):
-    """Text stream of a plain or gzip file; InputError for a missing, unreadable or folder path."""
-    try:
-        with open(path, "rb") as probe:
-            magic = probe.read(2)
-        if magic == b"\x1f\x8b":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-        return open(path, encoding="utf-8", errors="replace", newline="")
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a {what}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what}: {exc.strerror}") from None
 
 
 def _chain_first(first, stream):

@@ -15,22 +15,20 @@ DataLoader workers (each worker opens its own handle on first use).
 """
 
 import contextlib
-import gzip
 import logging
 import os
 import secrets
 import tempfile
-import zlib
 from typing import Dict, Optional, Tuple
 
 import pysam
 
 from isoformer_cli.errors import GenomeError
+from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, GZIP_MAGIC, open_binary
 from isoformer_cli.genomics.sniff import ANNOTATION_KINDS, GENOME_KINDS, sniff, wrong_kind_message
 
 log = logging.getLogger(__name__)
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _MAX_HEADER_BYTES = 1 << 16  # a longer gap between two indexed records cannot be one header line
 _SCAN_BLOCK = 1 << 22
 
@@ -43,7 +41,7 @@ def _sequence_bytes(length, line_bases, line_width):
     return full_lines * line_width + (rest + line_width - line_bases if rest else 0)
 
 
-def find_duplicate_record(path, compressed=False):
+def find_duplicate_record(path):
     """``(name, first line, second line)`` of the first sequence name two records share, or None.
 
     Reads the whole file (plain or BGZF) in large blocks; only header lines are decoded. A
@@ -51,7 +49,7 @@ def find_duplicate_record(path, compressed=False):
     """
     seen = {}
     line_number = 1  # number of the first line of the current block
-    with (gzip.open if compressed else open)(path, "rb") as stream:
+    with open_binary(path, "genome FASTA", error=GenomeError) as stream:
         while True:
             block = stream.read(_SCAN_BLOCK)
             if not block:
@@ -78,7 +76,7 @@ def find_duplicate_record(path, compressed=False):
 
 def _is_bgzf(header: bytes) -> bool:
     """BGZF = gzip with the FEXTRA flag and a 'BC' extra subfield (SAM/BAM specification 4.1)."""
-    return (len(header) >= 16 and header[:2] == _GZIP_MAGIC and header[3] & 4
+    return (len(header) >= 16 and header[:2] == GZIP_MAGIC and header[3] & 4
             and header[12:14] == b"BC")
 
 
@@ -265,7 +263,7 @@ class Genome:
             raise GenomeError(f"{path}: cannot read the genome FASTA: {exc.strerror or exc}") from None
         if not header:
             raise GenomeError(f"{path}: the FASTA file is empty (no sequence records)")
-        compressed = header[:2] == _GZIP_MAGIC
+        compressed = header[:2] == GZIP_MAGIC
         if not header.startswith(b">"):
             self._refuse_other_kind()
         if compressed and not _is_bgzf(header):
@@ -276,7 +274,7 @@ class Genome:
                 f"{path}: compressed with plain gzip, which cannot be indexed for random access; "
                 f"recompress it with bgzip (from htslib/samtools): `{command}`"
             )
-        first = self._first_text_bytes(compressed)
+        first = self._first_text_bytes()
         if not first.lstrip():
             raise GenomeError(f"{path}: the FASTA file is empty (no sequence records)")
         if not first.lstrip().startswith(b">"):
@@ -301,12 +299,9 @@ class Genome:
             fix = "--genome takes a FASTA file (plain or bgzip)"
         raise GenomeError(f"{wrong}; {fix}")
 
-    def _first_text_bytes(self, compressed) -> bytes:
+    def _first_text_bytes(self) -> bytes:
         try:
-            if compressed:
-                with gzip.open(self.path, "rb") as handle:
-                    return handle.read(4096)
-            with open(self.path, "rb") as handle:
+            with open_binary(self.path, "genome FASTA", error=GenomeError) as handle:
                 return handle.read(4096)
         except (OSError, EOFError) as exc:
             raise GenomeError(f"{self.path}: cannot read the compressed FASTA: {exc}") from None
@@ -356,8 +351,8 @@ class Genome:
     def _refuse_duplicate_names(self):
         """GenomeError naming the first sequence name used by two records, with both line numbers."""
         try:
-            duplicate = find_duplicate_record(self.path, self.compressed)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            duplicate = find_duplicate_record(self.path)
+        except COMPRESSED_STREAM_ERRORS as exc:
             raise GenomeError(f"{self.path}: the compressed FASTA is truncated or corrupt ({exc}); download or "
                               "compress it again") from None
         except OSError as exc:

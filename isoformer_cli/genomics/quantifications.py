@@ -39,8 +39,6 @@ Errors are :class:`~isoformer_cli.errors.InputError` whose message starts ``FILE
 This module never imports torch; h5py is imported only for HDF5 files.
 """
 
-import gzip
-import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -49,10 +47,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS
+from isoformer_cli.genomics.compressed import COMPRESSED_STREAM_ERRORS, open_text
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-GZIP_MAGIC = b"\x1f\x8b"
 MILLION = 1e6
 
 SALMON = "salmon quant.sf"
@@ -131,7 +128,7 @@ def read_quantification(path: str, sample: str, column: Optional[str] = None) ->
     if magic.startswith(HDF5_SIGNATURE):
         return _read_kallisto_h5(path, where)
     try:
-        with _open(path, magic, where) as stream:
+        with open_text(path, "quantification file", errors="replace") as stream:
             return _read_text(stream, where, column or sample)
     except COMPRESSED_STREAM_ERRORS as exc:
         raise where.error(None, f"the file is truncated or corrupt ({exc or type(exc).__name__}); write it "
@@ -148,15 +145,6 @@ def _magic(path, where):
     except IsADirectoryError:
         raise where.error(None, "is a folder; name the quantification file inside it (quant.sf, abundance.tsv, "
                                 "...)") from None
-    except OSError as exc:
-        raise where.error(None, f"cannot read the file: {exc.strerror}") from None
-
-
-def _open(path, magic, where):
-    try:
-        if magic.startswith(GZIP_MAGIC):
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-        return open(path, encoding="utf-8", errors="replace", newline="")
     except OSError as exc:
         raise where.error(None, f"cannot read the file: {exc.strerror}") from None
 

@@ -30,8 +30,6 @@ This module never imports torch.
 """
 
 import csv
-import gzip
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.genomics.compressed import compressed_read_errors, open_text
 from isoformer_cli.genomics.id_kinds import describe_id_kind, is_stringtie_novel
 from isoformer_cli.genomics.quantifications import ISOQUANT, read_quantification
 
@@ -91,11 +89,7 @@ class SheetExpression:
 
 
 def _open_text(path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+    return open_text(path, "sample sheet", errors="replace")
 
 
 def _header_line(path):
@@ -127,12 +121,7 @@ def is_sample_sheet(path) -> bool:
 def read_sample_sheet(path, condition_column: Optional[str] = None) -> List[SheetSample]:
     """The rows of a sample sheet (layout in the module docstring); InputError naming the line when one is bad."""
     path = os.fspath(path)
-    try:
-        found = _header_line(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: sample sheet not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the sample sheet: {exc.strerror}") from None
+    found = _header_line(path)
     if found is None:
         raise InputError(f"{path}: the sample sheet is empty; expected a header with sample, path and tissue "
                          "(or condition) columns")

@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from isoformer_cli.errors import ContigError, InputError
-from isoformer_cli.genomics.compressed import compressed_read_errors
+from isoformer_cli.genomics.compressed import GZIP_MAGIC, compressed_read_errors
 from isoformer_cli.genomics.sniff import VCF_KINDS, wrong_kind_message
 
 log = logging.getLogger(__name__)
 
 STDIN = "-"
-_GZIP_MAGIC = b"\x1f\x8b"
 _BCF_MAGIC = b"BCF\x02"
 _ACGTN = re.compile(r"^[ACGTN]+$")
 
@@ -171,7 +170,7 @@ class VcfReader:
                 raise InputError(f"{self.path}: permission denied reading the VCF") from None
         buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
         magic = buffered.peek(4)[:4]
-        if magic.startswith(_GZIP_MAGIC):
+        if magic.startswith(GZIP_MAGIC):
             binary = gzip.GzipFile(fileobj=buffered, mode="rb")
             with compressed_read_errors(self.label, "VCF"):
                 inner = binary.peek(4)[:4]

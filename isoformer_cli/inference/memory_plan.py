@@ -60,7 +60,7 @@ class MemoryPlan:
     fusion_positions: int = 1
     chunk_size: int = DEFAULT_CHUNK_ROWS
     one_isoform_bytes: int = 0
-    budget_bytes: int = None
+    budget_bytes: int | None = None
 
     def describe(self, records_per_chunk: int | None = None):
         """One line for the log. ``records_per_chunk``: a run whose chunks are VCF records (``variants``), where

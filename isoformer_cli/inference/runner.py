@@ -26,11 +26,14 @@ from isoformer_cli.genomics.genome import Genome
 from isoformer_cli.inference.engine import ChunkPredictor
 from isoformer_cli.inference.memory_plan import check_fits, plan_memory
 from isoformer_cli.inference.prepare import ChunkDataset, TokenizerSettings
+from isoformer_cli.models.checkpoint.check import CheckedCheckpoint
 from isoformer_cli.models.checkpoint.load import load_checked
 from isoformer_cli.models.distribution.locate import is_demo_checkpoint, is_demo_derived
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.progress import progress
+from isoformer_cli.runtime.setup import RunContext
+from isoformer_cli.triples.source import TripleSource
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,9 @@ class ModelRunner:
             isoform; checked before the weights are read.
     """
 
-    def __init__(self, context, checked, source, rna_truncation, protein_truncation, max_tokens=None,
-                 chunk_size=None, num_workers=0, dedupe=True, records_per_chunk=None):
+    def __init__(self, context: RunContext, checked: CheckedCheckpoint, source: TripleSource, rna_truncation: str,
+                 protein_truncation: str, max_tokens: int | None = None, chunk_size: int | None = None,
+                 num_workers: int = 0, dedupe: bool = True, records_per_chunk: int | None = None) -> None:
         self.context = context
         self.group = context.group
         self.checkpoint_dir = checked.folder

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 from isoformer_cli.errors import InputError
 
@@ -202,8 +201,3 @@ def memory_budget(device, max_memory=None, held=None):
         candidates.append((8 << 30, "assumed: the machine's memory could not be read"))
     size, source = min(candidates)
     return MemoryBudget(bytes=size, source=source, held=capped_held if source.startswith("--max-memory") else 0)
-
-
-def max_memory_option(text: Optional[str]):
-    """``--max-memory`` in bytes, or None when not given."""
-    return None if text in (None, "") else parse_size(text)

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.runtime.memory import parse_size
 
 #: ``--precision`` values: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU.
@@ -42,8 +42,7 @@ class RuntimeOptions:
         if not _DEVICE.match((self.device or "auto").strip().lower()):
             raise InputError(f"--device {self.device}: expected auto, cpu, cuda or cuda:N (N a GPU number, e.g. "
                              "cuda:0)")
-        if self.precision not in PRECISION_CHOICES:
-            raise InputError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision}")
+        check_choice("--precision", self.precision, PRECISION_CHOICES)
         if self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, not {self.num_workers}")
         self.max_memory_bytes  # noqa: B018 - the size's syntax is checked here, once

@@ -1,18 +1,16 @@
 """Starting and ending a model run: the device, the torchrun process group, determinism, progress bars.
 
-Every command that runs the model (``predict``, ``embed``, ``finetune``) starts the same way::
+Every command that runs the model (``predict``, ``embed``, ``variants``, ``finetune``) runs inside one block::
 
-    context = start_run(RuntimeOptions(device="auto"))      # device, process group, precision
-    try:
+    with model_run(RuntimeOptions(device="auto")) as context:   # device, process group, precision
         ...
-        completed = True
-    finally:
-        end_run(context, completed)
 
 Under ``torchrun`` each process joins the process group (NCCL on GPU, gloo on CPU), takes the GPU of its
 local rank, and only rank 0 draws progress bars.
 """
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +18,7 @@ import torch
 from isoformer_cli.runtime import distributed
 from isoformer_cli.runtime.determinism import make_deterministic
 from isoformer_cli.runtime.device import resolve_device
+from isoformer_cli.runtime.options import RuntimeOptions
 from isoformer_cli.runtime.progress import configure_progress
 
 
@@ -32,10 +31,10 @@ class RunContext:
     device: torch.device
     group: distributed.ProcessGroup
     precision: str
-    max_memory: int = None
+    max_memory: int | None = None
 
 
-def start_run(runtime, seed=0):
+def start_run(runtime: RuntimeOptions, seed: int = 0) -> RunContext:
     """Resolve the device, join the process group, set determinism; returns a :class:`RunContext`.
 
     Args:
@@ -62,6 +61,19 @@ def start_run(runtime, seed=0):
     return RunContext(device=device, group=group, precision=precision, max_memory=runtime.max_memory_bytes)
 
 
-def end_run(context, completed):
+def end_run(context: RunContext, completed: bool) -> None:
     """Leave the process group (after a barrier when the run completed)."""
     distributed.shutdown(context.group, completed)
+
+
+@contextlib.contextmanager
+def model_run(runtime: RuntimeOptions, seed: int = 0) -> Iterator[RunContext]:
+    """:func:`start_run`, the block, then :func:`end_run`: the barrier only when the block completed (an error or
+    Ctrl-C on one rank must not leave the others waiting at it)."""
+    context = start_run(runtime, seed)
+    completed = False
+    try:
+        yield context
+        completed = True
+    finally:
+        end_run(context, completed)

@@ -17,7 +17,6 @@ and step), which is why a run may resume on another number of processes.
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Optional
 
 from isoformer_cli.errors import InputError
 from isoformer_cli.formats.config_fields import check_field_types
+from isoformer_cli.formats.json_file import read_json_object
 from isoformer_cli.models.checkpoint.save import atomic_folder, save_checkpoint
 from isoformer_cli.runtime import distributed
 from isoformer_cli.training.run_folder import write_json
@@ -107,14 +107,12 @@ def load_training_state(last_dir, optimizer, named_parameters, group):
 
     json_path = os.path.join(last_dir, STATE_JSON)
     tensor_path = os.path.join(last_dir, STATE_TENSORS)
+    saved = read_json_object(json_path, "training state", "the run folder is damaged")
     try:
-        with open(json_path, encoding="utf-8") as stream:
-            saved = json.load(stream)
         tensors = load_file(tensor_path)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{last_dir}: cannot read the training state ({exc}); the run folder is damaged") from None
-    if not isinstance(saved, dict):
-        raise InputError(f"{json_path}: the training state must be a JSON object; the run folder is damaged")
+        raise InputError(f"{tensor_path}: cannot read the training state ({exc}); the run folder is "
+                         "damaged") from None
     check_field_types(saved, TRAINING_STATE_KINDS, json_path, refuse_unknown=True)
     fields = {key: saved[key] for key in dataclasses.asdict(TrainingState()) if key in saved}
     state = TrainingState(**fields)

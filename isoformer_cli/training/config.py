@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.genomics.expression import ExpressionInput
 from isoformer_cli.inference.batching import DEFAULT_MAX_TOKENS
 from isoformer_cli.models.network.tokenizers import TRUNCATION_POLICIES
@@ -129,8 +129,7 @@ class FinetuneConfig:
                              "re-reads its inputs; write the table to a file (isoformer triples -o FILE)")
         for option, value in (("--rna-truncation", self.rna_truncation),
                               ("--protein-truncation", self.protein_truncation)):
-            if value not in TRUNCATION_POLICIES:
-                raise InputError(f"{option} must be one of {', '.join(TRUNCATION_POLICIES)}, not {value!r}")
+            check_choice(option, value, TRUNCATION_POLICIES)
         if self.eval_max_tokens < 1:
             raise InputError(f"eval_max_tokens must be at least 1, not {self.eval_max_tokens}")
         self.split.check()

@@ -37,7 +37,7 @@ from isoformer_cli.models.checkpoint.load import load_checked, load_checkpoint
 from isoformer_cli.models.distribution.locate import is_demo_checkpoint, is_demo_derived, locate_checkpoint
 from isoformer_cli.runtime.distributed import is_main_process
 from isoformer_cli.runtime.memory import memory_budget
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.training.batches import BatchPlan
 from isoformer_cli.training.examples import check_lengths, check_validation, load_examples, split_examples
 from isoformer_cli.training.freezing import freeze, parse_freeze, plain_batchnorm
@@ -78,27 +78,22 @@ def run_finetune(config):
 
 
 def _finetune(config, checked):
-    context = start_run(config.runtime, seed=config.training.seed)
-    completed = False
-    try:
-        trainer = Trainer(config, context, _prepare(config, context, checked))
-        finished, stop_reason, test_rows = trainer.train()
+    with model_run(config.runtime, seed=config.training.seed) as context:
+        try:
+            trainer = Trainer(config, context, _prepare(config, context, checked))
+            finished, stop_reason, test_rows = trainer.train()
+        except KeyboardInterrupt:
+            # A warning, so that -q keeps the one thing to do next.
+            last = os.path.join(config.output, LAST_DIR)
+            if is_main_process() and os.path.isfile(os.path.join(config.output, RUN_FILE)):
+                log.warning("interrupted: rerun the same command with --resume to continue from %s",
+                            last if os.path.isdir(last) else "the start (no step was saved yet)")
+            raise
         state = trainer.state
-        result = FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
-                                epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,
-                                best_epoch=state.best_epoch, best_val_spearman=state.best_val_spearman,
-                                test_metrics=test_rows)
-        completed = True
-        return result
-    except KeyboardInterrupt:
-        # A warning, so that -q keeps the one thing to do next.
-        last = os.path.join(config.output, LAST_DIR)
-        if is_main_process() and os.path.isfile(os.path.join(config.output, RUN_FILE)):
-            log.warning("interrupted: rerun the same command with --resume to continue from %s",
-                        last if os.path.isdir(last) else "the start (no step was saved yet)")
-        raise
-    finally:
-        end_run(context, completed)
+        return FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
+                              epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,
+                              best_epoch=state.best_epoch, best_val_spearman=state.best_val_spearman,
+                              test_metrics=test_rows)
 
 
 def _micro_batch(training, model, context, saved):

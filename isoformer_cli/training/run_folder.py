@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from isoformer_cli import __version__
 from isoformer_cli.errors import InputError, OutputError
 from isoformer_cli.formats.atomic import atomic_text_output
+from isoformer_cli.formats.json_file import read_json_object
 from isoformer_cli.formats.metrics_table import write_metrics_table
 from isoformer_cli.formats.predictions import open_prediction_writer
 from isoformer_cli.formats.provenance import RUN_FOLDER_FILE, checkpoint_id, recorded_command_line, sha256_file
@@ -82,14 +83,8 @@ class RunFolder:
                                  "drop --resume to start one")
             if os.path.isfile(self.file(SUMMARY_FILE)):
                 raise InputError(f"{run_dir}: this run already finished ({SUMMARY_FILE}); nothing to resume")
-            try:
-                with open(run_file, encoding="utf-8") as stream:
-                    saved = json.load(stream)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{run_file}: cannot read the run settings: {exc}") from None
-            if not isinstance(saved, dict):
-                raise InputError(f"{run_file}: the run settings must be a JSON object; the run folder is damaged")
-            return saved
+            return read_json_object(run_file, "run settings", "the run folder is damaged; start a new run "
+                                    "(drop --resume, choose a new -o)")
         if exists:
             if not config.force:
                 raise OutputError(f"{run_dir}: folder exists and is not empty; use --resume to continue the run in "

@@ -11,7 +11,7 @@ Coordinates: genomic positions are 0-based half-open on the forward strand; ``cd
 
 from dataclasses import dataclass
 
-from isoformer_cli.errors import AnnotationError, InputError
+from isoformer_cli.errors import AnnotationError, InputError, check_choice
 from isoformer_cli.genomics.contigs import is_mitochondrial
 from isoformer_cli.genomics import flags as F
 from isoformer_cli.triples.cds import cds_layout
@@ -48,8 +48,7 @@ class BuildOptions:
 
     def __post_init__(self):
         check_dna_length(self.dna_length)
-        if self.orf not in ORF_CHOICES:
-            raise InputError(f"--orf must be one of {', '.join(ORF_CHOICES)}, not {self.orf!r}")
+        check_choice("--orf", self.orf, ORF_CHOICES)
         if isinstance(self.min_orf_length, bool) or not isinstance(self.min_orf_length, int) \
                 or self.min_orf_length < 1:
             raise InputError(f"--min-orf-length must be at least 1 amino acid, not {self.min_orf_length}")

@@ -42,9 +42,6 @@ TERMS = (
     "coding_sequence", "non_coding", "5_prime_utr", "3_prime_utr", "intron", "upstream", "downstream",
 )
 _RANK = {term: rank for rank, term in enumerate(TERMS)}
-#: Terms whose allele changes the CDS of the protein the model sees.
-PROTEIN_TERMS = frozenset({"stop_gained", "frameshift", "stop_lost", "start_lost", "inframe_insertion",
-                           "inframe_deletion", "missense", "coding_sequence"})
 SPLICE_TERMS = frozenset({"splice_acceptor", "splice_donor", "splice_region"})
 
 SPLICE_SITE = 2

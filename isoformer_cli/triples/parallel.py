@@ -36,10 +36,10 @@ from isoformer_cli.genomics.annotation import (
     GTF,
     AnnotationReader,
     AnnotationSummary,
-    is_gzip,
     detect_format,
     report_summary,
 )
+from isoformer_cli.genomics.compressed import is_gzip_file
 from isoformer_cli.genomics.contigs import ContigAliases, ContigMatcher
 from isoformer_cli.genomics.gtf_parts import contig_parts
 from isoformer_cli.triples.builder import TripleBuilder
@@ -73,7 +73,7 @@ def parallel_workers(source, min_bytes: Optional[int] = None) -> int:
     except OSError:
         return 0  # the sequential reader reports it
     if size < (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) or not os.path.isfile(path) \
-            or is_gzip(path) or detect_format(path) != GTF:
+            or is_gzip_file(path) or detect_format(path) != GTF:
         return 0
     return cores
 

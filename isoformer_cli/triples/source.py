@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from isoformer_cli.errors import InputError
+from isoformer_cli.errors import InputError, check_choice
 from isoformer_cli.genomics.annotation import read_annotation
 from isoformer_cli.genomics.contigs import ContigAliases, ContigMatcher
 from isoformer_cli.formats.sharding import SHARD_KEY, decode_order
@@ -68,8 +68,7 @@ class TripleSource:
     def __post_init__(self):
         if (self.annotation is None) == (self.triples is None):
             raise InputError("give exactly one of --annotation and --triples")
-        if self.on_invalid not in ON_INVALID_CHOICES:
-            raise InputError(f"--on-invalid must be one of {', '.join(ON_INVALID_CHOICES)}, not {self.on_invalid!r}")
+        check_choice("--on-invalid", self.on_invalid, ON_INVALID_CHOICES)
         self.build_options()  # BuildOptions checks dna_length, orf and min_orf_length
         self.selection()  # the selection's syntax (and any @FILE of ids)
         if self.shard is not None:

@@ -2,7 +2,7 @@
 
 import click
 
-from isoformer_cli.cli.options import model_dir_option, usage_errors
+from isoformer_cli.cli.options import model_dir_option
 
 
 @click.command("inspect")

@@ -39,6 +39,8 @@ from huggingface_hub.utils import build_hf_headers
 from tqdm.auto import tqdm
 
 from isoformer_cli.errors import DownloadError
+# The one file hash (64 hex digits), under the name models/ uses for it (store.py and convert.py import it here).
+from isoformer_cli.formats.provenance import sha256_hex as sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +83,6 @@ def hf_cache_dir():
 # ------------------------------------------------------------------------------------------------
 # Checksums
 # ------------------------------------------------------------------------------------------------
-
-
-def sha256_file(path):
-    """SHA-256 (hex) of a file, read in 16 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_blob_sha1(path):
