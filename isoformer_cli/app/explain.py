@@ -32,8 +32,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from isoformer_cli.app.predict import _locked
-from isoformer_cli.errors import InputError, OutputError
+from isoformer_cli.app.outputs import locked
+from isoformer_cli.errors import InputError, OutputError, check_choice
 from isoformer_cli.formats.collisions import refuse_shared_files
 from isoformer_cli.formats.explain import (
     ATTENTION_FIELDS,
@@ -111,8 +111,7 @@ class ExplainConfig:
             raise InputError("isoformer explain needs -o/--output DIR")
         if self.source.annotation is None:
             raise InputError("isoformer explain needs --annotation (regions and tracks need the exon structure)")
-        if self.method not in ALL_METHODS:
-            raise InputError(f"--method must be one of {', '.join(ALL_METHODS)}, not {self.method!r}")
+        check_choice("--method", self.method, ALL_METHODS)
         if self.steps < 1:
             raise InputError(f"--steps must be at least 1, not {self.steps}")
         for option, value in (("--max-transcripts", self.max_transcripts), ("--max-positions", self.max_positions)):
@@ -141,7 +140,7 @@ def run_explain(config):
     refuse_shared_files(inputs, {}, {"-o/--output": config.output})
     _make_folder(config.output)
     summary_path = os.path.join(config.output, "summary.tsv")
-    with _locked(summary_path):
+    with locked(summary_path):
         source = config.source.with_dna_length(checked.config.dna_length)
         with Genome(source.genome) as genome:
             triples = _selected(source, genome, config.max_transcripts)
@@ -309,7 +308,8 @@ def _explain_one(config, runner, explainer, triple, index, folder, arrays):
 
         plot = folder.path(f"plots/{tracks_name}.png")
         plot_explanation(plot, triple, per_base, window_genome_positions(triple, contig_length)
-                         if "dna" in per_base else None, f"{name} ({config.method}, target {config.target})")
+                         if "dna" in per_base else None, rna_genome_positions(transcript),
+                         f"{name} ({config.method}, target {config.target})")
     return {"summary": summary, "regions": regions, "attention": attention, "plot": plot}
 
 

@@ -22,18 +22,17 @@ def check_matplotlib():
         raise InputError("--plot needs matplotlib: pip install matplotlib (or pip install 'isoformer[plot]')")
 
 
-def plot_explanation(path, triple, per_base, window_positions, title):
+def plot_explanation(path, triple, per_base, window_positions, rna_positions, title):
     """Write the PNG of one transcript to ``path``.
 
     Args:
         triple: the transcript's triple (exons, CDS, window).
         per_base: ``{modality: per-base attributions}`` (DNA in window order, RNA 5'->3', protein residues).
         window_positions: genomic base of each window position (-1 off the contig), or None without DNA.
+        rna_positions: genomic base of each RNA position, 5' to 3'.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from isoformer_cli.triples.positions import rna_genome_positions
 
     transcript = triple.transcript
     panels = 3 + ("protein" in per_base)
@@ -58,7 +57,7 @@ def plot_explanation(path, triple, per_base, window_positions, title):
     model.set_yticks([])
     model.set_title(title)
     for axis, modality, positions in ((dna_axis, "dna", window_positions),
-                                      (rna_axis, "rna", rna_genome_positions(transcript))):
+                                      (rna_axis, "rna", rna_positions)):
         values = per_base.get(modality)
         if values is None or positions is None:
             axis.text(0.5, 0.5, f"no {modality.upper()} input", transform=axis.transAxes, ha="center")
