@@ -48,6 +48,7 @@ COMMAND_MODULES = [
     ("predict", "predict_command"),
     ("embed", "embed_command"),
     ("variants", "variants_command"),
+    ("explain", "explain_command"),
     ("finetune", "finetune_command"),
     ("evaluate", "evaluate_command"),
     ("expression", "expression_command"),

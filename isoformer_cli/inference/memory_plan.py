@@ -159,3 +159,42 @@ def plan_memory(config, device, precision, budget, chunk_size=None, max_tokens=N
                       one_isoform_bytes=need, budget_bytes=budget.bytes)
     log.debug("memory plan for %s: %s", budget.describe(), plan.describe())
     return plan
+
+
+#: A backward pass through the fusion and head holds about this many times the forward pass's working memory.
+FUSION_BACKWARD_FACTOR = 3
+
+
+def gradient_steps_per_batch(config, lengths, device, precision, budget, requested):
+    """How many integration steps of one isoform ``isoformer explain`` runs per forward + backward pass.
+
+    Args:
+        lengths: ``{modality: input positions}`` of the isoform (its own lengths, not the model maximum).
+        budget: the run's ``MemoryBudget``; a batch gets the same working share as :func:`plan_memory` gives
+            (on the CPU at most :data:`CPU_BATCH_BYTES`, on CUDA :data:`CUDA_BATCH_SHARE` of the budget).
+        requested: the steps wanted (``--steps``); the result is at most that.
+
+    One step costs each encoder's forward + backward working memory over its input
+    (``SequenceEncoder.training_activation_bytes``) plus the fusion's forward working memory times
+    :data:`FUSION_BACKWARD_FACTOR`, with :data:`MARGIN`.
+
+    Raises:
+        DeviceError: not even one step fits the budget (with the figures).
+    """
+    step = 0
+    fused = 0
+    for modality, length in lengths.items():
+        encoder = config.encoder(modality)
+        step += encoder.training_activation_bytes(config, 1, length, precision)
+        fused += encoder.output_length(config, length)
+    step += FUSION_BACKWARD_FACTOR * fusion_bytes(config, fused, precision)
+    step = int(MARGIN * step)
+    available = int(budget.bytes / MARGIN)
+    if step > available:
+        raise DeviceError(
+            f"not enough memory: one gradient pass of this isoform needs about {format_size(step)}, but this run "
+            f"may use {budget.describe()}; use --precision bf16, a device with more memory, or "
+            f"{budget.cap_advice(step)}"
+        )
+    share = int(available * CUDA_BATCH_SHARE) if device.type == "cuda" else min(CPU_BATCH_BYTES, available // 2)
+    return max(1, min(requested, share // max(1, step)))

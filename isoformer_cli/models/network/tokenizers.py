@@ -127,6 +127,15 @@ def _check_policy(truncation):
     return truncation
 
 
+def kept_offset(n_tokens, max_tokens, truncation):
+    """Index of the first token :func:`truncate_tokens` keeps of ``n_tokens`` (0 when nothing is cut)."""
+    if n_tokens <= max_tokens or truncation == "keep_start":
+        return 0
+    if truncation == "keep_end":
+        return n_tokens - max_tokens
+    return (n_tokens - max_tokens) // 2  # keep_center
+
+
 def truncate_tokens(ids, max_tokens, truncation, what="sequence"):
     """Cut ``ids`` (1-D array) to at most ``max_tokens`` following ``truncation``.
 
@@ -213,6 +222,16 @@ class RnaTokenizer:
             ids[starts] = RNA_FIRST_KMER_ID + windows @ _KMER_DIGIT_WEIGHTS
         return ids[token_start]
 
+    def token_spans(self, sequence):
+        """``(n_kept, 2)`` int64: the half-open base span ``[start, end)`` of ``sequence`` that each token kept by
+        :meth:`encode` reads (``<cls>`` excluded; 6 bases for a 6-mer, 1 for a single-base or N token)."""
+        tokens = self.tokenize_bases(sequence)
+        lengths = np.where((tokens >= RNA_FIRST_KMER_ID) & (tokens < RNA_FIRST_SINGLE_BASE_ID), RNA_KMER_SIZE, 1)
+        ends = np.cumsum(lengths)
+        spans = np.stack([ends - lengths, ends], axis=1).astype(np.int64)
+        first = kept_offset(len(tokens), self.max_tokens, self.truncation)
+        return spans[first: first + self.max_tokens]
+
     def encode(self, sequence, name="RNA sequence"):
         """``(ids, truncated)``: ids ``(1 + n_tokens,)`` int64 starting with ``<cls>``."""
         tokens, truncated = truncate_tokens(self.tokenize_bases(sequence), self.max_tokens, self.truncation, name)
@@ -241,6 +260,13 @@ class ProteinTokenizer:
     @staticmethod
     def vocabulary():
         return protein_vocabulary()
+
+    def residue_spans(self, sequence):
+        """``(n_kept, 2)`` int64: the residue span ``[i, i + 1)`` of ``sequence`` of each residue token kept by
+        :meth:`encode` (``<cls>`` and ``<eos>`` excluded)."""
+        first = kept_offset(len(sequence), self.max_residues, self.truncation)
+        kept = np.arange(first, first + min(len(sequence), self.max_residues), dtype=np.int64)
+        return np.stack([kept, kept + 1], axis=1)
 
     def encode(self, sequence, name="protein sequence"):
         """``(ids, truncated)``: ids ``(n_residues + 2,)`` int64, ``<cls>`` first and ``<eos>`` last."""

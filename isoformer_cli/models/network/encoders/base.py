@@ -10,7 +10,9 @@ subclass of :class:`SequenceEncoder`, in its own module:
 * its output width and number of output positions;
 * how a sequence becomes token ids (:meth:`tokenizer`) and how ids become a batch (:meth:`collate`);
 * its layer groups, for freezing and activation checkpointing (:meth:`layer_groups`);
-* its parameter summary for ``isoformer inspect`` (:meth:`summary`, :meth:`describe`).
+* its parameter summary for ``isoformer inspect`` (:meth:`summary`, :meth:`describe`);
+* where ``isoformer explain`` takes attributions (:meth:`attribution_layer`, :meth:`attribution_embedding`,
+  :meth:`attribution_baseline`, :meth:`input_spans`).
 
 What converting foreign files needs of an encoder (its key rows, how ``isoformer init`` reads a pretrained
 folder of it, its key signature in a foreign state dict, the reference of its self-check) is not part of the
@@ -190,6 +192,30 @@ class SequenceEncoder:
             coefficient *= BF16_TRAINING_SHARE
         return int(coefficient * batch * length * self.memory_width(config))
 
+    # -- attribution (isoformer explain) -------------------------------------------------------------
+    def attribution_layer(self, module: nn.Module) -> nn.Module:
+        """The submodule of the built ``module`` whose output ``(B, L, C)`` represents each input position (the
+        one-hot DNA, a token embedding): ``isoformer explain`` replaces that output by a forward hook and takes
+        the gradient there."""
+        raise NotImplementedError(f"{type(self).__name__} must define attribution_layer()")
+
+    def attribution_embedding(self, module: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+        """What :meth:`attribution_layer` outputs for ``input_ids`` (B, L): ``(B, L, C)`` (default: the layer
+        applied to the ids, as for an embedding table)."""
+        return self.attribution_layer(module)(input_ids)
+
+    def attribution_baseline(self, config, input_ids: np.ndarray) -> np.ndarray:
+        """The reference input of integrated gradients for ``input_ids`` (1-D, as :meth:`tokenizer` writes them):
+        the same length and special tokens, every sequence token replaced by the encoder's "unknown" token, so
+        only the sequence content is attributed."""
+        raise NotImplementedError(f"{type(self).__name__} must define attribution_baseline()")
+
+    def input_spans(self, config, sequence: str, truncation: str = "keep_start") -> np.ndarray:
+        """``(L, 2)`` int64: for each position of the ids :meth:`tokenizer` writes for ``sequence``, the half-open
+        span ``[start, end)`` of ``sequence`` (0-based, in the order the model reads it) that position reads;
+        ``(-1, -1)`` for special tokens."""
+        raise NotImplementedError(f"{type(self).__name__} must define input_spans()")
+
     # -- description --------------------------------------------------------------------------------
     def summary(self, config) -> dict:
         """JSON-ready facts for ``isoformer inspect`` (must include ``"type": self.summary_type``)."""
@@ -204,6 +230,11 @@ class SequenceEncoder:
     def parameter_groups(self, module: nn.Module) -> dict:
         """Parameters per named part of the module, for detailed counts (empty: no breakdown)."""
         return {}
+
+
+def special(count: int) -> np.ndarray:
+    """``count`` spans ``(-1, -1)``: positions of special tokens, which read no part of the sequence."""
+    return np.full((count, 2), -1, dtype=np.int64)
 
 
 def checkpointed(forward):

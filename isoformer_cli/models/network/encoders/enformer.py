@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from isoformer_cli.errors import InputError
+import numpy as np
+
 from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder
 from isoformer_cli.models.network.encoders.enformer_layers import INFERENCE_SLICE
 from isoformer_cli.models.network.encoders.enformer_trunk import EnformerTrunk, one_hot_dna
-from isoformer_cli.models.network.tokenizers import DnaTokenizer
+from isoformer_cli.models.network.tokenizers import DNA_N_ID, DnaTokenizer
 
 
 def build_trunk(config) -> EnformerTrunk:
@@ -58,6 +60,9 @@ class EnformerDNAEncoder(nn.Module):
         super().__init__()
         self.enformer = build_trunk(config)
         self.output_size = 2 * config.enformer_dim
+        # The one-hot input passes through this identity so that ``isoformer explain`` can hook it (no
+        # parameters: the state dict is unchanged).
+        self.input_one_hot = nn.Identity()
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -70,7 +75,7 @@ class EnformerDNAEncoder(nn.Module):
             raise InputError(f"DNA input ids must be torch.long, got {input_ids.dtype}")
         # One-hot in the weights' dtype (bf16 weights work too); under autocast the trunk casts as it goes.
         one_hot = one_hot_dna(input_ids, dtype=self.enformer.stem[0].weight.dtype)
-        return self.enformer(one_hot), None
+        return self.enformer(self.input_one_hot(one_hot)), None
 
 
 class _DnaIdTokenizer:
@@ -95,6 +100,20 @@ class Enformer(SequenceEncoder):
 
     def build(self, config):
         return EnformerDNAEncoder(config)
+
+    def attribution_layer(self, module):
+        return module.input_one_hot
+
+    def attribution_embedding(self, module, input_ids):
+        # The one-hot channels A, C, G, T: an N (and the all-N baseline) is the zero vector.
+        return one_hot_dna(input_ids, dtype=module.enformer.stem[0].weight.dtype)
+
+    def attribution_baseline(self, config, input_ids):
+        return np.full_like(input_ids, DNA_N_ID)
+
+    def input_spans(self, config, sequence, truncation="keep_start"):
+        positions = np.arange(len(sequence), dtype=np.int64)
+        return np.stack([positions, positions + 1], axis=1)
 
     def validate(self, config):
         if config.enformer_use_tf_gamma:

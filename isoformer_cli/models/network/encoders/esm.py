@@ -12,10 +12,11 @@ row, so it does not depend on padding.
 
 from __future__ import annotations
 
+import numpy as np
 from transformers import EsmConfig, EsmModel
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder
+from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder, special
 from isoformer_cli.models.network.tokenizers import ProteinTokenizer
 
 def esm_config(config) -> EsmConfig:
@@ -93,6 +94,20 @@ class Esm2(SequenceEncoder):
 
     def pad_id(self, config):
         return config.esm_pad_token_id
+
+    def attribution_layer(self, module):
+        # The word embeddings before token dropout's scaling, which is computed from the ids and so stays the
+        # real input's along the whole integration path.
+        return module.embeddings.word_embeddings
+
+    def attribution_baseline(self, config, input_ids):
+        baseline = np.array(input_ids, dtype=np.int64, copy=True)
+        baseline[1:-1] = config.esm_mask_token_id  # <cls> residues <eos>: the residues become <mask>
+        return baseline
+
+    def input_spans(self, config, sequence, truncation="keep_start"):
+        residues = self.tokenizer(config, truncation).residue_spans(sequence)
+        return np.concatenate([special(1), residues, special(1)])
 
     def layer_groups(self, module):
         return LayerGroups(before=[module.embeddings], layers=list(module.encoder.layer),

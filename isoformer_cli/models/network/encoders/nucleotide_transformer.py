@@ -14,19 +14,20 @@ i covers bases 6i..6i+5 of a pure-ACGT window and the TSS (base L/2) falls in po
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import EsmConfig
 
 from isoformer_cli.errors import InputError
-from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder
+from isoformer_cli.models.network.encoders.base import LayerGroups, SequenceEncoder, special
 from isoformer_cli.models.network.encoders.nt_network import (  # noqa: F401 - re-exported
     NT_UNUSED_CHECKPOINT_KEYS,
     NucleotideTransformer,
     load_hf_nt_state_dict,
     nt_config,
 )
-from isoformer_cli.models.network.tokenizers import RnaTokenizer
+from isoformer_cli.models.network.tokenizers import RNA_FIRST_KMER_ID, RnaTokenizer
 
 # With the NT DNA encoder and no dna_length given, the window is what NT's position table holds:
 # (max_position_embeddings - 2) 6-mers (one position for <cls>, one spare as in NT-v2's 2,050).
@@ -107,6 +108,13 @@ def _describe_network(summary):
     )
 
 
+def _nt_baseline(config, input_ids):
+    """Every sequence token (6-mers, single bases, N) replaced by ``<mask>``; ``<cls>`` kept."""
+    baseline = np.array(input_ids, dtype=np.int64, copy=True)
+    baseline[baseline >= RNA_FIRST_KMER_ID] = config.nt_mask_token_id
+    return baseline
+
+
 class NucleotideTransformerRNA(SequenceEncoder):
     """NT-v2 over the spliced RNA; reads the ``nt_*`` fields and ``max_rna_tokens``."""
 
@@ -154,6 +162,15 @@ class NucleotideTransformerRNA(SequenceEncoder):
 
     def tokenizer(self, config, truncation="keep_start"):
         return RnaTokenizer(max_tokens=config.max_rna_tokens, truncation=truncation)
+
+    def attribution_layer(self, module):
+        return module.embeddings.word_embeddings
+
+    def attribution_baseline(self, config, input_ids):
+        return _nt_baseline(config, input_ids)
+
+    def input_spans(self, config, sequence, truncation="keep_start"):
+        return np.concatenate([special(1), self.tokenizer(config, truncation).token_spans(sequence)])
 
     def pad_id(self, config):
         return config.nt_pad_token_id
@@ -224,6 +241,15 @@ class NucleotideTransformerDNA(SequenceEncoder):
     def tokenizer(self, config, truncation="keep_start"):
         # No length cap: the window length is set by the configuration (checked in validate()).
         return RnaTokenizer(max_tokens=1 << 30, truncation="error")
+
+    def attribution_layer(self, module):
+        return module.nucleotide_transformer.embeddings.word_embeddings
+
+    def attribution_baseline(self, config, input_ids):
+        return _nt_baseline(config, input_ids)
+
+    def input_spans(self, config, sequence, truncation="keep_start"):
+        return np.concatenate([special(1), self.tokenizer(config).token_spans(sequence)])
 
     def pad_id(self, config):
         return config.nt_pad_token_id
