@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 from click.testing import CliRunner
 
 from isoformer_cli import __version__

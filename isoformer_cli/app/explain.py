@@ -21,7 +21,6 @@ Outputs go to a partial folder inside DIR and are moved in when the run complete
 """
 
 import csv
-import dataclasses
 import logging
 import os
 import sys
