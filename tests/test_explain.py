@@ -217,6 +217,23 @@ def test_tracks_lie_on_the_window_and_the_exons_of_the_triples_table(human, tran
     assert row["rna"].startswith(spliced) and len(spliced) == min(len(row["rna"]), 256 * 6)
 
 
+def test_bigwig_tracks_hold_the_bedgraph_values(human):
+    pyBigWig = pytest.importorskip("pyBigWig")
+    for transcript_id in (PLUS, MINUS):
+        for kind in ("dna", "rna"):
+            lines = _track(human["out"] / "tracks" / f"{transcript_id}.{kind}.bedGraph")
+            handle = pyBigWig.open(str(human["out"] / "tracks" / f"{transcript_id}.{kind}.bw"))
+            try:
+                chrom = lines[0][0]
+                assert handle.chroms(chrom) == 210155
+                intervals = handle.intervals(chrom)
+            finally:
+                handle.close()
+            assert [(start, end) for start, end, _ in intervals] == [(start, end) for _, start, end, _ in lines]
+            np.testing.assert_allclose([value for _, _, value in intervals], [line[3] for line in lines],
+                                       rtol=1e-5, atol=1e-30)
+
+
 def test_summary_regions_and_arrays_agree(human):
     summary = {row["transcript_id"]: row for row in _table(human["out"] / "summary.tsv")}
     regions = _table(human["out"] / "regions.tsv")

@@ -54,7 +54,7 @@ from isoformer_cli.inference.runner import ModelRunner
 from isoformer_cli.models.distribution.locate import locate_checkpoint
 from isoformer_cli.runtime.memory import memory_budget
 from isoformer_cli.runtime.options import RuntimeOptions
-from isoformer_cli.runtime.setup import end_run, start_run
+from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.dna_window import fetch_window
 from isoformer_cli.triples.positions import (
     exons_in_transcript_order,
@@ -199,9 +199,7 @@ def _provenance(config, runner_or_checked_dir, demo, demo_derived, units):
 
 
 def _gradients(config, checked, triples):
-    context = start_run(config.runtime)
-    completed = False
-    try:
+    with model_run(config.runtime) as context:
         runner = ModelRunner(context, checked, config.source, config.rna_truncation, config.protein_truncation)
         model_config = runner.model.config
         index = tissue_index(config.target, model_config.tissues)
@@ -232,25 +230,23 @@ def _gradients(config, checked, triples):
                             ["weight: attention of the DNA query bins averaged over bins, summed over the region's "
                              "keys; RNA start/end in transcript bases, protein in residues (0-based, half-open)"])
         log.info("%d transcripts explained into %s", len(triples), config.output)
-        completed = True
         return len(triples)
-    finally:
-        end_run(context, completed)
 
 
 def _units_note(provenance):
     return f"units: {provenance.get('units', 'unknown')}; attributions in the same units"
 
 
-def _explain_one(config, runner, explainer, triple, index, folder, arrays):
-    model_config = runner.model.config
-    transcript = triple.transcript
-    name = transcript.transcript_id
-    settings = runner.settings
-    genome = runner.genome
+def isoform_inputs(triple, genome, settings, model_config):
+    """``(inputs, sequences)`` of one triple as the model reads it: ``{modality: (L,) int64 token ids}`` (the
+    tokenizers' own output) and ``{modality: the sequence they encode}`` (the DNA window in the transcript's
+    orientation, the RNA, the protein), for each modality the model has and the isoform has (a non-coding
+    transcript has no protein)."""
+    name = triple.transcript.transcript_id
     inputs, sequences = {}, {}
     if model_config.has_dna:
-        window = fetch_window(genome, triple.genome_chrom, triple.window_start, triple.window_end, transcript.strand)
+        window = fetch_window(genome, triple.genome_chrom, triple.window_start, triple.window_end,
+                              triple.transcript.strand)
         inputs["dna"], _ = settings.dna.encode(window, name)
         sequences["dna"] = window
     for modality, sequence, tokenizer in (("rna", triple.rna, settings.rna), ("protein", triple.protein,
@@ -258,6 +254,15 @@ def _explain_one(config, runner, explainer, triple, index, folder, arrays):
         ids, _ = model_tokens(sequence, tokenizer, name)
         if ids is not None:
             inputs[modality], sequences[modality] = ids, sequence
+    return inputs, sequences
+
+
+def _explain_one(config, runner, explainer, triple, index, folder, arrays):
+    model_config = runner.model.config
+    transcript = triple.transcript
+    name = transcript.transcript_id
+    genome = runner.genome
+    inputs, sequences = isoform_inputs(triple, genome, runner.settings, model_config)
     explanation = explainer.explain(inputs, index, "saliency" if config.method == "saliency" else
                                     "integrated-gradients", config.steps)
     truncation = {"dna": "keep_start", "rna": config.rna_truncation, "protein": config.protein_truncation}
@@ -451,7 +456,7 @@ def _ism(config, checked, source, triples):
                                   protein_truncation=config.protein_truncation, vcf=vcf,
                                   output=os.path.join(scratch, "ism.out.vcf"), table=table,
                                   command_args=config.command_args)
-        run_variants(variants)
+        run_variants(variants, checked)  # the checkpoint checked above; run_variants loads it once
         _, rows = read_variant_table(table)
         tissues = list(checked.config.tissues)
         largest = ism_track_values(rows, tissues, config.target)

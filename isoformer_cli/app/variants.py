@@ -51,6 +51,7 @@ from isoformer_cli.inference.variants import (
     check_header_contigs,
     check_max_indel,
 )
+from isoformer_cli.models.checkpoint.check import CheckedCheckpoint
 from isoformer_cli.models.distribution.locate import locate_checkpoint
 from isoformer_cli.runtime.setup import model_run
 from isoformer_cli.triples.affected import TranscriptIndex, shared_transcripts
@@ -81,14 +82,18 @@ class VariantsConfig(ModelRunConfig):
             raise InputError("isoformer variants needs --annotation (a triples table has no exon structure)")
 
 
-def run_variants(config: VariantsConfig) -> int:
+def run_variants(config: VariantsConfig, checked: CheckedCheckpoint | None = None) -> int:
     """Score every allele of ``config.vcf``; returns the number of VCF records written.
+
+    ``checked``: the checkpoint of ``config`` already located and checked by a caller (``explain --method
+    ism``), so that it is not checked again; None locates it here.
 
     Raises the typed errors of the inputs, checkpoint and outputs; after an error no output exists at
     the target paths (after Ctrl-C or SIGTERM the temporary files are kept for ``--resume``).
     """
     outputs = {"-O/--output": config.output, "--table": config.table, "--alt-triples": config.alt_triples}
-    checked = locate_checkpoint(config.checkpoint, config.model_dir)
+    if checked is None:
+        checked = locate_checkpoint(config.checkpoint, config.model_dir)
     _check_outputs_of(config, outputs, checked)
     vcf_kind(config.output)
     if config.table:
