@@ -47,6 +47,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from isoformer_cli.app.explain import ExplainConfig, ism_records, isoform_inputs, run_explain  # noqa: E402
+from isoformer_cli.errors import DeviceError  # noqa: E402
 from isoformer_cli.genomics.genome import Genome  # noqa: E402
 from isoformer_cli.inference.explain import Explainer, quadrature, target_of  # noqa: E402
 from isoformer_cli.inference.prepare import TokenizerSettings, model_tokens  # noqa: E402
@@ -335,7 +336,11 @@ def main(argv=None):
         model, checkpoint = load_model(args.preset, device, folder)
         triples = selected_triples(model, args.transcripts)
         if not args.skip_ig:
-            agree &= integrated_gradients_table(model, triples, args, device)
+            try:
+                agree &= integrated_gradients_table(model, triples, args, device)
+            except DeviceError as error:  # the memory plan refuses a gradient pass this device cannot hold
+                print(f"1. Integrated gradients, {args.preset} preset: not run here: {error}\n")
+                agree = False
         if not args.skip_ism:
             if checkpoint is None:
                 from isoformer_cli.models.checkpoint.save import save_checkpoint
