@@ -3,7 +3,8 @@ dataset in the official CSV layout (tests/test_datasets.py writes it), from a lo
 
 The run pulls (offline, from the source), converts, calibrates on the validation split, predicts the test split
 (--limit: whole genes) and prints the evaluation; its figures must be those `isoformer evaluate` reports on the
-same predictions. Then the steps that cannot run: no genome, offline without --source, an incomplete source, no
+same predictions. The same run without --source downloads both repositories from a loopback hub. Then the steps
+that cannot run: no genome, offline without --source, an incomplete source, no
 network.
 """
 
@@ -16,6 +17,7 @@ from huggingface_hub import constants as hub_constants
 
 from benchmarks import paper
 from cli_helpers import HUMAN_GENOME, invoke
+from local_hub import LocalHub
 from official_format import official_config_json, official_state, small_model, vocabulary_files
 from test_datasets import official_csv
 from isoformer_cli.formats.metrics_table import read_metrics_table
@@ -143,3 +145,26 @@ def test_steps_that_cannot_run_say_why_and_exit_non_zero(tmp_path, environment, 
     err = capsys.readouterr().err
     assert "isoformer: error:" in err and "step 'pull model' failed" in err and "give --source DIR" in err
     assert "Traceback" not in err
+
+
+def test_the_network_path_pulls_both_repositories_from_the_hub(tmp_path, environment, capsys, monkeypatch):
+    """Without --source: both pulls download from HF_ENDPOINT (a loopback hub serving the two repositories)."""
+    source = write_source(tmp_path / "source")
+    with LocalHub() as hub:
+        hub.add("InstaDeepAI/isoformer", {path.name: path.read_bytes() for path in (source / "model").iterdir()})
+        dataset = source / "dataset"
+        hub.add("datasets/InstaDeepAI/multi_omics_transcript_expression",
+                {str(path.relative_to(dataset)): path.read_bytes() for path in dataset.rglob("*.csv")})
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        code = paper.main(["--genome", HUMAN_GENOME, "--cache", str(tmp_path / "cache"), "--out",
+                           str(tmp_path / "out"), "--device", "cpu", "--limit", "2", "--preset", "tiny",
+                           "--min-spearman", "-1", "-q"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert hub.requests("GET", "pytorch_model.bin") and hub.requests("GET", "GTEx_final.csv")
+    manifest = json.loads((tmp_path / "cache" / "models" / "official" / "isoformer-model.json").read_text())
+    assert manifest["sources"][0]["repo_id"] == "InstaDeepAI/isoformer"
+    assert json.loads((tmp_path / "cache" / "datasets" / "isoformer-gtex" / "dataset.json").read_text())[
+        "pulled_from"].startswith("InstaDeepAI/multi_omics_transcript_expression@")
+    rows = printed_rows(captured.out)
+    assert rows[0]["scope"] == "pooled" and rows[0]["n_transcripts"] == "2"  # --limit 2: gene G2 only
