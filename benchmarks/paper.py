@@ -23,7 +23,8 @@ Then prints (stdout, TSV; also ``OUT/paper.tsv``) the evaluation's rows (pooled,
 tissue) with R², Spearman and the within-gene isoform Spearman (definitions:
 ``isoformer_cli/evaluation/metrics.py``), the paper's figures beside the pooled and mean rows, and, as ``#``
 lines, the calibrated settings and the throughput (predict in transcripts/s, calibrate in seconds). The
-figures are those ``isoformer evaluate`` wrote (``OUT/metrics.test.tsv``, six significant digits), rounded to four decimals.
+figures are those ``isoformer evaluate`` wrote (``OUT/metrics.test.tsv``, six significant digits), rounded to
+four decimals.
 
 ``--limit N`` keeps, in each of the validation and test splits, the first N transcripts in the table's order
 rounded down to whole genes (at least one gene), so the within-gene metric still sees every isoform of the
