@@ -58,8 +58,8 @@ from isoformer_cli.models.distribution.store import downloads_dir  # noqa: E402
 MODEL = "official"
 DATASET = "isoformer-gtex"
 # The paper's headline with all three modalities (DNA, RNA, protein), as issue 21 states it ("the paper's
-# R² 0.53 / Spearman 0.72"; also the team design notes, DESIGN.md section 2). Neither says whether the figures are pooled
-# over every (transcript, tissue) pair or averaged over tissues, so both rows are shown beside them.
+# R² 0.53 / Spearman 0.72"; also the team's design notes, DESIGN.md section 2). Neither says whether the
+# figures are pooled over every (transcript, tissue) pair or averaged over tissues, so both rows show them.
 PAPER_R2 = 0.53
 PAPER_SPEARMAN = 0.72
 COLUMNS = ("scope", "tissue", "n_transcripts", "r2", "spearman", "isoform_spearman", "isoform_genes_used",
