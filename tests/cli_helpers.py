@@ -102,6 +102,34 @@ class FifoReader:
         assert not self._thread.is_alive(), "the FIFO reader did not finish"
 
 
+def descendants(pid):
+    """The pids of every process below ``pid`` (children, their children, ...), read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended while the table was read
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def signal_all(pids, signum):
+    """Send ``signum`` to each of ``pids`` that still exists."""
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def run_torchrun(args, env, timeout):
     """``python -m torch.distributed.run --standalone --nproc-per-node 2 -m isoformer_cli ARGS``; the
     CompletedProcess (text). The test fails when it exits non-zero.
@@ -121,12 +149,15 @@ def run_torchrun(args, env, timeout):
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGABRT)
+        # The agent starts each rank in a session of its own, so the agent's process group does not reach them:
+        # signal every descendant by pid, or a hung rank would hold the pipes open and the test would wait forever.
+        tree = [process.pid, *descendants(process.pid)]
+        signal_all(tree, signal.SIGABRT)
         try:
             stdout, stderr = process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
+            signal_all(tree, signal.SIGKILL)
+            stdout, stderr = process.communicate(timeout=30)
         pytest.fail(f"torchrun did not finish in {timeout} s; the stacks of its processes:\n{stderr[-20000:]}")
     assert process.returncode == 0, stderr[-3000:]
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

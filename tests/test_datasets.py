@@ -29,25 +29,31 @@ def invoke(*args):
     return CliRunner().invoke(cli, ["-q", *[str(arg) for arg in args]])
 
 
-def human_triples():
+def human_triples(count=len(SPLITS)):
+    """The first ``count`` coding transcripts of the human example (14 at most)."""
     source = TripleSource(genome=HUMAN_GENOME, annotation=HUMAN_GTF)
-    return [t for t in iter_triples(source, Genome(HUMAN_GENOME)) if t.protein][:len(SPLITS)]
+    return [t for t in iter_triples(source, Genome(HUMAN_GENOME)) if t.protein][:count]
 
 
-def official_csv(standardised=True, mean=2.0, sigma=0.5, columns_dropped=()):
+def official_csv(standardised=True, mean=2.0, sigma=0.5, columns_dropped=(), splits=SPLITS, genes=None):
     """``(csv bytes, normalization bytes, log1p labels)`` in the official layout, for real human-example
-    transcripts (1-based start/end from their 0-based exons; the 5'UTR/CDS/3'UTR split of the RNA)."""
+    transcripts (1-based start/end from their 0-based exons; the 5'UTR/CDS/3'UTR split of the RNA): one row per
+    entry of ``splits`` (its split), with gene ids ``genes`` (a list; default the annotation's, one transcript
+    per gene in the human example)."""
     rng = np.random.default_rng(1)
-    labels = rng.uniform(0, 4, size=(len(SPLITS), len(GTEX_TISSUES)))
+    labels = rng.uniform(0, 4, size=(len(splits), len(GTEX_TISSUES)))
     header = ["transcript_id_gtex", "gene_id_gtex", "split", "chr", "strand", "start", "end", "RNA", "5UTR", "CDS",
               "3UTR", "Protein", *GTEX_TISSUES]
     header = [name for name in header if name not in columns_dropped]
     lines = [",".join(header)]
-    for triple, split, values in zip(human_triples(), SPLITS, labels):
+    triples = human_triples(len(splits))
+    assert len(triples) == len(splits), "the human example has 14 coding transcripts"
+    for index, (triple, split, values) in enumerate(zip(triples, splits, labels)):
         t = triple.transcript
         shown = (values - mean) / sigma if standardised else values
         rna, (cds_start, cds_end) = triple.rna, (triple.cds_start, triple.cds_end)
-        row = {"transcript_id_gtex": t.transcript_id, "gene_id_gtex": t.gene_id, "split": split,
+        row = {"transcript_id_gtex": t.transcript_id, "gene_id_gtex": genes[index] if genes else t.gene_id,
+               "split": split,
                "chr": triple.genome_chrom, "strand": t.strand, "start": str(t.start + 1), "end": str(t.end),
                "RNA": rna, "5UTR": rna[:cds_start], "CDS": rna[cds_start:cds_end], "3UTR": rna[cds_end:],
                "Protein": triple.protein}

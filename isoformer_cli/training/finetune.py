@@ -79,6 +79,7 @@ def run_finetune(config):
 
 def _finetune(config, checked):
     with model_run(config.runtime, seed=config.training.seed) as context:
+        trainer = None
         try:
             trainer = Trainer(config, context, _prepare(config, context, checked))
             finished, stop_reason, test_rows = trainer.train()
@@ -89,6 +90,9 @@ def _finetune(config, checked):
                 log.warning("interrupted: rerun the same command with --resume to continue from %s",
                             last if os.path.isdir(last) else "the start (no step was saved yet)")
             raise
+        finally:
+            if trainer is not None:
+                trainer.release_process_group()
         state = trainer.state
         return FinetuneResult(run_dir=trainer.folder.path, global_step=state.global_step,
                               epochs_completed=state.epoch, finished=finished, stop_reason=stop_reason,

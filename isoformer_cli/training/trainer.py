@@ -18,6 +18,7 @@ Predictions are shared out among processes by contiguous blocks of rows and gath
 """
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -144,6 +145,19 @@ class Trainer:
                                     model.config)
         self.loss_scale = self.group.world_size / (training.batch_size * len(self.columns))
         self.column_index = torch.tensor(self.columns, dtype=torch.long, device=self.device)
+
+    def release_process_group(self):
+        """Drop the DistributedDataParallel wrapper (its reducer holds the process group) while every rank is
+        still in the group, before ``model_run`` leaves it.
+
+        Why: freed later, after ``destroy_process_group`` and once the other ranks had exited, the reducer's last
+        reference to the gloo group ran its destructor, which waited for a peer that was gone: a rank that had
+        written every output hung at exit (seen once under load with two CPU ranks). Collected here, the group's
+        last reference is the one ``destroy_process_group`` drops, on every rank at the same point.
+        """
+        if self.wrapped is not self.model:
+            self.wrapped = self.model
+            gc.collect()  # the wrapper's hooks form reference cycles; free it now, not at some later collection
 
     def train(self):
         """Train to the end (or to ``--max-steps``); returns ``(finished, stop_reason, test_rows)``, the test
