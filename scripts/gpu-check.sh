@@ -12,7 +12,9 @@
 #   2. benchmarks/predict.py --official-gpu-only: the official preset in bf16, isoforms per second and the
 #      fraction of the bf16 peak;
 #   3. a short official-preset fine-tune (random weights from `isoformer init`, 10 optimiser steps, bf16) on
-#      the human example, with its wall time and metrics.
+#      the human example, with its wall time and metrics;
+#   4. benchmarks/explain.py on the official preset (random weights), bf16: integrated gradients of two
+#      isoforms, batched engine against the naive loop, checked equal (ISM left out for time).
 # The package is used from the tree (PYTHONPATH), not installed: the machine's own PyTorch build is the one
 # that sees its GPU, and an install could replace it.
 set -uo pipefail
@@ -77,6 +79,10 @@ EOF
     cat "$work/run/metrics.tsv"
 ) 2>&1 | tee -a "$OUT/finetune-gpu.txt" || status=1
 rm -rf "$work"
+
+echo "== 4. explain, official preset, bf16, CUDA" | tee "$OUT/explain-gpu.txt"
+timeout 90 python3 benchmarks/explain.py --preset official --device cuda --precision bf16 --transcripts 2 \
+    --skip-ism 2>&1 | tee -a "$OUT/explain-gpu.txt" || status=1
 
 echo "gpu-check: exit $status (logs in $OUT)"
 exit $status
